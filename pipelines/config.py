@@ -1,0 +1,31 @@
+"""params.yaml: the one place every knob lives. A step reads only its own section."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import UserError
+
+DEFAULT_PARAMS = Path(os.environ.get("PIPELINES_PARAMS", "params.yaml"))
+
+
+def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    path = Path(path or DEFAULT_PARAMS)
+    if not path.exists():
+        raise UserError(f"{path}: parameters file not found; run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(params, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in params or not isinstance(params[name], dict):
+        raise UserError(f"params.yaml: missing section '{name}'")
+    return params[name]
