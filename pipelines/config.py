@@ -12,9 +12,12 @@ from pipelines.errors import UserError
 DEFAULT_PARAMS = Path(os.environ.get("PIPELINES_PARAMS", "params.yaml"))
 
 
-def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+def load_params(path: str | os.PathLike | None = None, required: bool = True) -> dict[str, Any]:
+    """The parameters file; with required=False a missing file means every step's defaults."""
     path = Path(path or DEFAULT_PARAMS)
     if not path.exists():
+        if not required:
+            return {}
         raise UserError(f"{path}: parameters file not found; run from the repository root or pass --params")
     try:
         params = yaml.safe_load(path.read_text()) or {}
@@ -26,6 +29,8 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in params or not isinstance(params[name], dict):
-        raise UserError(f"params.yaml: missing section '{name}'")
-    return params[name]
+    """One step's knobs; an absent section means that step's defaults."""
+    value = params.get(name) or {}
+    if not isinstance(value, dict):
+        raise UserError(f"params.yaml: section '{name}' must be a mapping of settings")
+    return value

@@ -1,0 +1,212 @@
+"""Cleaning: coerce raw events to the contract's types, quarantine what breaks a rule.
+
+Every input row ends in exactly one place, so the contract's accounting identity holds:
+rows_in = rows_clean + rows_quarantined + exact_duplicates_removed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.errors import UserError
+from pipelines.schema import EVENT_DTYPES, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
+
+# Epoch magnitudes: 1e11 seconds is the year 5138, while 1e11 milliseconds is 1973, so any
+# plausible event time in seconds is below it and any in milliseconds above it.
+_EPOCH_MS_FLOOR = 1e11
+_EPOCH_US_FLOOR = 1e14
+_EPOCH_NS_FLOOR = 1e17
+
+STRING_COLUMNS = [c for c, t in EVENT_DTYPES.items() if t == "str"]
+
+
+def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Return (clean events, quarantined rows with a reason each, accounting report)."""
+    params = params or {}
+    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise UserError(f"events are missing required column(s): {', '.join(missing)}")
+    rows_in = len(events)
+    raw = events.reset_index(drop=True)
+
+    coerced, reasons = _coerce(raw, epoch_unit=params.get("epoch_unit", "auto"))
+    bad = reasons.notna().to_numpy()
+
+    valid = coerced.loc[~bad]
+    dup_mask = valid.duplicated(keep="first").to_numpy()
+    exact_duplicates = int(dup_mask.sum())
+    valid = valid.loc[~dup_mask]
+
+    valid, dup_id_mask = _assign_event_ids(valid)
+    reasons = reasons.copy()
+    reasons.loc[valid.index[dup_id_mask]] = "duplicate event_id with different content"
+    valid = valid.loc[~dup_id_mask]
+
+    quarantined_index = reasons.index[reasons.notna().to_numpy()]
+    quarantine = _quarantine_frame(raw.loc[quarantined_index], reasons.loc[quarantined_index])
+
+    ordered = list(EVENT_DTYPES) + [c for c in valid.columns if c not in EVENT_DTYPES]
+    clean_events = valid[ordered].sort_values(["event_time", "user_id"], kind="stable").reset_index(drop=True)
+    report = accounting_report(rows_in, clean_events, quarantine, exact_duplicates)
+    return clean_events, quarantine, report
+
+
+def accounting_report(rows_in: int, clean_events: pd.DataFrame, quarantine: pd.DataFrame, exact_duplicates: int) -> dict:
+    report = {
+        "rows_in": rows_in,
+        "rows_clean": len(clean_events),
+        "rows_quarantined": len(quarantine),
+        "exact_duplicates_removed": exact_duplicates,
+        "quarantine_reasons": {str(k): int(v) for k, v in quarantine["quarantine_reason"].value_counts().items()},
+        "users": int(clean_events["user_id"].nunique()),
+        "event_time_min": str(clean_events["event_time"].min()) if len(clean_events) else None,
+        "event_time_max": str(clean_events["event_time"].max()) if len(clean_events) else None,
+    }
+    report["identity_holds"] = rows_in == report["rows_clean"] + report["rows_quarantined"] + exact_duplicates
+    if not report["identity_holds"]:
+        raise RuntimeError(f"cleaning lost rows, accounting identity broken: {report}")
+    return report
+
+
+def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Typed copy of raw plus the first rule each row breaks (NaN where none)."""
+    out = pd.DataFrame(index=raw.index)
+    reasons = pd.Series(np.nan, index=raw.index, dtype="object")
+
+    def flag(mask: pd.Series | np.ndarray, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool) & reasons.isna().to_numpy()
+        reasons.loc[mask] = reason
+
+    out["event_time"] = parse_event_time(raw["event_time"], epoch_unit)
+    flag(~_present(raw["event_time"]), "missing event_time")
+    flag(out["event_time"].isna(), "unparseable event_time")
+
+    for col in STRING_COLUMNS:
+        if col in raw.columns:
+            out[col] = _to_clean_string(raw[col])
+    flag(out["user_id"].isna(), "missing user_id")
+
+    out["event_type"] = out["event_type"].str.lower()
+    flag(~out["event_type"].isin(EVENT_TYPES), "unknown event_type")
+
+    if "country" in out.columns:
+        out["country"] = out["country"].str.upper()
+
+    if "price" in raw.columns:
+        price = pd.to_numeric(raw["price"], errors="coerce").astype("float64")
+        flag(price.isna() & _present(raw["price"]), "price is not a number")
+        flag(price < 0, "negative price")
+        out["price"] = price
+    if "quantity" in raw.columns:
+        qty = pd.to_numeric(raw["quantity"], errors="coerce")
+        flag(qty.isna() & _present(raw["quantity"]), "quantity is not a number")
+        flag(qty.notna() & ((qty < 1) | (qty % 1 != 0)), "quantity must be a whole number >= 1")
+        out["quantity"] = qty.where(qty.notna(), 1).where(reasons.isna(), 1).astype("Int64")
+    if "rating" in raw.columns:
+        rating = pd.to_numeric(raw["rating"], errors="coerce")
+        flag(rating.isna() & _present(raw["rating"]), "rating is not a number")
+        flag(rating.notna() & ~rating.isin([1, 2, 3, 4, 5]), "rating must be 1..5")
+        out["rating"] = rating.where(reasons.isna()).astype("Int64")
+
+    # Every contract column exists downstream, typed, even when the source lacks it.
+    for col, dtype in EVENT_DTYPES.items():
+        if col not in out.columns and col != "event_id":
+            out[col] = pd.Series(1 if col == "quantity" else pd.NA, index=out.index).astype(dtype)
+    extras = [c for c in raw.columns if c not in EVENT_DTYPES]
+    for col in extras:
+        out[col] = raw[col]
+    return out, reasons
+
+
+def parse_event_time(values: pd.Series, epoch_unit: str = "auto") -> pd.Series:
+    """Contract timestamps -> tz-aware UTC: datetimes, ISO-8601 text, epoch seconds or milliseconds."""
+    if epoch_unit not in ("auto", "s", "ms"):
+        raise UserError(f"clean.epoch_unit must be auto, s or ms, not {epoch_unit!r}")
+    target = EVENT_DTYPES["event_time"]
+    if pd.api.types.is_datetime64_any_dtype(values):
+        if getattr(values.dt, "tz", None) is None:
+            return values.dt.tz_localize("UTC").astype(target)
+        return values.dt.tz_convert("UTC").astype(target)
+
+    numeric = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values.astype("float64")
+    result = pd.Series(pd.NaT, index=values.index, dtype=target)
+    is_num = numeric.notna().to_numpy()
+    if is_num.any():
+        result.loc[is_num] = _epoch_to_utc(numeric[is_num].astype("float64"), epoch_unit).astype(target)
+    text = ~is_num & values.notna().to_numpy()
+    if text.any():
+        result.loc[text] = _text_to_utc(values[text].astype("str")).astype(target)
+    return result
+
+
+def _epoch_to_utc(num: pd.Series, epoch_unit: str) -> pd.Series:
+    arr = num.to_numpy()
+    if epoch_unit == "s":
+        factor = np.full(arr.shape, 1_000_000.0)
+    elif epoch_unit == "ms":
+        factor = np.full(arr.shape, 1_000.0)
+    else:
+        mag = np.abs(arr)
+        factor = np.select(
+            [mag >= _EPOCH_NS_FLOOR, mag >= _EPOCH_US_FLOOR, mag >= _EPOCH_MS_FLOOR], [1e-3, 1.0, 1e3], default=1e6
+        )
+    micros = arr * factor
+    ok = np.isfinite(micros) & (np.abs(micros) < 9.2e18)
+    out = pd.Series(pd.NaT, index=num.index, dtype="datetime64[us, UTC]")
+    out.loc[ok] = pd.to_datetime(micros[ok].astype("int64"), unit="us", utc=True)
+    return out
+
+
+def _text_to_utc(text: pd.Series) -> pd.Series:
+    stripped = text.str.strip().str.replace(r"\s*UTC$", "", regex=True)
+    parsed = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601")
+    leftover = parsed.isna() & stripped.ne("")
+    if leftover.any():  # mixed layouts in one file: fall back to per-value inference
+        parsed.loc[leftover] = pd.to_datetime(stripped[leftover], utc=True, errors="coerce", format="mixed")
+    return parsed
+
+
+def _to_clean_string(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(col):
+        # Integer ids that passed through a float column (CSV with gaps) must not become "123.0".
+        whole = col.notna() & (col % 1 == 0)
+        as_text = col.astype("str")
+        as_text.loc[whole] = col[whole].astype("int64").astype("str")
+        col = as_text
+    elif not pd.api.types.is_string_dtype(col) or col.dtype == object:
+        col = col.astype("str").where(col.notna())
+    col = col.astype("str").str.strip()
+    return col.where(col.ne("") & col.notna())
+
+
+def _present(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_string_dtype(col) or col.dtype == object:
+        return col.notna() & col.astype("str").str.strip().ne("")
+    return col.notna()
+
+
+def _assign_event_ids(valid: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Derive missing event_ids from the row's content; flag reused ids on differing rows."""
+    content_cols = [c for c in valid.columns if c != "event_id"]
+    if "event_id" not in valid.columns:
+        valid = valid.assign(event_id=pd.Series(pd.NA, index=valid.index, dtype="str"))
+    missing = valid["event_id"].isna().to_numpy()
+    if missing.any():
+        hashed = pd.util.hash_pandas_object(valid.loc[missing, content_cols], index=False).to_numpy()
+        as_text = pa.array(hashed.astype("uint64")).cast(pa.string())
+        derived = pd.Series(pc.binary_join_element_wise("e", as_text, ""), index=valid.index[missing], dtype="str")
+        valid.loc[missing, "event_id"] = derived
+    dup_ids = valid["event_id"].duplicated(keep="first").to_numpy()
+    return valid, dup_ids
+
+
+def _quarantine_frame(rows: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
+    """Rows as they arrived (as text, so any mix of types can be stored) with their reason."""
+    out = rows.astype("str").where(rows.notna())
+    out.insert(0, "quarantine_reason", reasons.astype("str"))
+    out.insert(0, "source_row", rows.index.to_numpy(dtype="int64"))
+    return out.reset_index(drop=True)

@@ -1,0 +1,232 @@
+"""One small surface for every detector: fit, score, save, load, explain.
+
+A detector subclass implements `_fit` and `_score` on a float matrix (and `_save_state` /
+`_load_state` when its fitted state is not a picklable `model_`). Everything else, from
+column checks to reasons a reviewer can read, lives here once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import UserError
+
+REGISTRY: dict[str, type["Detector"]] = {}
+
+_QUANTILE_POINTS = 2001
+_MAD_TO_SIGMA = 1.4826
+
+
+def register(cls: type["Detector"]) -> type["Detector"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """Compresses heavy tails (counts, money) while keeping sign and order."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class FeatureReference:
+    """What normal looks like per feature: quantiles, median and robust scale of the training users."""
+
+    def __init__(self, quantiles: np.ndarray, median: np.ndarray, scale: np.ndarray):
+        self.quantiles = quantiles  # (points, features)
+        self.median = median
+        self.scale = scale
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "FeatureReference":
+        quantiles = np.quantile(X, np.linspace(0, 1, _QUANTILE_POINTS), axis=0)
+        median = np.median(X, axis=0)
+        return cls(quantiles, median, robust_scale(X, median))
+
+    def percentiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(percent of training users at or below each value, two-sided tail probability)."""
+        n = self.quantiles.shape[0]
+        at_or_below = np.empty_like(X, dtype="float64")
+        below = np.empty_like(X, dtype="float64")
+        for j in range(X.shape[1]):
+            at_or_below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="right") / n
+            below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="left") / n
+        tail = np.minimum(at_or_below, 1.0 - below)
+        return 100.0 * at_or_below, np.maximum(tail, 0.5 / n)
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"quantiles": self.quantiles, "median": self.median, "scale": self.scale}
+
+
+def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Per-feature spread: scaled MAD, else IQR, else standard deviation, else 1.
+
+    Zero-inflated features (most users never refund) have MAD = IQR = 0; falling back keeps
+    their z-scores finite instead of making every non-zero value infinitely anomalous.
+    """
+    mad = _MAD_TO_SIGMA * np.median(np.abs(X - median), axis=0)
+    q75, q25 = np.quantile(X, [0.75, 0.25], axis=0)
+    iqr = (q75 - q25) / 1.349
+    std = X.std(axis=0)
+    scale = np.where(mad > 0, mad, np.where(iqr > 0, iqr, np.where(std > 0, std, 1.0)))
+    return scale
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise UserError(
+                f"unknown parameter(s) for detector {self.name}: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        self.params = {**self.defaults, **params}
+        self.feature_names_: list[str] | None = None
+        self.reference_: FeatureReference | None = None
+        self.model_version_: str | None = None
+
+    # -- the surface -------------------------------------------------------------------
+    def fit(self, X: pd.DataFrame) -> "Detector":
+        if len(X) < 2:
+            raise UserError(f"detector {self.name} needs at least 2 users to learn from, got {len(X)}")
+        self.feature_names_ = [str(c) for c in X.columns]
+        matrix = self._as_matrix(X)
+        self.reference_ = FeatureReference.fit(matrix)
+        self._fit(matrix)
+        return self
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        """Anomaly score per row: higher is more anomalous."""
+        self._check_fitted()
+        return np.asarray(self._score(self._as_matrix(X)), dtype="float64")
+
+    def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
+        """Per row, the features that deviate most from the training users, as
+        `feature=value (pNN.N)`. One feature per base signal: `n_view_1d` and `n_view_28d`
+        count once, the rarer of the two."""
+        self._check_fitted()
+        matrix = self._as_matrix(X)
+        percentile, tail = self.reference_.percentiles(matrix)
+        z = np.abs(matrix - self.reference_.median) / self.reference_.scale
+        # rarity first; among equally rare (beyond the quantile grid), the larger deviation
+        strength = -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
+        order = np.argsort(-strength, axis=1)
+        base = [_base_signal(f) for f in self.feature_names_]
+        reasons = []
+        for i in range(matrix.shape[0]):
+            seen: set[str] = set()
+            parts = []
+            for j in order[i]:
+                if tail[i, j] > 0.05 or len(parts) >= top_n:
+                    break
+                if base[j] in seen:
+                    continue
+                seen.add(base[j])
+                parts.append(f"{self.feature_names_[j]}={_fmt(matrix[i, j])} (p{_fmt_pct(percentile[i, j])})")
+            reasons.append("; ".join(parts))
+        return reasons
+
+    def save(self, directory: str | Path) -> str:
+        """Write the fitted detector to `directory`; returns its model_version (content hash)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / "reference.npz", **self.reference_.as_arrays())
+        self._save_state(directory)
+        digest = hashlib.sha256()
+        for path in sorted(directory.iterdir()):
+            if path.name != "meta.json":
+                digest.update(path.name.encode() + path.read_bytes())
+        digest.update(json.dumps([self.name, self.params, self.feature_names_], sort_keys=True).encode())
+        self.model_version_ = f"{self.name}-{digest.hexdigest()[:12]}"
+        meta = {
+            "detector": self.name,
+            "params": self.params,
+            "feature_names": self.feature_names_,
+            "model_version": self.model_version_,
+        }
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return self.model_version_
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Detector":
+        directory = Path(directory)
+        meta_path = directory / "meta.json"
+        if not meta_path.exists():
+            raise UserError(f"{directory}: no saved model here (meta.json missing); run the train step first")
+        meta = json.loads(meta_path.read_text())
+        detector_cls = get_detector_class(meta["detector"])
+        detector = detector_cls(**meta["params"])
+        detector.feature_names_ = meta["feature_names"]
+        detector.model_version_ = meta["model_version"]
+        with np.load(directory / "reference.npz") as ref:
+            detector.reference_ = FeatureReference(ref["quantiles"], ref["median"], ref["scale"])
+        detector._load_state(directory)
+        return detector
+
+    # -- for subclasses ----------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, X: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _score(self, X: np.ndarray) -> np.ndarray: ...
+
+    def _save_state(self, directory: Path) -> None:
+        joblib.dump(self.model_, directory / "model.joblib")
+
+    def _load_state(self, directory: Path) -> None:
+        self.model_ = joblib.load(directory / "model.joblib")
+
+    # -- internals ---------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.feature_names_ is None or self.reference_ is None:
+            raise RuntimeError(f"detector {self.name} is not fitted: call fit() or load()")
+
+    def _as_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        names = self.feature_names_ if self.feature_names_ is not None else list(X.columns)
+        missing = [c for c in names if c not in X.columns]
+        if missing:
+            raise UserError(
+                f"features are missing {len(missing)} column(s) the model was trained on "
+                f"(e.g. {', '.join(missing[:3])}); rebuild features with the same params or retrain"
+            )
+        matrix = X[names].to_numpy(dtype="float64", na_value=np.nan)
+        if not np.isfinite(matrix).all():
+            bad = [names[j] for j in np.where(~np.isfinite(matrix).all(axis=0))[0]]
+            raise UserError(f"features contain missing or infinite values in: {', '.join(bad[:5])}")
+        return matrix
+
+
+def get_detector_class(name: str) -> type[Detector]:
+    from pipelines import detectors  # noqa: F401  (importing the package registers every detector)
+
+    if name not in REGISTRY:
+        raise UserError(f"unknown detector {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def make_detector(name: str, params: dict[str, Any] | None = None) -> Detector:
+    return get_detector_class(name)(**(params or {}))
+
+
+def _base_signal(feature: str) -> str:
+    head, _, tail = feature.rpartition("_")
+    return head if head and tail.endswith("d") and tail[:-1].isdigit() else feature
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _fmt_pct(p: float) -> str:
+    return f"{min(p, 100.0):.1f}" if p < 99.95 or p >= 100 else f"{p:.2f}"

@@ -1,0 +1,32 @@
+"""Per-feature robust z-scores: how many robust standard deviations (median, MAD) a user is
+from the typical user on their most deviant features. Transparent and hard to fool by scale."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.detectors.base import Detector, register, robust_scale, signed_log1p
+
+
+@register
+class RobustZScoreDetector(Detector):
+    name = "robust_zscore"
+    defaults = {
+        "top_features": 5,  # score = root mean square of the user's largest |z|
+        "clip": 20.0,  # one absurd feature must not outweigh everything else
+        "log_transform": True,
+    }
+
+    def _prepare(self, X: np.ndarray) -> np.ndarray:
+        return signed_log1p(X) if self.params["log_transform"] else X
+
+    def _fit(self, X: np.ndarray) -> None:
+        prepared = self._prepare(X)
+        median = np.median(prepared, axis=0)
+        self.model_ = {"median": median, "scale": robust_scale(prepared, median)}
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        z = np.abs(self._prepare(X) - self.model_["median"]) / self.model_["scale"]
+        z = np.minimum(z, self.params["clip"])
+        k = max(1, min(int(self.params["top_features"]), z.shape[1]))
+        top = -np.partition(-z, k - 1, axis=1)[:, :k]
+        return np.sqrt((top**2).mean(axis=1))

@@ -1,0 +1,266 @@
+"""Per-user behaviour features as of a date, over trailing windows, computed in DuckDB.
+
+Point-in-time correct: only events strictly before the end of the as-of day are read, so
+anything that happens later cannot change a feature of that day.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from pipelines.errors import UserError
+
+EVENT_COUNTS = ("view", "cart", "remove_from_cart", "purchase", "payment_failed", "refund", "review", "login", "login_failed")
+
+DEFAULTS: dict[str, Any] = {
+    "as_of": None,  # None: the day of the last event
+    "windows_days": [1, 7, 28],
+    "small_amount": 5.0,  # purchases and failed payments below this count as "small" (card testing)
+    "threads": None,  # DuckDB threads; None = all cores
+}
+
+
+def resolve_as_of(events: Any, as_of: str | dt.date | None) -> dt.date:
+    """The as-of date given, or the UTC day of the latest event."""
+    if as_of is not None:
+        try:
+            return pd.Timestamp(as_of).date()
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"features.as_of must be a date like 2026-11-21, not {as_of!r}") from exc
+    with _connect(None) as con:
+        _register(con, events)
+        # The session time zone is UTC, so the cast gives the UTC day (and needs no pytz).
+        latest = con.execute("SELECT CAST(max(event_time) AS DATE) FROM events").fetchone()[0]
+    if latest is None:
+        raise UserError("no events to build features from")
+    return latest
+
+
+def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per user active in the longest window ending at the as-of day; float features.
+
+    `events` is a clean events DataFrame, a pyarrow Table or a Parquet path.
+    """
+    p = {**DEFAULTS, **(params or {})}
+    windows = sorted({int(w) for w in p["windows_days"]})
+    if not windows or windows[0] < 1:
+        raise UserError("features.windows_days must list whole days >= 1, e.g. [1, 7, 28]")
+    as_of = resolve_as_of(events, p["as_of"])
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    with _connect(p["threads"]) as con:
+        _register(con, events)
+        for statement in _feature_statements(windows, end, float(p["small_amount"])):
+            con.execute(statement)
+        table = con.sql("SELECT * FROM features ORDER BY user_id").to_arrow_table()
+    features = table.to_pandas()
+    features["user_id"] = features["user_id"].astype("str")
+    value_cols = [c for c in features.columns if c != "user_id"]
+    features[value_cols] = features[value_cols].astype("float64")
+    features.attrs["as_of"] = as_of.isoformat()
+    return features
+
+
+def feature_columns(features: pd.DataFrame) -> list[str]:
+    return [c for c in features.columns if c != "user_id"]
+
+
+def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _register(con: duckdb.DuckDBPyConnection, events: Any) -> None:
+    if isinstance(events, (str, os.PathLike)):
+        path = str(events).replace("'", "''")
+        con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{path}')")
+    else:
+        con.register("events", events)
+
+
+def _ts(value: pd.Timestamp) -> str:
+    return f"TIMESTAMPTZ '{value.isoformat()}'"
+
+
+def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: float) -> list[str]:
+    """DuckDB statements that leave one row per active user in table `features`.
+
+    Each pass is a plain GROUP BY over a table read once; distinct counts per window are
+    two-level (first group by user and key, then count keys last used inside the window)
+    because COUNT(DISTINCT) with a FILTER per window is several times slower.
+    """
+    longest = windows[-1]
+    starts = {w: _ts(end - pd.Timedelta(days=w)) for w in windows}
+    start_longest = starts[longest]
+    purchase, refund, review = "event_type = 'purchase'", "event_type = 'refund'", "event_type = 'review'"
+
+    counts: list[str] = []
+    gaps: list[str] = []
+    for w, start in starts.items():
+        s = f"_{w}d"
+
+        def W(cond: str = "TRUE", start: str = start) -> str:
+            return f"FILTER (WHERE event_time >= {start} AND ({cond}))"
+
+        counts += [
+            f"count(*) {W()} AS n_events{s}",
+            *[f"count(*) {W(f'event_type = {t!r}')} AS n_{t}{s}" for t in EVENT_COUNTS],
+            f"count(*) {W('hour(event_time) < 6')} AS n_night_utc{s}",
+            f"coalesce(sum(price * qty) {W(purchase)}, 0) AS purchase_value{s}",
+            f"coalesce(avg(price) {W(purchase)}, 0) AS avg_purchase_price{s}",
+            f"coalesce(max(price) {W(purchase)}, 0) AS max_purchase_price{s}",
+            f"count(*) {W(f'{purchase} AND price < {small_amount}')} AS n_small_purchase{s}",
+            f"count(*) {W(f'event_type = {chr(39)}payment_failed{chr(39)} AND price < {small_amount}')} AS n_small_failed{s}",
+            f"coalesce(sum(price * qty) {W(refund)}, 0) AS refund_value{s}",
+            f"coalesce(avg(rating) {W(review)}, 0) AS avg_rating{s}",
+            f"count(*) {W(f'{review} AND rating = 5')} AS n_five_star{s}",
+        ]
+        gaps += [
+            f"avg(gap) {W('gap IS NOT NULL')} AS mean_gap{s}",
+            f"stddev_pop(gap) {W('gap IS NOT NULL')} AS std_gap{s}",
+            # exp(mean(log gap)): a typical gap that, unlike the mean, one long pause cannot swamp
+            f"exp(avg(ln(gap + 1)) {W('gap IS NOT NULL')}) - 1 AS typical_gap_s{s}",
+        ]
+
+    def distinct_pass(key: str, name: str, novelty: bool) -> str:
+        cols = []
+        for w, start in starts.items():
+            cols.append(f"count(*) FILTER (WHERE last_use >= {start}) AS distinct_{name}_{w}d")
+            if novelty:
+                # "new" only for accounts seen before the window: for a new account everything is new
+                cols.append(
+                    f"count(*) FILTER (WHERE first_use >= {start} AND u.first_seen < {start}) AS n_new_{name}_{w}d"
+                )
+        return f"""
+CREATE TEMP TABLE distinct_{name} AS
+SELECT k.user_id, {", ".join(cols)}
+FROM (SELECT user_id, {key} AS key, min(event_time) AS first_use, max(event_time) AS last_use
+      FROM ev WHERE {key} IS NOT NULL GROUP BY ALL) k
+JOIN user_counts u USING (user_id)
+WHERE k.last_use >= {start_longest}
+GROUP BY k.user_id"""
+
+    distinct_keys = {
+        "sessions": ("session_id", False),
+        "devices": ("device_id", True),
+        "ips": ("ip", False),
+        "countries": ("country", True),
+        "products": ("product_id", False),
+        "active_hours": ("hour(event_time)", False),
+    }
+
+    ratios: list[str] = []
+    for w in windows:
+        s = f"_{w}d"
+        seconds = w * 86400.0
+        ratios += [
+            f"n_events{s}",
+            *[f"n_{t}{s}" for t in EVENT_COUNTS],
+            *[f"coalesce(distinct_{name}{s}, 0) AS distinct_{name}{s}" for name in distinct_keys],
+            f"n_night_utc{s} / greatest(n_events{s}, 1) AS night_share_utc{s}",
+            f"n_events{s} / greatest(distinct_sessions{s}, 1) AS events_per_session{s}",
+            f"n_purchase{s} / greatest(n_view{s}, n_purchase{s}, 1) AS conversion_rate{s}",
+            f"CASE WHEN n_cart{s} > 0 THEN 1 - least(n_purchase{s}, n_cart{s}) / n_cart{s} ELSE 0 END AS cart_abandon_ratio{s}",
+            f"n_refund{s} / greatest(n_purchase{s}, n_refund{s}, 1) AS refund_ratio{s}",
+            f"n_payment_failed{s} / greatest(n_payment_failed{s} + n_purchase{s}, 1) AS failed_payment_ratio{s}",
+            f"n_login_failed{s} / greatest(n_login_failed{s} + n_login{s}, 1) AS login_fail_ratio{s}",
+            f"purchase_value{s}",
+            f"refund_value{s}",
+            f"avg_purchase_price{s}",
+            f"max_purchase_price{s}",
+            f"n_small_purchase{s} / greatest(n_purchase{s}, 1) AS small_purchase_share{s}",
+            f"n_small_failed{s} / greatest(n_payment_failed{s}, 1) AS small_failed_payment_share{s}",
+            f"avg_rating{s}",
+            f"n_five_star{s} / greatest(n_review{s}, 1) AS five_star_share{s}",
+            # no repeat activity in the window: the gap is at least the window itself
+            f"coalesce(typical_gap_s{s}, {seconds}) AS typical_gap_s{s}",
+            # burstiness (Goh & Barabasi): -1 perfectly regular, 0 random, towards 1 bursty
+            f"coalesce((std_gap{s} - mean_gap{s}) / nullif(std_gap{s} + mean_gap{s}, 0), 0) AS burstiness{s}",
+            f"coalesce(n_new_devices{s}, 0) AS n_new_devices{s}",
+            f"coalesce(n_new_countries{s}, 0) AS n_new_countries{s}",
+            f"coalesce(max_same_product_purchases{s}, 0) AS max_same_product_purchases{s}",
+        ]
+
+    same_product_counts = ", ".join(
+        f"count(*) FILTER (WHERE event_time >= {start}) AS n_in_{w}d" for w, start in starts.items()
+    )
+    same_product = ", ".join(
+        f"max(n_in_{w}d) AS max_same_product_purchases_{w}d" for w in windows
+    )
+
+    return [
+        f"""
+CREATE TEMP TABLE ev AS
+SELECT user_id, event_time, event_type, session_id, product_id, price, coalesce(quantity, 1) AS qty,
+       device_id, ip, country, rating
+FROM events WHERE event_time < {_ts(end)}""",
+        f"""
+CREATE TEMP TABLE user_counts AS
+SELECT user_id, {", ".join(counts)},
+       min(event_time) AS first_seen,
+       min(event_time) FILTER (WHERE event_type = 'signup') AS signup_time,
+       min(event_time) FILTER (WHERE {purchase}) AS first_purchase
+FROM ev GROUP BY user_id""",
+        f"""
+CREATE TEMP TABLE user_gaps AS
+SELECT user_id, {", ".join(gaps)}, median(gap) AS median_gap_s_{longest}d
+FROM (SELECT user_id, event_time,
+             epoch(event_time) - epoch(lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time)) AS gap
+      FROM ev WHERE event_time >= {start_longest})
+GROUP BY user_id""",
+        *[distinct_pass(key, name, novelty) for name, (key, novelty) in distinct_keys.items()],
+        f"""
+CREATE TEMP TABLE same_product AS
+SELECT user_id, {same_product}
+FROM (SELECT user_id, product_id, {same_product_counts}
+      FROM ev WHERE {purchase} AND product_id IS NOT NULL AND event_time >= {start_longest} GROUP BY ALL)
+GROUP BY user_id""",
+        f"""
+CREATE TEMP TABLE sharing AS
+WITH device_pairs AS (SELECT DISTINCT user_id, device_id FROM ev WHERE device_id IS NOT NULL AND event_time >= {start_longest}),
+     ip_pairs AS (SELECT DISTINCT user_id, ip FROM ev WHERE ip IS NOT NULL AND event_time >= {start_longest}),
+     device_accounts AS (SELECT device_id, count(*) AS accounts FROM device_pairs GROUP BY device_id),
+     ip_accounts AS (SELECT ip, count(*) AS accounts FROM ip_pairs GROUP BY ip),
+     by_device AS (SELECT user_id, max(accounts) - 1 AS max_accounts_sharing_device
+                   FROM device_pairs JOIN device_accounts USING (device_id) GROUP BY user_id),
+     by_ip AS (SELECT user_id, max(accounts) - 1 AS max_accounts_sharing_ip
+               FROM ip_pairs JOIN ip_accounts USING (ip) GROUP BY user_id)
+SELECT user_id, d.max_accounts_sharing_device, i.max_accounts_sharing_ip
+FROM by_device d FULL JOIN by_ip i USING (user_id)""",
+        f"""
+CREATE TEMP TABLE reviews AS
+WITH first_purchases AS (
+    SELECT user_id, product_id, min(event_time) AS first_bought FROM ev
+    WHERE {purchase} AND product_id IS NOT NULL GROUP BY ALL)
+SELECT r.user_id,
+       count(*) FILTER (WHERE f.first_bought IS NULL OR f.first_bought > r.event_time) AS n_unbought_reviews
+FROM ev r LEFT JOIN first_purchases f ON f.user_id = r.user_id AND f.product_id = r.product_id
+WHERE r.{review} AND r.event_time >= {start_longest}
+GROUP BY r.user_id""",
+        f"""
+CREATE TEMP TABLE features AS
+SELECT user_id,
+       {", ".join(ratios)},
+       coalesce(median_gap_s_{longest}d, {longest * 86400.0}) AS median_gap_s_{longest}d,
+       date_diff('second', coalesce(signup_time, first_seen), {_ts(end)}) / 86400.0 AS account_age_days,
+       CASE WHEN signup_time >= {start_longest} THEN 1 ELSE 0 END AS signed_up_in_window,
+       coalesce(date_diff('second', coalesce(signup_time, first_seen), first_purchase),
+                date_diff('second', coalesce(signup_time, first_seen), {_ts(end)})) / 3600.0
+           AS hours_signup_to_first_purchase,
+       coalesce(max_accounts_sharing_device, 0) AS max_accounts_sharing_device,
+       coalesce(max_accounts_sharing_ip, 0) AS max_accounts_sharing_ip,
+       coalesce(n_unbought_reviews, 0) / greatest(n_review_{longest}d, 1) AS unbought_review_share_{longest}d
+FROM user_counts
+LEFT JOIN user_gaps USING (user_id)
+{"".join(f"LEFT JOIN distinct_{name} USING (user_id) " for name in distinct_keys)}
+LEFT JOIN same_product USING (user_id)
+LEFT JOIN sharing USING (user_id)
+LEFT JOIN reviews USING (user_id)
+WHERE n_events_{longest}d > 0""",
+    ]

@@ -1,0 +1,345 @@
+"""Great Expectations suites (expectations/*.json) and pipelines.validate."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.errors import UserError, ValidationFailed
+from pipelines.schema import EVENT_DTYPES, EVENT_TYPES, SCORE_COLUMNS
+from pipelines.validate import (
+    SUITES,
+    load_suite,
+    load_suite_dict,
+    main,
+    validate_dataframe,
+    validate_file,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTATIONS = REPO / "expectations"
+
+
+# --------------------------------------------------------------------------------------------
+# Valid frames, one per suite
+# --------------------------------------------------------------------------------------------
+
+
+def raw_events() -> pd.DataFrame:
+    # As ingested: strings, mixed types, even bad values; raw only checks structure.
+    return pd.DataFrame(
+        {
+            "event_time": ["2024-03-01T10:00:00Z", 1709287200, "not a time"],
+            "user_id": [1, "u2", None],
+            "event_type": ["VIEW", "purchase", "teleport"],
+            "price": ["9.99", None, -3],
+        }
+    )
+
+
+def clean_events() -> pd.DataFrame:
+    n = 6
+    df = pd.DataFrame(
+        {
+            "event_time": pd.date_range("2024-03-01", periods=n, freq="h", tz="UTC"),
+            "user_id": ["u1", "u1", "u2", "u2", "u3", "u3"],
+            "event_type": ["view", "cart", "purchase", "refund", "review", "login"],
+            "event_id": [f"e{i}" for i in range(n)],
+            "session_id": ["s1", "s1", "s2", "s2", None, "s3"],
+            "product_id": ["p1", "p1", "p2", "p2", "p3", None],
+            "category": ["c"] * n,
+            "price": [None, 10.0, 20.0, 20.0, None, None],
+            "quantity": [1, 1, 2, 2, 1, None],
+            "device_id": ["d1"] * n,
+            "ip": ["10.0.0.1"] * n,
+            "country": ["US"] * n,
+            "rating": [None, None, None, None, 4, None],
+            "review_text": [None, None, None, None, "ok", None],
+        }
+    )
+    return df.astype(EVENT_DTYPES)
+
+
+FEATURE_COLUMNS = (
+    "n_events_28d",
+    "n_purchase_28d",
+    "n_view_28d",
+    "distinct_devices_28d",
+    "refund_ratio_28d",
+    "conversion_rate_28d",
+)
+
+
+def features() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "n_events_28d": [3, 10, 1],
+            "n_purchase_28d": [0, 2, 0],
+            "n_view_28d": [2, 5, 0],
+            "distinct_devices_28d": [1, 3, 1],
+            "refund_ratio_28d": [0.0, 0.5, 0.0],
+            "conversion_rate_28d": [0.0, 0.4, 1.0],
+            "some_new_feature": [np.nan, 1.0, 2.0],  # extra columns are fine
+        }
+    ).astype({"user_id": "str"})
+
+
+def scores() -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "score": [0.9, 0.2, 0.1],
+            "rank": [1, 2, 3],
+            "flagged": [True, False, False],
+            "reasons": ["refund_ratio=0.92 (p99.8)", "", None],
+            "model_version": ["iforest-1"] * 3,
+            "as_of": [dt.date(2024, 3, 1)] * 3,
+        }
+    )
+    assert tuple(df.columns) == SCORE_COLUMNS
+    return df
+
+
+VALID = {"raw": raw_events, "clean": clean_events, "features": features, "scores": scores}
+
+
+# --------------------------------------------------------------------------------------------
+# Suite files
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_suite_has_a_file_and_a_valid_frame():
+    assert sorted(p.stem for p in EXPECTATIONS.glob("*.json")) == sorted(SUITES) == sorted(VALID)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_suite_file_loads_and_round_trips_through_gx(suite):
+    from great_expectations.core.expectation_suite import ExpectationSuite, expectationSuiteSchema
+
+    raw = json.loads((EXPECTATIONS / f"{suite}.json").read_text())
+    assert raw["name"] == suite
+    gx_suite = load_suite(suite, EXPECTATIONS)
+    assert gx_suite.name == suite
+    assert len(gx_suite.expectations) == len(raw["expectations"]) > 0
+
+    def pairs(d):
+        return [(e["type"], e["kwargs"]) for e in d["expectations"]]
+
+    dumped = gx_suite.to_json_dict()
+    assert pairs(dumped) == pairs(raw)  # GX serialises the file back to what it says
+    again = ExpectationSuite(**expectationSuiteSchema.load(json.loads(json.dumps(dumped))))
+    assert pairs(again.to_json_dict()) == pairs(raw)
+
+
+def test_clean_suite_uses_the_schema_event_types():
+    (in_set,) = [
+        e for e in load_suite_dict("clean", EXPECTATIONS)["expectations"]
+        if e["type"] == "expect_column_values_to_be_in_set"
+    ]
+    assert in_set["kwargs"] == {"column": "event_type", "value_set": list(EVENT_TYPES)}
+
+
+def test_unknown_suite_and_mismatched_name_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        validate_dataframe(clean_events(), "nope", expectations_dir=EXPECTATIONS)
+    (tmp_path / "clean.json").write_text(json.dumps({"name": "other", "expectations": []}))
+    with pytest.raises(UserError, match="named 'other'"):
+        validate_dataframe(clean_events(), "clean", expectations_dir=tmp_path)
+    (tmp_path / "bad.json").write_text(
+        json.dumps({"name": "bad", "expectations": [{"type": "expect_no_such_thing", "kwargs": {}}]})
+    )
+    with pytest.raises(UserError, match="bad.json"):
+        validate_dataframe(clean_events(), "bad", expectations_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Passing and failing
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_valid_frame_passes(suite):
+    df = VALID[suite]()
+    summary = validate_dataframe(df, suite, expectations_dir=EXPECTATIONS)
+    assert summary["suite"] == suite
+    assert summary["success"] is True
+    assert summary["failed"] == 0
+    assert summary["rows"] == len(df)
+    assert summary["evaluated"] == len(summary["results"]) == len(load_suite_dict(suite, EXPECTATIONS)["expectations"])
+    assert set(summary["results"][0]) >= {"expectation", "column", "success", "unexpected_count", "unexpected_examples"}
+
+
+def _set(df, column, row, value):
+    df.loc[row, column] = value
+    return df
+
+
+DEFECTS = [
+    # (suite, defect, failing expectation, column, substring of the message)
+    ("raw", lambda df: df.drop(columns=["user_id"]), "expect_column_to_exist", "user_id", "missing columns: user_id"),
+    ("raw", lambda df: df.iloc[0:0], "expect_table_row_count_to_be_between", None, "observed 0"),
+    ("clean", lambda df: _set(df, "user_id", 2, None), "expect_column_values_to_not_be_null", "user_id", "1 rows"),
+    ("clean", lambda df: _set(df, "event_time", 0, pd.NaT), "expect_column_values_to_not_be_null", "event_time", "1 rows"),
+    ("clean", lambda df: _set(df, "event_type", 1, "teleport"), "expect_column_values_to_be_in_set", "event_type", "'teleport'"),
+    ("clean", lambda df: _set(df, "event_id", 1, "e0"), "expect_column_values_to_be_unique", "event_id", "2 rows, e.g. ['e0']"),
+    ("clean", lambda df: _set(df, "price", 2, -1.0), "expect_column_values_to_be_between", "price", "e.g. [-1.0]"),
+    ("clean", lambda df: _set(df, "quantity", 0, 0), "expect_column_values_to_be_between", "quantity", "e.g. [0]"),
+    ("clean", lambda df: _set(df, "rating", 4, 7), "expect_column_values_to_be_between", "rating", "e.g. [7]"),
+    ("clean", lambda df: df.astype({"quantity": "float64"}), "expect_column_values_to_be_of_type", "quantity", "observed 'float64'"),
+    ("clean", lambda df: df.drop(columns=["event_id"]), "expect_column_values_to_not_be_null", "event_id", "missing columns: event_id"),
+    ("features", lambda df: _set(df, "user_id", 1, "u1"), "expect_column_values_to_be_unique", "user_id", "'u1'"),
+    ("features", lambda df: _set(df, "user_id", 0, None), "expect_column_values_to_not_be_null", "user_id", "1 rows"),
+    ("features", lambda df: _set(df, "n_view_28d", 0, -2), "expect_column_values_to_be_between", "n_view_28d", "e.g. [-2]"),
+    ("features", lambda df: _set(df, "refund_ratio_28d", 0, 1.5), "expect_column_values_to_be_between", "refund_ratio_28d", "e.g. [1.5]"),
+    ("features", lambda df: _set(df, "conversion_rate_28d", 0, np.nan), "expect_column_values_to_not_be_null", "conversion_rate_28d", "1 rows"),
+    ("features", lambda df: df.drop(columns=["distinct_devices_28d"]), "expect_column_values_to_be_between", "distinct_devices_28d", "missing columns: distinct_devices_28d"),
+    ("scores", lambda df: _set(df, "rank", 2, 1), "expect_column_values_to_be_unique", "rank", "e.g. [1]"),
+    ("scores", lambda df: _set(df, "rank", 2, 0), "expect_column_values_to_be_between", "rank", "e.g. [0]"),
+    ("scores", lambda df: _set(df, "user_id", 2, "u1"), "expect_column_values_to_be_unique", "user_id", "'u1'"),
+    ("scores", lambda df: _set(df, "score", 1, np.nan), "expect_column_values_to_not_be_null", "score", "1 rows"),
+    ("scores", lambda df: df.astype({"flagged": object}).pipe(_set, "flagged", 0, "yes"), "expect_column_values_to_be_in_set", "flagged", "'yes'"),
+    ("scores", lambda df: df.drop(columns=["reasons"]), "expect_column_to_exist", "reasons", "missing columns: reasons"),
+    ("scores", lambda df: _set(df, "model_version", 0, None), "expect_column_values_to_not_be_null", "model_version", "1 rows"),
+    ("scores", lambda df: _set(df, "as_of", 0, None), "expect_column_values_to_not_be_null", "as_of", "1 rows"),
+]
+
+
+@pytest.mark.parametrize(
+    "suite,defect,expectation,column,fragment",
+    DEFECTS,
+    ids=[f"{d[0]}-{d[2].removeprefix('expect_')}-{d[3]}" for d in DEFECTS],
+)
+def test_defect_fails_with_a_short_named_message(suite, defect, expectation, column, fragment):
+    df = defect(VALID[suite]())
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataframe(df, suite, expectations_dir=EXPECTATIONS)
+    message = str(info.value)
+    assert message.startswith(f"validation '{suite}' failed: ")
+    assert fragment in message
+    if "missing columns" not in fragment:
+        assert (f"{expectation}({column})" if column else expectation) in message
+    assert "Traceback" not in message and len(message.splitlines()) <= 3
+    assert len(message) < 800
+
+
+def test_summary_counts_every_failure_and_the_message_caps_them():
+    df = clean_events()
+    df.loc[0, "user_id"] = None
+    df.loc[1, "event_type"] = "teleport"
+    df.loc[2, "event_id"] = "e3"
+    df.loc[[2, 3], "price"] = [-1.0, -5.0]
+    df.loc[4, "rating"] = 7
+    df.loc[5, "quantity"] = 0
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataframe(df, "clean", expectations_dir=EXPECTATIONS)
+    message = str(info.value)
+    assert message.startswith("validation 'clean' failed: 6 of 17 expectations")
+    assert "expect_column_values_to_not_be_null(user_id) 1 rows;" in message
+    assert "and 2 more" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Reports and Data Docs
+# --------------------------------------------------------------------------------------------
+
+
+def _strict_json(path: Path):
+    def no_constants(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+def test_report_dir_gets_summary_and_data_docs_for_all_suites(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    report_dir = tmp_path / "reports"
+    summary = validate_dataframe(features(), "features", report_dir=report_dir, expectations_dir=EXPECTATIONS)
+    bad = clean_events()
+    bad.loc[1, "price"] = -1.0
+    bad.loc[1, "user_id"] = None
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataframe(bad, "clean", report_dir=report_dir, expectations_dir=EXPECTATIONS)
+
+    assert _strict_json(report_dir / "features.json") == summary
+    failed = _strict_json(report_dir / "clean.json")
+    assert failed["success"] is False and failed["failed"] == 2 and failed["rows"] == len(bad)
+    (price,) = [r for r in failed["results"] if r["column"] == "price" and not r["success"]]
+    assert price["unexpected_count"] == 1 and price["unexpected_examples"] == [-1.0]
+    (user,) = [r for r in failed["results"] if r["column"] == "user_id" and not r["success"]]
+    assert user["unexpected_examples"] == [None]  # NaN comes back as null, not as NaN
+    assert str(report_dir / "clean.json") in str(info.value)
+
+    index = report_dir / "data_docs" / "index.html"
+    assert index.is_file()
+    html = index.read_text()
+    assert "expectations/features.html" in html and "expectations/clean.html" in html  # one index for both
+    assert list((report_dir / "data_docs" / "validations" / "clean").rglob("*.html"))
+    assert list(cwd.iterdir()) == []  # nothing written outside report_dir
+    assert not list(report_dir.glob(".*.tmp")) and not list(report_dir.glob(".*.json"))
+
+
+def test_nothing_written_without_report_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    validate_dataframe(scores(), "scores", expectations_dir=EXPECTATIONS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_expectations_dir_works_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert validate_dataframe(scores(), "scores")["success"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# Files and CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_validate_file_reads_parquet(tmp_path):
+    path = tmp_path / "clean.parquet"
+    clean_events().to_parquet(path, index=False)
+    summary = validate_file(path, "clean", report_dir=tmp_path / "r", expectations_dir=EXPECTATIONS)
+    assert summary["success"] and summary["rows"] == 6
+    assert (tmp_path / "r" / "clean.json").is_file()
+    assert (tmp_path / "r" / "data_docs" / "index.html").is_file()
+
+    bad = clean_events()
+    bad.loc[4, "rating"] = 7
+    bad.to_parquet(path, index=False)
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between\(rating\) 1 rows, e.g. \[7\]"):
+        validate_file(path, "clean", expectations_dir=EXPECTATIONS)
+
+
+def test_validate_file_bad_inputs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        validate_file(tmp_path / "missing.parquet", "clean")
+    not_parquet = tmp_path / "x.parquet"
+    not_parquet.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="Parquet"):
+        validate_file(not_parquet, "clean")
+
+
+def test_main_exit_codes(tmp_path, capsys):
+    path = tmp_path / "scores.parquet"
+    scores().to_parquet(path, index=False)
+    assert main([str(path), "scores", "--report-dir", str(tmp_path / "r")]) == 0
+    assert "passed" in capsys.readouterr().out
+    dup = scores()
+    dup.loc[2, "rank"] = 1
+    dup.to_parquet(path, index=False)
+    assert main([str(path), "scores"]) == 2
+    assert "expect_column_values_to_be_unique(rank)" in capsys.readouterr().err
+
+
+def test_module_import_does_not_import_great_expectations():
+    code = "import sys, pipelines.validate; print('great_expectations' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
