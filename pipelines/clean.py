@@ -115,7 +115,7 @@ def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series
     # Every contract column exists downstream, typed, even when the source lacks it.
     for col, dtype in EVENT_DTYPES.items():
         if col not in out.columns and col != "event_id":
-            out[col] = pd.Series(1 if col == "quantity" else pd.NA, index=out.index).astype(dtype)
+            out[col] = pd.Series(1, index=out.index, dtype=dtype) if col == "quantity" else pd.Series(index=out.index, dtype=dtype)
     extras = [c for c in raw.columns if c not in EVENT_DTYPES]
     for col in extras:
         out[col] = raw[col]

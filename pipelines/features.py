@@ -102,25 +102,35 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
 
     counts: list[str] = []
     gaps: list[str] = []
-    for w, start in starts.items():
+    for i, (w, start) in enumerate(starts.items()):
         s = f"_{w}d"
+        # bucket i holds events newer than window i's start but older than window i-1's:
+        # window i is buckets 0..i, so per-window sums come from a few rows per user
+        inside = f"bucket <= {i}"
+
+        def B(cond: str = "TRUE", inside: str = inside) -> str:
+            return f"FILTER (WHERE {inside} AND ({cond}))"
+
+        def typed(t: str) -> str:
+            return f"event_type = '{t}'"
+
+        counts += [
+            f"coalesce(sum(n) {B()}, 0) AS n_events{s}",
+            *[f"coalesce(sum(n) {B(typed(t))}, 0) AS n_{t}{s}" for t in EVENT_COUNTS],
+            f"coalesce(sum(n_night) {B()}, 0) AS n_night_utc{s}",
+            f"coalesce(sum(value) {B(purchase)}, 0) AS purchase_value{s}",
+            f"coalesce(sum(price_sum) {B(purchase)} / sum(n_priced) {B(purchase)}, 0) AS avg_purchase_price{s}",
+            f"coalesce(max(price_max) {B(purchase)}, 0) AS max_purchase_price{s}",
+            f"coalesce(sum(n_small) {B(purchase)}, 0) AS n_small_purchase{s}",
+            f"coalesce(sum(n_small) {B(typed('payment_failed'))}, 0) AS n_small_failed{s}",
+            f"coalesce(sum(value) {B(refund)}, 0) AS refund_value{s}",
+            f"coalesce(sum(rating_sum) {B(review)} / sum(n_rated) {B(review)}, 0) AS avg_rating{s}",
+            f"coalesce(sum(n_five) {B(review)}, 0) AS n_five_star{s}",
+        ]
 
         def W(cond: str = "TRUE", start: str = start) -> str:
             return f"FILTER (WHERE event_time >= {start} AND ({cond}))"
 
-        counts += [
-            f"count(*) {W()} AS n_events{s}",
-            *[f"count(*) {W(f'event_type = {t!r}')} AS n_{t}{s}" for t in EVENT_COUNTS],
-            f"count(*) {W('hour(event_time) < 6')} AS n_night_utc{s}",
-            f"coalesce(sum(price * qty) {W(purchase)}, 0) AS purchase_value{s}",
-            f"coalesce(avg(price) {W(purchase)}, 0) AS avg_purchase_price{s}",
-            f"coalesce(max(price) {W(purchase)}, 0) AS max_purchase_price{s}",
-            f"count(*) {W(f'{purchase} AND price < {small_amount}')} AS n_small_purchase{s}",
-            f"count(*) {W(f'event_type = {chr(39)}payment_failed{chr(39)} AND price < {small_amount}')} AS n_small_failed{s}",
-            f"coalesce(sum(price * qty) {W(refund)}, 0) AS refund_value{s}",
-            f"coalesce(avg(rating) {W(review)}, 0) AS avg_rating{s}",
-            f"count(*) {W(f'{review} AND rating = 5')} AS n_five_star{s}",
-        ]
         gaps += [
             f"avg(gap) {W('gap IS NOT NULL')} AS mean_gap{s}",
             f"stddev_pop(gap) {W('gap IS NOT NULL')} AS std_gap{s}",
@@ -138,11 +148,12 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
                     f"count(*) FILTER (WHERE first_use >= {start} AND u.first_seen < {start}) AS n_new_{name}_{w}d"
                 )
         return f"""
+CREATE TEMP TABLE pairs_{name} AS
+SELECT user_id, {key} AS key, {"min(event_time)" if novelty else "NULL"} AS first_use, max(event_time) AS last_use
+FROM ev WHERE {key} IS NOT NULL GROUP BY ALL;
 CREATE TEMP TABLE distinct_{name} AS
 SELECT k.user_id, {", ".join(cols)}
-FROM (SELECT user_id, {key} AS key, min(event_time) AS first_use, max(event_time) AS last_use
-      FROM ev WHERE {key} IS NOT NULL GROUP BY ALL) k
-JOIN user_counts u USING (user_id)
+FROM pairs_{name} k JOIN user_counts u USING (user_id)
 WHERE k.last_use >= {start_longest}
 GROUP BY k.user_id"""
 
@@ -152,7 +163,7 @@ GROUP BY k.user_id"""
         "ips": ("ip", False),
         "countries": ("country", True),
         "products": ("product_id", False),
-        "active_hours": ("hour(event_time)", False),
+        "active_hours": ("hour", False),
     }
 
     ratios: list[str] = []
@@ -196,17 +207,34 @@ GROUP BY k.user_id"""
 
     return [
         f"""
-CREATE TEMP TABLE ev AS
-SELECT user_id, event_time, event_type, session_id, product_id, price, coalesce(quantity, 1) AS qty,
-       device_id, ip, country, rating
+CREATE TEMP VIEW ev AS
+SELECT user_id, event_time, event_type,
+       CAST(CASE {" ".join(f"WHEN event_time >= {start} THEN {i}" for i, start in enumerate(starts.values()))} ELSE {len(windows)} END AS UTINYINT) AS bucket,
+       CAST(hour(event_time) AS UTINYINT) AS hour,
+       session_id, product_id, price, coalesce(quantity, 1) AS qty, device_id, ip, country, rating
 FROM events WHERE event_time < {_ts(end)}""",
+        f"""
+CREATE TEMP TABLE user_type_bucket AS
+SELECT user_id, event_type, bucket,
+       count(*) AS n,
+       count(*) FILTER (WHERE hour < 6) AS n_night,
+       sum(price * qty) AS value,
+       sum(price) AS price_sum,
+       count(price) AS n_priced,
+       max(price) AS price_max,
+       count(*) FILTER (WHERE price < {small_amount}) AS n_small,
+       sum(rating) AS rating_sum,
+       count(rating) AS n_rated,
+       count(*) FILTER (WHERE rating = 5) AS n_five,
+       min(event_time) AS first_time
+FROM ev GROUP BY ALL""",
         f"""
 CREATE TEMP TABLE user_counts AS
 SELECT user_id, {", ".join(counts)},
-       min(event_time) AS first_seen,
-       min(event_time) FILTER (WHERE event_type = 'signup') AS signup_time,
-       min(event_time) FILTER (WHERE {purchase}) AS first_purchase
-FROM ev GROUP BY user_id""",
+       min(first_time) AS first_seen,
+       min(first_time) FILTER (WHERE event_type = 'signup') AS signup_time,
+       min(first_time) FILTER (WHERE {purchase}) AS first_purchase
+FROM user_type_bucket GROUP BY user_id""",
         f"""
 CREATE TEMP TABLE user_gaps AS
 SELECT user_id, {", ".join(gaps)}, median(gap) AS median_gap_s_{longest}d
@@ -223,8 +251,8 @@ FROM (SELECT user_id, product_id, {same_product_counts}
 GROUP BY user_id""",
         f"""
 CREATE TEMP TABLE sharing AS
-WITH device_pairs AS (SELECT DISTINCT user_id, device_id FROM ev WHERE device_id IS NOT NULL AND event_time >= {start_longest}),
-     ip_pairs AS (SELECT DISTINCT user_id, ip FROM ev WHERE ip IS NOT NULL AND event_time >= {start_longest}),
+WITH device_pairs AS (SELECT user_id, key AS device_id FROM pairs_devices WHERE last_use >= {start_longest}),
+     ip_pairs AS (SELECT user_id, key AS ip FROM pairs_ips WHERE last_use >= {start_longest}),
      device_accounts AS (SELECT device_id, count(*) AS accounts FROM device_pairs GROUP BY device_id),
      ip_accounts AS (SELECT ip, count(*) AS accounts FROM ip_pairs GROUP BY ip),
      by_device AS (SELECT user_id, max(accounts) - 1 AS max_accounts_sharing_device

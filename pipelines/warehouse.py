@@ -62,7 +62,7 @@ def read_table(url: str, table: str, as_of=None) -> pd.DataFrame:
         if target != ":memory:" and not Path(target).exists():
             raise UserError(f"{target}: warehouse file not found; run the score step first")
         with duckdb.connect(target, read_only=True) as con:
-            return con.execute(query, args).arrow().read_all().to_pandas()
+            return con.execute(query, args).to_arrow_table().to_pandas()
     from sqlalchemy import create_engine, text
 
     engine = create_engine(target)

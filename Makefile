@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+VENV   ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+BIN    := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# DuckDB and sklearn use both cores; keep Airflow small on a 2-core machine.
+export AIRFLOW__CORE__PARALLELISM ?= 2
+
+.PHONY: setup demo test test-fast bench clean-data
+
+setup: $(VENV)/.installed
+
+# torch is pinned to 2.13.0 (the CPU build where one is on pip's find-links); every install
+# is constrained by constraints.txt so nothing can pull a newer torch and its CUDA packages.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+# Simulate a month of shopping, run the whole DVC pipeline, show who got flagged and why.
+demo: setup
+	$(BIN)/dvc repro
+	$(BIN)/python -m pipelines show --limit 15
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_demo.py
+
+clean-data:
+	rm -rf data models reports plots metrics.json

@@ -1,0 +1,184 @@
+"""pipelines.detectors: the registry, fit/score/save/load/explain for every registered detector."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.detectors import REGISTRY, Detector, get_detector_class, make_detector
+from pipelines.errors import UserError
+
+# Small forests keep the suite fast; the behaviour under test does not depend on the size.
+FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}}
+DETECTORS = sorted(FAST)
+PART = re.compile(r"^(?P<feature>[a-z][a-z0-9_]*)=(?P<value>[^ ;]+) \(p(?P<pct>\d{1,3}\.\d{1,2})\)$")
+
+
+def fitted(name: str, X: pd.DataFrame, **params) -> Detector:
+    return make_detector(name, {**FAST[name], **params}).fit(X)
+
+
+def with_outlier(X: pd.DataFrame, row: int, **values) -> pd.DataFrame:
+    Y = X.copy()
+    for col, value in values.items():
+        Y.loc[row, col] = value
+    return Y
+
+
+def test_registry_has_both_detectors():
+    assert {"isolation_forest", "robust_zscore"} <= set(REGISTRY)
+    for name in DETECTORS:
+        assert get_detector_class(name).name == name
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_fit_and_score_shapes(name, normal_features):
+    det = fitted(name, normal_features)
+    assert det.feature_names_ == list(normal_features.columns)
+    scores = det.score(normal_features)
+    assert scores.shape == (len(normal_features),) and scores.dtype == np.float64
+    assert np.isfinite(scores).all()
+    assert det.score(normal_features.iloc[:3]).shape == (3,)
+    # columns are matched by name, not position; extra columns are ignored
+    shuffled = normal_features[normal_features.columns[::-1]].assign(extra=1.0)
+    np.testing.assert_array_equal(det.score(shuffled), scores)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_planted_extreme_outlier_ranks_first(name, normal_features):
+    det = fitted(name, normal_features)
+    Y = with_outlier(normal_features, 123, n_view_1d=400, n_view_7d=3000, refund_ratio_28d=1.0,
+                     distinct_devices_28d=40, typical_gap_s_1d=0.5, account_age_days=0.01)
+    scores = det.score(Y)
+    assert int(np.argmax(scores)) == 123
+    assert scores[123] > np.sort(scores)[-2]
+    # and the same detector scores the unmodified row as ordinary
+    assert det.score(normal_features)[123] < np.quantile(scores, 0.99)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_save_load_round_trip(name, normal_features, tmp_path):
+    det = fitted(name, normal_features)
+    version = det.save(tmp_path / "model")
+    assert version == det.model_version_ and version.startswith(f"{name}-")
+    loaded = Detector.load(tmp_path / "model")
+    assert type(loaded) is type(det)
+    assert loaded.model_version_ == version
+    assert loaded.params == det.params
+    assert loaded.feature_names_ == det.feature_names_
+    Y = with_outlier(normal_features, 5, refund_ratio_28d=0.9)
+    np.testing.assert_array_equal(loaded.score(Y), det.score(Y))
+    assert loaded.explain(Y) == det.explain(Y)
+    # the class-specific load works too, and a missing directory is a user error
+    assert get_detector_class(name).load(tmp_path / "model").model_version_ == version
+    with pytest.raises(UserError, match="meta.json"):
+        Detector.load(tmp_path / "nothing-here")
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_model_version_is_a_content_hash(name, normal_features, tmp_path):
+    v1 = fitted(name, normal_features).save(tmp_path / "a")
+    again = fitted(name, normal_features).save(tmp_path / "b")
+    assert again == v1  # same params and data: same version
+    changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0}}[name]
+    assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1
+    other_data = normal_features.assign(refund_ratio_28d=normal_features["refund_ratio_28d"] * 2)
+    assert fitted(name, other_data).save(tmp_path / "d") != v1
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_explain_names_the_planted_feature_first(name, normal_features):
+    det = fitted(name, normal_features)
+    Y = with_outlier(normal_features, 42, refund_ratio_28d=0.97)
+    Y = with_outlier(Y, 43, account_age_days=0.02)  # far below every training user
+    reasons = det.explain(Y, top_n=3)
+    assert len(reasons) == len(Y)
+    first = PART.match(reasons[42].split("; ")[0])
+    assert first, reasons[42]
+    assert first["feature"] == "refund_ratio_28d"
+    assert float(first["value"]) == pytest.approx(0.97)
+    assert float(first["pct"]) == pytest.approx(100.0)
+    low = PART.match(reasons[43].split("; ")[0])
+    assert low["feature"] == "account_age_days" and float(low["pct"]) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_explain_format_top_n_and_one_part_per_base_signal(name, normal_features):
+    det = fitted(name, normal_features)
+    # both windows of n_view far out, plus two other signals
+    Y = with_outlier(normal_features, 7, n_view_1d=90, n_view_7d=900, refund_ratio_28d=0.99, distinct_devices_28d=30)
+    for top_n in (1, 2, 3, 5):
+        reasons = det.explain(Y, top_n=top_n)
+        for text in reasons:
+            parts = [p for p in text.split("; ") if p]
+            assert len(parts) <= top_n
+            for part in parts:
+                assert PART.match(part), part
+        parts = reasons[7].split("; ")
+        features = [PART.match(p)["feature"] for p in parts]
+        bases = [re.sub(r"_\d+d$", "", f) for f in features]
+        assert len(bases) == len(set(bases)), features  # n_view_1d and n_view_7d never both
+        assert len(parts) == min(top_n, 3)  # three distinct deviant signals
+        if top_n >= 3:
+            assert {"refund_ratio", "distinct_devices", "n_view"} == set(bases)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_explain_is_empty_for_an_ordinary_row(name, normal_features):
+    det = fitted(name, normal_features)
+    median_row = normal_features.median().to_frame().T
+    assert det.explain(median_row) == [""]
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_missing_feature_column_at_score_time(name, normal_features):
+    det = fitted(name, normal_features)
+    with pytest.raises(UserError, match="refund_ratio_28d"):
+        det.score(normal_features.drop(columns=["refund_ratio_28d"]))
+    with pytest.raises(UserError, match="missing"):
+        det.explain(normal_features.drop(columns=["n_view_1d"]))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_a_user_error(name, bad, normal_features):
+    X = with_outlier(normal_features, 3, typical_gap_s_1d=bad)
+    with pytest.raises(UserError, match="typical_gap_s_1d"):
+        make_detector(name, FAST[name]).fit(X)
+    det = fitted(name, normal_features)
+    with pytest.raises(UserError, match="typical_gap_s_1d"):
+        det.score(X)
+
+
+def test_unknown_detector_and_unknown_param():
+    with pytest.raises(UserError, match="unknown detector 'lof_plus'"):
+        make_detector("lof_plus")
+    with pytest.raises(UserError, match="n_trees"):
+        make_detector("isolation_forest", {"n_trees": 10})
+    with pytest.raises(UserError, match="unknown parameter"):
+        make_detector("robust_zscore", {"threshold": 3})
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_params_are_defaults_plus_overrides(name):
+    det = make_detector(name, FAST[name])
+    cls = get_detector_class(name)
+    assert det.params == {**cls.defaults, **FAST[name]}
+    assert set(det.params) == set(cls.defaults)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_too_few_users_and_unfitted_use(name, normal_features):
+    with pytest.raises(UserError, match="at least 2"):
+        make_detector(name).fit(normal_features.iloc[:1])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_detector(name).score(normal_features)
+
+
+def test_robust_zscore_scores_constant_training_features_finitely():
+    X = pd.DataFrame({"n_refund_28d": [0.0] * 50, "n_view_7d": np.arange(50, dtype="float64")})
+    det = make_detector("robust_zscore").fit(X)
+    scores = det.score(pd.DataFrame({"n_refund_28d": [0.0, 3.0], "n_view_7d": [25.0, 25.0]}))
+    assert np.isfinite(scores).all() and scores[1] > scores[0]

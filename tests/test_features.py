@@ -1,0 +1,277 @@
+"""pipelines.features: point-in-time correctness, window edges, exact values on tiny logs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.features import build_features, feature_columns, resolve_as_of
+
+P = {"threads": 1}
+
+
+def build(events, **params):
+    return build_features(events, {**P, **params})
+
+
+@pytest.fixture
+def base_log(make_events, at):
+    """Four users around as_of 2024-03-10 (times in comments are relative to that day)."""
+    return make_events([
+        # a: a view 3 days ago, then on the day two purchases, a refund and a review of a product never bought
+        dict(event_time=at(3), user_id="a", event_type="view", product_id="p1", device_id="d1"),
+        dict(event_time=at(0, 1), user_id="a", event_type="purchase", product_id="p1", price=10.0, device_id="d1"),
+        dict(event_time=at(0, 2), user_id="a", event_type="purchase", product_id="p2", price=2.0, quantity=3,
+             device_id="d1"),
+        dict(event_time=at(0, 3), user_id="a", event_type="refund", product_id="p1", price=10.0, device_id="d1"),
+        dict(event_time=at(0, 4), user_id="a", event_type="review", product_id="p9", rating=5, device_id="d1"),
+        # b: an old account (first seen 40 days ago) that logs in from a new device on the last day
+        dict(event_time=at(40), user_id="b", event_type="login", device_id="dA"),
+        dict(event_time=at(5), user_id="b", event_type="login", device_id="dA"),
+        dict(event_time=at(0), user_id="b", event_type="login", device_id="dB"),
+        # c: a brand-new account on a's device
+        dict(event_time=at(0), user_id="c", event_type="login", device_id="d1"),
+        # old: nothing in the last 28 days
+        dict(event_time=at(40), user_id="old", event_type="login", device_id="dZ"),
+    ])
+
+
+def test_exact_values_on_a_tiny_log(base_log, as_of):
+    f = build(base_log, as_of=as_of).set_index("user_id")
+    assert list(f.index) == ["a", "b", "c"]  # "old" has no event in the longest window
+    a, b, c = f.loc["a"], f.loc["b"], f.loc["c"]
+
+    # counts per window: the view 3 days back is in 7d and 28d, not 1d
+    assert (a["n_events_1d"], a["n_events_7d"], a["n_events_28d"]) == (4, 5, 5)
+    assert (a["n_view_1d"], a["n_view_7d"], a["n_view_28d"]) == (0, 1, 1)
+    assert a["n_purchase_1d"] == 2 and a["n_refund_1d"] == 1 and a["n_review_1d"] == 1
+    # ratios: 1 refund / 2 purchases; 2 purchases / max(1 view, 2 purchases)
+    assert a["refund_ratio_7d"] == pytest.approx(0.5)
+    assert a["conversion_rate_7d"] == pytest.approx(1.0)
+    # money: 10*1 + 2*3; mean unit price (10+2)/2; one of two purchases below small_amount=5
+    assert a["purchase_value_1d"] == pytest.approx(16.0)
+    assert a["avg_purchase_price_1d"] == pytest.approx(6.0)
+    assert a["max_purchase_price_28d"] == pytest.approx(10.0)
+    assert a["refund_value_1d"] == pytest.approx(10.0)
+    assert a["small_purchase_share_1d"] == pytest.approx(0.5)
+    assert a["avg_rating_1d"] == 5 and a["five_star_share_1d"] == 1
+    assert a["distinct_products_1d"] == 3  # p1, p2, p9
+    # night: hours 1..4 UTC on the day, the view at 12:00
+    assert a["night_share_utc_1d"] == pytest.approx(1.0)
+    assert a["night_share_utc_7d"] == pytest.approx(4 / 5)
+    assert a["unbought_review_share_28d"] == pytest.approx(1.0)  # p9 was never bought
+    # no signup: age from first seen (3 days back at 12:00) to the end of the day
+    assert a["account_age_days"] == pytest.approx(3.5)
+    assert a["hours_signup_to_first_purchase"] == pytest.approx(61.0)
+
+    # devices: b's dB is new on the last day; dA (last used 5 days back) counts in 7d and 28d
+    assert (b["distinct_devices_1d"], b["distinct_devices_7d"], b["distinct_devices_28d"]) == (1, 2, 2)
+    assert (b["n_new_devices_1d"], b["n_new_devices_7d"], b["n_new_devices_28d"]) == (1, 1, 1)
+    # for a brand-new account nothing is "new"
+    assert (c["n_new_devices_1d"], c["n_new_devices_28d"]) == (0, 0)
+    assert a["n_new_devices_1d"] == 0  # d1 was already used 3 days back
+    # the event 40 days back is outside every window
+    assert b["n_login_28d"] == 2 and b["account_age_days"] == pytest.approx(40.5)
+
+    # a and c share d1; b shares nothing
+    assert (a["max_accounts_sharing_device"], c["max_accounts_sharing_device"]) == (1, 1)
+    assert b["max_accounts_sharing_device"] == 0
+
+    # no repeat activity: the typical gap is the window itself
+    assert c["typical_gap_s_1d"] == pytest.approx(86400.0)
+    assert c["typical_gap_s_28d"] == pytest.approx(28 * 86400.0)
+    # b: one gap of 5 days inside 28d (the login 40 days back is outside)
+    assert b["typical_gap_s_28d"] == pytest.approx(5 * 86400.0)
+    # a: gaps 61h, 1h, 1h, 1h -> geometric-style typical gap exp(mean(ln(g + 1))) - 1
+    gaps = np.array([61 * 3600.0, 3600.0, 3600.0, 3600.0])
+    assert a["typical_gap_s_1d"] == pytest.approx(math.exp(np.log(gaps + 1).mean()) - 1, rel=1e-9)
+    assert a["median_gap_s_28d"] == pytest.approx(3600.0)
+
+
+def test_output_shape_and_types(base_log, as_of):
+    f = build(base_log, as_of=as_of)
+    assert f.columns[0] == "user_id" and str(f["user_id"].dtype) == "str"
+    assert f["user_id"].tolist() == sorted(f["user_id"])
+    cols = feature_columns(f)
+    assert "user_id" not in cols and len(cols) == f.shape[1] - 1
+    assert all(str(f[c].dtype) == "float64" for c in cols)
+    assert np.isfinite(f[cols].to_numpy()).all()
+    assert f.attrs["as_of"] == as_of
+    for w in (1, 7, 28):
+        assert f"n_events_{w}d" in f.columns and f"refund_ratio_{w}d" in f.columns
+
+
+def test_perfectly_regular_events_have_burstiness_minus_one(make_events, at, as_of):
+    ev = make_events([dict(event_time=at(0, h), user_id="bot", event_type="view", product_id=f"p{h}")
+                      for h in range(1, 7)])  # every hour on the hour
+    f = build(ev, as_of=as_of).set_index("user_id").loc["bot"]
+    assert f["burstiness_1d"] == pytest.approx(-1.0)
+    assert f["typical_gap_s_1d"] == pytest.approx(3600.0, rel=1e-9)
+    assert f["median_gap_s_28d"] == pytest.approx(3600.0)
+
+
+def test_bursty_events_have_positive_burstiness(make_events, at, as_of):
+    times = [at(0, 1, m) for m in range(10)] + [at(0, 20)]  # a burst a minute apart, then a long pause
+    ev = make_events([dict(event_time=t, user_id="u", event_type="view") for t in times])
+    f = build(ev, as_of=as_of).set_index("user_id").loc["u"]
+    gaps = np.diff([t.timestamp() for t in times])
+    expected = (gaps.std() - gaps.mean()) / (gaps.std() + gaps.mean())  # Goh & Barabasi, population std
+    assert f["burstiness_1d"] == pytest.approx(expected, rel=1e-9)
+    assert f["burstiness_1d"] > 0.3
+
+
+def test_window_edges(make_events, at, as_of):
+    day = pd.Timedelta(days=1)
+    eps = pd.Timedelta(microseconds=1)
+    start = pd.Timestamp(as_of, tz="UTC")
+    times = {
+        start: (1, 1, 1),  # first instant of the as-of day
+        start - eps: (0, 1, 1),  # last instant of the day before
+        at(3): (0, 1, 1),
+        start - 6 * day: (0, 1, 1),  # first instant of the 7-day window
+        start - 6 * day - eps: (0, 0, 1),
+        start - 27 * day: (0, 0, 1),  # first instant of the 28-day window
+        start - 27 * day - eps: (0, 0, 0),
+        start + day: (0, 0, 0),  # first instant after the as-of day
+    }
+    ev = make_events([dict(event_time=t, user_id="w", event_type="view") for t in times])
+    f = build(ev, as_of=as_of).set_index("user_id").loc["w"]
+    expected = np.array(list(times.values())).sum(axis=0)
+    assert (f["n_events_1d"], f["n_events_7d"], f["n_events_28d"]) == tuple(expected) == (1, 4, 6)
+    assert f["n_view_7d"] == 4
+
+
+def test_custom_windows(base_log, as_of):
+    f = build(base_log, as_of=as_of, windows_days=[14, 2])
+    assert "n_events_2d" in f.columns and "n_events_14d" in f.columns
+    assert "n_events_1d" not in f.columns and "n_events_28d" not in f.columns
+    assert "median_gap_s_14d" in f.columns and "unbought_review_share_14d" in f.columns
+    f = f.set_index("user_id")
+    assert f.loc["a", "n_events_2d"] == 4 and f.loc["a", "n_events_14d"] == 5
+    assert f.loc["b", "n_events_14d"] == 2  # the login 5 days back, and the last day
+
+
+def test_a_reviewer_who_bought_first_is_not_unbought(make_events, at, as_of):
+    ev = make_events([
+        dict(event_time=at(2), user_id="r", event_type="purchase", product_id="p1", price=20.0),
+        dict(event_time=at(1), user_id="r", event_type="review", product_id="p1", rating=4),  # bought before
+        dict(event_time=at(1), user_id="r", event_type="review", product_id="p2", rating=5),  # bought after
+        dict(event_time=at(0), user_id="r", event_type="purchase", product_id="p2", price=20.0),
+        dict(event_time=at(0), user_id="other", event_type="purchase", product_id="p3", price=1.0),
+        dict(event_time=at(0, 13), user_id="other", event_type="review", product_id="p3", rating=5),
+    ])
+    f = build(ev, as_of=as_of).set_index("user_id")
+    assert f.loc["r", "unbought_review_share_28d"] == pytest.approx(0.5)
+    assert f.loc["other", "unbought_review_share_28d"] == 0
+    assert f.loc["r", "five_star_share_28d"] == pytest.approx(0.5)
+    assert f.loc["r", "max_same_product_purchases_28d"] == 1
+
+
+def test_device_shared_by_three_accounts(make_events, at, as_of):
+    ev = make_events([dict(event_time=at(0, h), user_id=u, event_type="login", device_id="shared", ip=f"10.0.0.{h}")
+                      for h, u in enumerate(["x", "y", "z"])]
+                     + [dict(event_time=at(0, 5), user_id="solo", event_type="login", device_id="own", ip="10.0.0.0")])
+    f = build(ev, as_of=as_of).set_index("user_id")
+    assert f.loc[["x", "y", "z"], "max_accounts_sharing_device"].tolist() == [2, 2, 2]
+    assert f.loc["solo", "max_accounts_sharing_device"] == 0
+    assert f.loc["x", "max_accounts_sharing_ip"] == 1  # x (10.0.0.0) and solo share an ip
+    assert f.loc["y", "max_accounts_sharing_ip"] == 0
+
+
+# --- point in time ---------------------------------------------------------------------------------
+
+
+def test_later_events_change_nothing(base_log, make_events, at, as_of):
+    before = build(base_log, as_of=as_of)
+    later = make_events([
+        # exactly at the end of the as-of day, and after it, for existing users
+        dict(event_time=at(-1, 0), user_id="a", event_type="purchase", product_id="p9", price=1.0, device_id="d1"),
+        dict(event_time=at(-1), user_id="a", event_type="signup", device_id="dNew"),
+        dict(event_time=at(-2), user_id="a", event_type="refund", product_id="p2", price=2.0),
+        dict(event_time=at(-1), user_id="b", event_type="login_failed", device_id="dC", country="RU"),
+        dict(event_time=at(-1), user_id="c", event_type="review", product_id="p1", rating=1),
+        # a brand-new user, and the user with no recent activity, both on a known device
+        dict(event_time=at(-1, 1), user_id="zz", event_type="signup", device_id="d1", ip="1.1.1.1"),
+        dict(event_time=at(-3), user_id="old", event_type="purchase", product_id="p1", price=5.0, device_id="dA"),
+    ])
+    after = build(pd.concat([base_log, later], ignore_index=True), as_of=as_of)
+    pd.testing.assert_frame_equal(before, after)
+    assert after.attrs["as_of"] == as_of
+
+
+def test_point_in_time_on_simulated_events(sim_clean):
+    last_day = sim_clean["event_time"].max().normalize()
+    as_of = (last_day - pd.Timedelta(days=3)).date().isoformat()
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    truncated = sim_clean.loc[sim_clean["event_time"] < end]
+    assert len(truncated) < len(sim_clean)
+    full = build(sim_clean, as_of=as_of)
+    cut = build(truncated, as_of=as_of)
+    pd.testing.assert_frame_equal(full, cut)
+    # and the day after does differ: the later events are real
+    assert not build(sim_clean).equals(full)
+
+
+def test_row_order_does_not_matter(base_log, as_of):
+    shuffled = base_log.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(build(base_log, as_of=as_of), build(shuffled, as_of=as_of))
+
+
+# --- as_of, params, inputs -----------------------------------------------------------------------
+
+
+def test_as_of_defaults_to_the_day_of_the_last_event(base_log, as_of, make_events, at):
+    default = build(base_log)
+    assert default.attrs["as_of"] == as_of
+    pd.testing.assert_frame_equal(default, build(base_log, as_of=as_of))
+    # an event late in the next UTC day moves it
+    more = pd.concat([base_log, make_events([dict(event_time=at(-1, 23, 59), user_id="a", event_type="view")])],
+                     ignore_index=True)
+    assert build(more).attrs["as_of"] == "2024-03-11"
+    assert resolve_as_of(more, None).isoformat() == "2024-03-11"
+
+
+def test_an_earlier_as_of_drops_later_users(base_log):
+    f = build(base_log, as_of="2024-03-08")
+    assert f["user_id"].tolist() == ["a", "b"]  # c exists only from 03-10
+    assert f.set_index("user_id").loc["a", "n_events_28d"] == 1
+
+
+@pytest.mark.parametrize("windows", [[0], [], [-1], [7, 0]])
+def test_bad_windows_are_user_errors(base_log, windows):
+    with pytest.raises(UserError, match="windows_days"):
+        build(base_log, windows_days=windows)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: features.py:49 `int(w) for w in p['windows_days']` is unguarded: a non-number raises "
+    "ValueError, a scalar TypeError, and 1.5 is silently truncated to 1, instead of UserError",
+)
+@pytest.mark.parametrize("windows", [["week"], 7, [1.5]])
+def test_malformed_windows_are_user_errors(base_log, windows):
+    with pytest.raises(UserError, match="windows_days"):
+        build(base_log, windows_days=windows)
+
+
+def test_bad_as_of_is_a_user_error(base_log):
+    with pytest.raises(UserError, match="as_of"):
+        build(base_log, as_of="not a day")
+
+
+def test_no_events_is_a_user_error(base_log):
+    with pytest.raises(UserError, match="no events"):
+        build(base_log.iloc[:0])
+
+
+def test_dataframe_and_parquet_path_give_identical_features(base_log, tmp_path):
+    path = tmp_path / "events with 'quote'.parquet"
+    base_log.to_parquet(path, index=False)
+    from_frame = build(base_log)
+    from_path = build(str(path))
+    pd.testing.assert_frame_equal(from_frame, from_path)
+    assert from_frame.attrs == from_path.attrs
+    pd.testing.assert_frame_equal(build(path, as_of="2024-03-08"), build(base_log, as_of="2024-03-08"))

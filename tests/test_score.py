@@ -1,0 +1,170 @@
+"""pipelines.score: ranks, flag policies, reasons -> abuse types, contract section 3 columns."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.detectors import make_detector
+from pipelines.errors import UserError
+from pipelines.schema import SCORE_COLUMNS
+from pipelines.score import SIGNAL_HINTS, flag, score_users, suspected_types
+
+AS_OF = "2024-03-10"
+
+
+@pytest.fixture(scope="module")
+def detector(normal_features):
+    return make_detector("robust_zscore").fit(normal_features)
+
+
+def users(normal_features: pd.DataFrame, n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rows = normal_features.sample(n, random_state=seed).reset_index(drop=True)
+    return pd.concat([pd.Series([f"u{i:03d}" for i in range(n)], name="user_id", dtype="str"), rows], axis=1)
+
+
+def test_contract_columns_and_types(detector, normal_features):
+    out = score_users(users(normal_features), detector, {"top_k": 5}, AS_OF)
+    assert tuple(out.columns[: len(SCORE_COLUMNS)]) == SCORE_COLUMNS
+    assert "anomaly_types" in out.columns
+    assert str(out["user_id"].dtype) == "str"
+    assert out["score"].dtype == np.float64
+    assert np.issubdtype(out["rank"].dtype, np.integer)
+    assert out["flagged"].dtype == bool
+    assert out["reasons"].map(type).eq(str).all()
+    assert (out["as_of"] == dt.date(2024, 3, 10)).all()
+    assert (out["model_version"] == "robust_zscore").all()  # not saved: the detector's name
+    assert sorted(out["user_id"]) == [f"u{i:03d}" for i in range(60)]
+
+
+def test_model_version_of_a_saved_detector(normal_features, tmp_path):
+    det = make_detector("robust_zscore").fit(normal_features)
+    version = det.save(tmp_path)
+    out = score_users(users(normal_features, 10), det, {}, AS_OF)
+    assert (out["model_version"] == version).all()
+
+
+def test_ranks_are_1_to_n_ordered_by_score(detector, normal_features):
+    feats = users(normal_features)
+    out = score_users(feats, detector, {"top_k": 5}, AS_OF)
+    assert out["rank"].tolist() == list(range(1, len(feats) + 1))
+    assert out["score"].is_monotonic_decreasing
+    # scores are the detector's, per user
+    expected = dict(zip(feats["user_id"], detector.score(feats.drop(columns="user_id"))))
+    assert out["score"].tolist() == [expected[u] for u in out["user_id"]]
+    # the reasons are the detector's explanation of that user
+    explained = dict(zip(feats["user_id"], detector.explain(feats.drop(columns="user_id"))))
+    assert out["reasons"].tolist() == [explained[u] for u in out["user_id"]]
+
+
+def test_ties_are_broken_by_user_id_whatever_the_input_order(detector, normal_features):
+    same = normal_features.iloc[[0]]
+    ids = ["u9", "u10", "a1", "u2"]
+    feats = pd.concat([pd.Series(ids, name="user_id", dtype="str"),
+                       pd.concat([same] * 4, ignore_index=True)], axis=1)
+    out = score_users(feats, detector, {"top_k": 2}, AS_OF)
+    assert out["score"].nunique() == 1
+    assert out["user_id"].tolist() == sorted(ids)
+    assert out.loc[out["flagged"], "user_id"].tolist() == sorted(ids)[:2]
+    reversed_ = score_users(feats.iloc[::-1].reset_index(drop=True), detector, {"top_k": 2}, AS_OF)
+    pd.testing.assert_frame_equal(out, reversed_)
+
+
+@pytest.mark.parametrize("k,expected", [(0, 0), (1, 1), (7, 7), (60, 60), (1000, 60)])
+def test_top_k_flags_exactly_k(detector, normal_features, k, expected):
+    out = score_users(users(normal_features), detector, {"policy": "top_k", "top_k": k}, AS_OF)
+    assert int(out["flagged"].sum()) == expected
+    assert out["flagged"].tolist() == [r <= k for r in out["rank"]]
+
+
+def test_threshold_policy(detector, normal_features):
+    feats = users(normal_features)
+    scores = np.sort(detector.score(feats.drop(columns="user_id")))
+    threshold = float(scores[-10])  # the 10th highest score is included (>=)
+    out = score_users(feats, detector, {"policy": "threshold", "threshold": threshold}, AS_OF)
+    assert int(out["flagged"].sum()) == 10
+    assert (out.loc[out["flagged"], "score"] >= threshold).all()
+    assert (out.loc[~out["flagged"], "score"] < threshold).all()
+    assert not score_users(feats, detector, {"policy": "threshold", "threshold": 1e9}, AS_OF)["flagged"].any()
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"policy": "top_percent"}, "policy"),
+        ({"policy": "threshold", "threshold": None}, "threshold"),
+        ({"policy": "threshold", "threshold": "high"}, "threshold"),
+        ({"policy": "top_k", "top_k": -1}, "top_k"),
+        ({"policy": "top_k", "top_k": 2.5}, "top_k"),
+        ({"policy": "top_k", "top_k": None}, "top_k"),
+    ],
+)
+def test_bad_policy_is_a_user_error(detector, normal_features, params, match):
+    with pytest.raises(UserError, match=match):
+        score_users(users(normal_features, 5), detector, params, AS_OF)
+    with pytest.raises(UserError, match=match):
+        flag(np.array([1.0]), np.array([1]), {"top_k": 1, "threshold": None, **params})
+
+
+def test_missing_feature_column_is_a_user_error(detector, normal_features):
+    with pytest.raises(UserError, match="missing"):
+        score_users(users(normal_features, 5).drop(columns="refund_ratio_28d"), detector, {}, AS_OF)
+
+
+def test_planted_abuser_is_flagged_with_reasons_and_types(detector, normal_features):
+    feats = users(normal_features)
+    feats.loc[17, ["refund_ratio_28d", "distinct_devices_28d"]] = [0.95, 25.0]
+    out = score_users(feats, detector, {"top_k": 1, "n_reasons": 2}, AS_OF)
+    top = out.iloc[0]
+    assert top["user_id"] == "u017" and top["rank"] == 1 and top["flagged"]
+    assert top["reasons"].count("; ") <= 1
+    assert "refund_ratio_28d=0.95 (p100.0)" in top["reasons"]
+    assert "refund_abuse" in top["anomaly_types"].split(",")
+    assert out["anomaly_types"].tolist() == [suspected_types(r) for r in out["reasons"]]
+
+
+@pytest.mark.parametrize(
+    "reasons,expected",
+    [
+        ("refund_ratio_28d=0.92 (p99.8); distinct_devices_1d=7 (p99.9)", "refund_abuse"),
+        ("n_refund_7d=4 (p99.9); refund_value_28d=800 (p99.9); refund_ratio=0.9 (p99.0)", "refund_abuse"),
+        ("n_login_failed_1d=12 (p100.0); small_failed_payment_share_1d=1 (p100.0)", "account_takeover,card_testing"),
+        ("n_new_devices_1d=3 (p99.9); n_new_countries_7d=2 (p99.9)", "account_takeover"),
+        ("typical_gap_s_1d=0.5 (p0.1); median_gap_s_28d=1 (p0.1); n_view_1d=900 (p100.0)", "scraping_bot"),
+        ("max_same_product_purchases_28d=30 (p100.0); small_purchase_share_7d=1 (p99.0)", "brushing"),
+        ("unbought_review_share_28d=1 (p100.0); max_accounts_sharing_device=6 (p100.0)", "fake_review_ring"),
+        ("account_age_days=0.1 (p0.5); distinct_ips_1d=9 (p99.9)", ""),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_suspected_types(reasons, expected):
+    assert suspected_types(reasons) == expected
+
+
+def test_every_hint_is_reachable_through_a_reason():
+    for signal, kind in SIGNAL_HINTS.items():
+        for suffix in ("", "_1d", "_28d"):
+            assert suspected_types(f"{signal}{suffix}=1 (p99.9)") == kind, (signal, suffix)
+    # a signal whose name merely contains a hinted one is not that signal
+    assert suspected_types("avg_refund_ratio_x=1 (p99.9)") == ""
+
+
+def test_scoring_the_simulated_users_finds_abusers(sim, sim_features):
+    from pipelines.train import train
+
+    det, info = train(sim_features, {"detector": "robust_zscore"})
+    out = score_users(sim_features, det, {"top_k": 25}, sim_features.attrs["as_of"])
+    assert len(out) == len(sim_features) == info["users_total"]
+    labels = sim[1].set_index("user_id")
+    flagged = out.loc[out["flagged"], "user_id"]
+    base_rate = labels.loc[out["user_id"], "is_anomaly"].mean()
+    precision = labels.loc[flagged, "is_anomaly"].mean()
+    assert precision > 3 * base_rate
+    # flagged users carry reasons, and their types are the team's vocabulary
+    assert out.loc[out["flagged"], "reasons"].str.len().gt(0).all()
+    vocab = set(SIGNAL_HINTS.values())
+    for types in out["anomaly_types"]:
+        assert set(filter(None, types.split(","))) <= vocab
