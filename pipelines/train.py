@@ -1,6 +1,7 @@
 """Fit the configured detector on the users not held out for evaluation."""
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pandas as pd
@@ -10,7 +11,20 @@ from pipelines.errors import UserError
 from pipelines.features import feature_columns
 from pipelines.split import holdout_mask
 
-DEFAULTS: dict[str, Any] = {"detector": "isolation_forest", "holdout_fraction": 0.3, "split_seed": 0}
+DEFAULTS: dict[str, Any] = {
+    "detector": "isolation_forest",
+    "holdout_fraction": 0.3,
+    "split_seed": 0,
+    "exclude_features": [],  # glob patterns of feature columns the detector does not see
+}
+
+
+def select_features(columns: list[str], exclude: list[str]) -> list[str]:
+    """Feature columns minus those matching any glob in `exclude`."""
+    kept = [c for c in columns if not any(fnmatch.fnmatchcase(c, pattern) for pattern in exclude)]
+    if not kept:
+        raise UserError(f"train.exclude_features {exclude} removes every feature; loosen the patterns")
+    return kept
 
 
 def train(features: pd.DataFrame, params: dict[str, Any]) -> tuple[Detector, dict[str, Any]]:
@@ -19,7 +33,8 @@ def train(features: pd.DataFrame, params: dict[str, Any]) -> tuple[Detector, dic
     name = p["detector"]
     detector = make_detector(name, p.get(name) or {})
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
-    training = features.loc[~held_out, feature_columns(features)]
+    columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
+    training = features.loc[~held_out, columns]
     if len(training) < 2:
         raise UserError(f"only {len(training)} users left for training; need more users or a smaller holdout_fraction")
     detector.fit(training)

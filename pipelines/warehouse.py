@@ -62,7 +62,7 @@ def read_table(url: str, table: str, as_of=None) -> pd.DataFrame:
         if target != ":memory:" and not Path(target).exists():
             raise UserError(f"{target}: warehouse file not found; run the score step first")
         with duckdb.connect(target, read_only=True) as con:
-            return con.execute(query, args).to_arrow_table().to_pandas()
+            return con.sql(query, params=args).to_arrow_table().to_pandas()
     from sqlalchemy import create_engine, text
 
     engine = create_engine(target)
@@ -121,6 +121,9 @@ def _replace_day_sqlalchemy(rows: pd.DataFrame, url: str, table: str, as_of) -> 
     try:
         with engine.begin() as conn:  # one transaction: delete and insert commit together
             conn.execute(text(_DDL.format(table=table)))
+            # Two runs of one day at once would each delete only what their snapshot saw and
+            # then collide on the primary key: take turns per (table, day) instead.
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"{table}/{as_of}"})
             conn.execute(text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of})
             if records:
                 conn.execute(

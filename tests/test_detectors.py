@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -78,9 +79,12 @@ def test_save_load_round_trip(name, normal_features, tmp_path):
 
 
 @pytest.mark.parametrize("name", DETECTORS)
-def test_model_version_is_a_content_hash(name, normal_features, tmp_path):
+def test_model_version_is_a_content_hash(name, normal_features, tmp_path, monkeypatch):
     v1 = fitted(name, normal_features).save(tmp_path / "a")
-    again = fitted(name, normal_features).save(tmp_path / "b")
+    real_time = time.time
+    with monkeypatch.context() as m:  # saved a day later: file timestamps must not leak into the hash
+        m.setattr(time, "time", lambda: real_time() + 86400.0)
+        again = fitted(name, normal_features).save(tmp_path / "b")
     assert again == v1  # same params and data: same version
     changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0}}[name]
     assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1

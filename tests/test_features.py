@@ -91,6 +91,51 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
     assert a["median_gap_s_28d"] == pytest.approx(3600.0)
 
 
+def test_payment_login_cart_and_signup_signals(make_events, at, as_of):
+    ev = make_events([
+        dict(event_time=at(0, 1), user_id="k", event_type="signup", device_id="d", country="DE", session_id="s1"),
+        dict(event_time=at(0, 2), user_id="k", event_type="login_failed", session_id="s1"),
+        dict(event_time=at(0, 2, 1), user_id="k", event_type="login_failed", session_id="s1"),
+        dict(event_time=at(0, 2, 2), user_id="k", event_type="login_failed", session_id="s1"),
+        dict(event_time=at(0, 2, 3), user_id="k", event_type="login", session_id="s1", country="FR"),
+        *[dict(event_time=at(0, 3, m), user_id="k", event_type="cart", product_id="p1", session_id="s2")
+          for m in range(4)],
+        dict(event_time=at(0, 4), user_id="k", event_type="payment_failed", price=1.0, session_id="s2"),
+        dict(event_time=at(0, 4, 1), user_id="k", event_type="payment_failed", price=2.0, session_id="s2"),
+        dict(event_time=at(0, 4, 2), user_id="k", event_type="payment_failed", price=50.0, session_id="s2"),
+        dict(event_time=at(0, 7), user_id="k", event_type="purchase", product_id="p1", price=3.0, session_id="s2"),
+        dict(event_time=at(0, 8), user_id="k", event_type="purchase", product_id="p1", price=3.0, session_id="s2"),
+        dict(event_time=at(0, 9), user_id="k", event_type="purchase", product_id="p1", price=3.0, session_id="s2"),
+        dict(event_time=at(0, 10), user_id="k", event_type="view", product_id="p2", session_id="s2"),
+    ])
+    f = build(ev, as_of=as_of).set_index("user_id").loc["k"]
+    n = len(ev)  # 16 events
+    assert f["n_events_1d"] == n
+    assert f["login_fail_ratio_1d"] == pytest.approx(3 / 4)
+    assert f["failed_payment_ratio_1d"] == pytest.approx(3 / 6)  # 3 failed / (3 failed + 3 purchases)
+    assert f["small_failed_payment_share_1d"] == pytest.approx(2 / 3)  # below small_amount=5
+    assert f["small_purchase_share_1d"] == pytest.approx(1.0)
+    assert f["cart_abandon_ratio_1d"] == pytest.approx(1 - 3 / 4)
+    assert f["max_same_product_purchases_1d"] == 3
+    assert f["conversion_rate_1d"] == pytest.approx(3 / 3)  # 3 purchases / max(1 view, 3)
+    assert f["distinct_sessions_1d"] == 2 and f["events_per_session_1d"] == pytest.approx(n / 2)
+    assert f["distinct_countries_1d"] == 2
+    assert f["n_new_countries_1d"] == 0  # a new account: nothing counts as new
+    assert f["signed_up_in_window"] == 1
+    assert f["account_age_days"] == pytest.approx(23 / 24)  # signup at 01:00
+    assert f["hours_signup_to_first_purchase"] == pytest.approx(6.0)
+    assert f["share_login_failed_1d"] == pytest.approx(3 / n)
+    assert f["share_purchase_1d"] == pytest.approx(3 / n)
+    # distinct products / (views + carts + purchases)
+    assert f["product_diversity_1d"] == pytest.approx(2 / (1 + 4 + 3))
+    # small_amount is a parameter
+    g = build(ev, as_of=as_of, small_amount=2.5).set_index("user_id").loc["k"]
+    assert g["small_failed_payment_share_1d"] == pytest.approx(2 / 3)
+    assert build(ev, as_of=as_of, small_amount=1.5).set_index("user_id").loc["k", "small_failed_payment_share_1d"] \
+        == pytest.approx(1 / 3)
+    assert g["small_purchase_share_1d"] == pytest.approx(0.0)
+
+
 def test_output_shape_and_types(base_log, as_of):
     f = build(base_log, as_of=as_of)
     assert f.columns[0] == "user_id" and str(f["user_id"].dtype) == "str"
@@ -246,11 +291,6 @@ def test_bad_windows_are_user_errors(base_log, windows):
         build(base_log, windows_days=windows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: features.py:49 `int(w) for w in p['windows_days']` is unguarded: a non-number raises "
-    "ValueError, a scalar TypeError, and 1.5 is silently truncated to 1, instead of UserError",
-)
 @pytest.mark.parametrize("windows", [["week"], 7, [1.5]])
 def test_malformed_windows_are_user_errors(base_log, windows):
     with pytest.raises(UserError, match="windows_days"):
@@ -275,3 +315,6 @@ def test_dataframe_and_parquet_path_give_identical_features(base_log, tmp_path):
     pd.testing.assert_frame_equal(from_frame, from_path)
     assert from_frame.attrs == from_path.attrs
     pd.testing.assert_frame_equal(build(path, as_of="2024-03-08"), build(base_log, as_of="2024-03-08"))
+    import pyarrow as pa
+
+    pd.testing.assert_frame_equal(build(pa.Table.from_pandas(base_log, preserve_index=False)), from_frame)

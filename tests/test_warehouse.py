@@ -145,11 +145,6 @@ def test_read_table_postgres(pg_url, flagged):
     assert read_table(pg_url, table, "2024-01-01").empty
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: warehouse.py:65 calls `con.execute(...).arrow()`, which DuckDB 2.0 connections do not have "
-    "(AttributeError); read_table cannot read a DuckDB warehouse",
-)
 def test_read_table_duckdb(tmp_path, flagged):
     url = f"duckdb:///{tmp_path}/w.duckdb"
     replace_day(flagged(D1, ["a", "b"], "r1"), url, "flagged_users", D1)
@@ -236,7 +231,7 @@ class Checkpoints:
         self.go_on.release()
 
 
-def run_writer(fn) -> tuple[threading.Thread, list]:
+def run_writer(fn, name: str = "writer") -> tuple[threading.Thread, list]:
     errors: list = []
 
     def target():
@@ -245,7 +240,7 @@ def run_writer(fn) -> tuple[threading.Thread, list]:
         except BaseException as exc:  # surfaced by the test
             errors.append(exc)
 
-    thread = threading.Thread(target=target, name="writer", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread, errors
 
@@ -264,14 +259,10 @@ def _assert_old_then_new(backend, read, checkpoints, flagged, old_day):
     assert read() == {"n1": "new", "n2": "new", "n3": "new"}
 
 
-def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged, monkeypatch):
+def pause_sqlalchemy_statements(monkeypatch, checkpoints: Checkpoints) -> None:
     import sqlalchemy
     from sqlalchemy import event
 
-    backend = Backend("postgres", pg_url, f"flagged_{uuid.uuid4().hex[:10]}")
-    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
-    old_day = backend.day(D1)
-    checkpoints = Checkpoints()
     real_create_engine = sqlalchemy.create_engine
 
     def create_engine(*args, **kwargs):
@@ -280,6 +271,14 @@ def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged
         return engine
 
     monkeypatch.setattr(sqlalchemy, "create_engine", create_engine)
+
+
+def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged, monkeypatch):
+    backend = Backend("postgres", pg_url, f"flagged_{uuid.uuid4().hex[:10]}")
+    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
+    old_day = backend.day(D1)
+    checkpoints = Checkpoints()
+    pause_sqlalchemy_statements(monkeypatch, checkpoints)
 
     def read():  # the project's own reader, through its own connection
         df = read_table(backend.url, backend.table, D1)
@@ -374,3 +373,34 @@ def test_concurrent_readers_never_see_a_mix_or_a_gap(backend, flagged):
     assert not bad, f"{len(bad)} of {reads} reads saw a partial day, e.g. {bad[:3]}"
     assert reads >= 5
     assert backend.day(D1) == {u: "A" for u in sets["A"]}  # the last cycle wrote A
+
+
+def test_postgres_overlapping_reruns_of_a_day_both_succeed(pg_url, flagged, monkeypatch):
+    import psycopg
+
+    backend = Backend("postgres", pg_url, f"flagged_{uuid.uuid4().hex[:10]}")
+    users = [f"u{i}" for i in range(5)]
+    replace_day(flagged(D1, users, "old"), backend.url, backend.table, D1)
+    checkpoints = Checkpoints(prefixes=("DELETE",))  # only the thread named "writer" stops
+    pause_sqlalchemy_statements(monkeypatch, checkpoints)
+
+    first, first_errors = run_writer(lambda: replace_day(flagged(D1, users, "first"), backend.url, backend.table, D1))
+    checkpoints.wait()  # the first re-run has deleted the day, not yet committed
+    second, second_errors = run_writer(
+        lambda: replace_day(flagged(D1, users, "second"), backend.url, backend.table, D1), name="writer2")
+    try:
+        with psycopg.connect(backend.url, autocommit=True) as con:  # wait until the second one blocks
+            for _ in range(200):
+                waiting = con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND wait_event_type = 'Lock'").fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, "the second re-run never waited for the first"
+    finally:
+        checkpoints.release()
+        first.join(timeout=20)
+        second.join(timeout=20)
+    assert not first_errors, first_errors
+    assert not second_errors, second_errors
+    assert backend.day(D1) == {u: "second" for u in users}
