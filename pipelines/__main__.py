@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ PLOTS = "plots"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--params", help="parameters file (default: $PIPELINES_PARAMS or params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
@@ -118,7 +119,7 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from pipelines.run import run_pipeline
 
         if args.warehouse:
-            params = {**params, "warehouse": {**section(params, "warehouse"), "url": args.warehouse}}
+            os.environ["WAREHOUSE_URL"] = args.warehouse
         return run_pipeline(args.events, args.out, params, labels=args.labels, run_id=args.run_id)
     if args.step == "benchmark":
         from pipelines import io
@@ -140,11 +141,10 @@ def dispatch(args: argparse.Namespace) -> dict | None:
 
 
 def show(params: dict, as_of: str | None, limit: int, metrics_path: str) -> None:
-    from pipelines.config import section
+    from pipelines.config import warehouse_target
     from pipelines.warehouse import read_table
 
-    w = section(params, "warehouse")
-    table = read_table(w.get("url", "duckdb:///data/warehouse.duckdb"), w.get("table", "flagged_users"))
+    table = read_table(*warehouse_target(params))
     if table.empty:
         print("no flagged users in the warehouse yet")
         return

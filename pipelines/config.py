@@ -9,12 +9,12 @@ import yaml
 
 from pipelines.errors import UserError
 
-DEFAULT_PARAMS = Path(os.environ.get("PIPELINES_PARAMS", "params.yaml"))
+DEFAULT_WAREHOUSE_URL = "duckdb:///data/warehouse.duckdb"
 
 
 def load_params(path: str | os.PathLike | None = None, required: bool = True) -> dict[str, Any]:
     """The parameters file; with required=False a missing file means every step's defaults."""
-    path = Path(path or DEFAULT_PARAMS)
+    path = Path(path or os.environ.get("PIPELINES_PARAMS") or "params.yaml")
     if not path.exists():
         if not required:
             return {}
@@ -34,3 +34,11 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"params.yaml: section '{name}' must be a mapping of settings")
     return value
+
+
+def warehouse_target(params: dict[str, Any]) -> tuple[str, str]:
+    """(url, table). WAREHOUSE_URL in the environment wins, so a deployment can keep its
+    credentials out of params.yaml."""
+    w = section(params, "warehouse")
+    url = os.environ.get("WAREHOUSE_URL") or w.get("url") or DEFAULT_WAREHOUSE_URL
+    return url, w.get("table", "flagged_users")

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines import io
-from pipelines.config import section
+from pipelines.config import section, warehouse_target
 
 log = logging.getLogger("pipelines")
 
@@ -99,10 +99,9 @@ def score_stage(params: dict, features_in: str, model_dir: str, out: str, run_id
     info = {"as_of": as_of, "users_scored": len(scores), "flagged": int(scores["flagged"].sum()),
             "model_version": detector.model_version_}
     if write_warehouse:
-        w = section(params, "warehouse")
         run_id = run_id or os.environ.get("PIPELINES_RUN_ID") or uuid.uuid4().hex
         rows = flagged_rows(scores, run_id, pd.Timestamp(dt.datetime.now(dt.timezone.utc)))
-        url, table = w.get("url", "duckdb:///data/warehouse.duckdb"), w.get("table", "flagged_users")
+        url, table = warehouse_target(params)
         info["warehouse_rows"] = replace_day(rows, url, table, as_of)
         info["warehouse"] = f"{_redact(url)} table {table}"
         info["run_id"] = run_id
