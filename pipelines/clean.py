@@ -5,6 +5,7 @@ rows_in = rows_clean + rows_quarantined + exact_duplicates_removed.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,7 @@ def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series
             out[col] = pd.Series(1, index=out.index, dtype=dtype) if col == "quantity" else pd.Series(index=out.index, dtype=dtype)
     extras = [c for c in raw.columns if c not in EVENT_DTYPES]
     for col in extras:
-        out[col] = raw[col]
+        out[col] = _hashable(raw[col])
     return out, reasons
 
 
@@ -181,6 +182,23 @@ def _to_clean_string(col: pd.Series) -> pd.Series:
         col = col.astype("str").where(col.notna())
     col = col.astype("str").str.strip()
     return col.where(col.ne("") & col.notna())
+
+
+def _hashable(col: pd.Series) -> pd.Series:
+    """Extra columns are kept; nested values (Parquet lists and structs) are kept as JSON text
+    so rows can still be compared for exact duplicates and hashed into event ids."""
+    if col.dtype != object:
+        return col
+    nested = col.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray)))
+    if not nested.any():
+        return col
+
+    def to_json(value):
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        return json.dumps(value, default=str, sort_keys=True) if isinstance(value, (list, tuple, dict)) else value
+
+    return col.map(to_json)
 
 
 def _present(col: pd.Series) -> pd.Series:

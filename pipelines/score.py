@@ -37,7 +37,8 @@ SIGNAL_HINTS: dict[str, str] = {
     "five_star_share": "fake_review_ring",
     "max_accounts_sharing_device": "fake_review_ring",
 }
-_REASON_FEATURE = re.compile(r"(?:^|; )([a-z_0-9]+?)(?:_\d+d)?=")
+LOW_SIDE_SIGNALS = {"typical_gap_s", "median_gap_s"}
+_REASON = re.compile(r"(?:^|; )([a-z_0-9]+?)(?:_\d+d)?=[^;]*\(p([\d.]+)\)")
 
 
 def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, Any], as_of: str) -> pd.DataFrame:
@@ -81,8 +82,11 @@ def flag(scores: np.ndarray, ranks: np.ndarray, params: dict[str, Any]) -> np.nd
 
 def suspected_types(reasons: str) -> str:
     hints = []
-    for signal in _REASON_FEATURE.findall(reasons or ""):
-        hint = SIGNAL_HINTS.get(signal)
+    for signal, percentile in _REASON.findall(reasons or ""):
+        # a hint needs the telling side: an unusually low refund ratio is a reason the user
+        # stands out, not a sign of refund abuse; gaps are telling when unusually short
+        telling = float(percentile) < 50 if signal in LOW_SIDE_SIGNALS else float(percentile) > 50
+        hint = SIGNAL_HINTS.get(signal) if telling else None
         if hint and hint not in hints:
             hints.append(hint)
     return ",".join(hints)

@@ -148,5 +148,7 @@ def test_benchmark_rejects_bad_input(tmp_path):
     np.savez(tmp_path / "bad.npz", X=np.zeros((4, 2)))
     proc = cli("benchmark", "--npz", "bad.npz", cwd=tmp_path)
     assert proc.returncode == 2 and "y" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("benchmark", "--npz", str(SHARED / "adbench" / "6_cardio.npz"), "--detectors", "nope", cwd=tmp_path)
+    good = tmp_path / "good.npz"
+    np.savez(good, X=np.random.default_rng(0).normal(size=(40, 3)), y=np.r_[np.zeros(36), np.ones(4)])
+    proc = cli("benchmark", "--npz", str(good), "--detectors", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown detector" in proc.stderr

@@ -144,6 +144,13 @@ def test_suspected_types(reasons, expected):
     assert suspected_types(reasons) == expected
 
 
+def test_low_side_reasons_suggest_no_abuse_type():
+    assert suspected_types("refund_ratio_28d=0 (p1.7)") == ""
+    assert suspected_types("refund_ratio_28d=0 (p1.7); n_payment_failed_1d=9 (p99.9)") == "card_testing"
+    assert suspected_types("typical_gap_s_1d=0.5 (p0.1)") == "scraping_bot"
+    assert suspected_types("typical_gap_s_1d=90000 (p99.9)") == ""
+
+
 def test_every_hint_is_reachable_through_a_reason():
     for signal, kind in SIGNAL_HINTS.items():
         for suffix in ("", "_1d", "_28d"):
