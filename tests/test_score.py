@@ -10,7 +10,7 @@ import pytest
 from pipelines.detectors import make_detector
 from pipelines.errors import UserError
 from pipelines.schema import SCORE_COLUMNS
-from pipelines.score import SIGNAL_HINTS, flag, score_users, suspected_types
+from pipelines.score import LOW_SIDE_SIGNALS, SIGNAL_HINTS, flag, score_users, suspected_types
 
 AS_OF = "2024-03-10"
 
@@ -153,8 +153,9 @@ def test_low_side_reasons_suggest_no_abuse_type():
 
 def test_every_hint_is_reachable_through_a_reason():
     for signal, kind in SIGNAL_HINTS.items():
+        telling = "p0.1" if signal in LOW_SIDE_SIGNALS else "p99.9"
         for suffix in ("", "_1d", "_28d"):
-            assert suspected_types(f"{signal}{suffix}=1 (p99.9)") == kind, (signal, suffix)
+            assert suspected_types(f"{signal}{suffix}=1 ({telling})") == kind, (signal, suffix)
     # a signal whose name merely contains a hinted one is not that signal
     assert suspected_types("avg_refund_ratio_x=1 (p99.9)") == ""
 
