@@ -54,11 +54,13 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
         _register(con, events)
         for statement in _feature_statements(windows, end, float(p["small_amount"])):
             con.execute(statement)
-        table = con.sql("SELECT * FROM features ORDER BY user_id").to_arrow_table()
+        # cast in DuckDB: integer sums come out as HUGEINT, which pandas would hold as objects
+        table = con.sql(
+            "SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
+            "FROM features ORDER BY user_id"
+        ).to_arrow_table()
     features = table.to_pandas()
     features["user_id"] = features["user_id"].astype("str")
-    value_cols = [c for c in features.columns if c != "user_id"]
-    features[value_cols] = features[value_cols].astype("float64")
     features.attrs["as_of"] = as_of.isoformat()
     return features
 
@@ -160,9 +162,9 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
                     f"count(*) FILTER (WHERE first_use >= {start} AND u.first_seen < {start}) AS n_new_{name}_{w}d"
                 )
         return f"""
-CREATE TEMP TABLE pairs_{name} AS
-SELECT user_id, {key} AS key, {"min(event_time)" if novelty else "NULL"} AS first_use, max(event_time) AS last_use
-FROM ev WHERE {key} IS NOT NULL GROUP BY ALL;
+CREATE TEMP VIEW pairs_{name} AS
+SELECT user_id, {key} AS key, first_use, last_use FROM pairs
+WHERE grouped_by_{name} = 0 AND {key} IS NOT NULL;
 CREATE TEMP TABLE distinct_{name} AS
 SELECT k.user_id, {", ".join(cols)}
 FROM pairs_{name} k JOIN user_counts u USING (user_id)
@@ -258,6 +260,14 @@ FROM (SELECT user_id, event_time, product_id,
              epoch(event_time) - epoch(lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time)) AS gap
       FROM ev WHERE event_time >= {start_longest})
 GROUP BY user_id""",
+        # one scan builds every (user, key) pair table; GROUPING() tells the sets apart
+        f"""
+CREATE TEMP TABLE pairs AS
+SELECT user_id, {", ".join(key for key, _ in distinct_keys.values())},
+       {", ".join(f"grouping({key}) AS grouped_by_{name}" for name, (key, _) in distinct_keys.items())},
+       min(event_time) AS first_use, max(event_time) AS last_use
+FROM ev
+GROUP BY GROUPING SETS ({", ".join(f"(user_id, {key})" for key, _ in distinct_keys.values())})""",
         *[distinct_pass(key, name, novelty) for name, (key, novelty) in distinct_keys.items()],
         f"""
 CREATE TEMP TABLE same_product AS
