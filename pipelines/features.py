@@ -192,7 +192,8 @@ GROUP BY k.user_id"""
             f"n_events{s} / greatest(distinct_sessions{s}, 1) AS events_per_session{s}",
             # the mix of what a user does, independent of how much they do
             *[f"n_{t}{s} / greatest(n_events{s}, 1) AS share_{t}{s}" for t in SHARE_TYPES],
-            f"coalesce(distinct_products{s}, 0) / greatest(n_view{s} + n_cart{s} + n_purchase{s}, 1) AS product_diversity{s}",
+            # least(): the distinct count is approximate and may overshoot by ~2%
+            f"least(coalesce(distinct_products{s}, 0) / greatest(n_events{s}, 1), 1) AS product_diversity{s}",
             f"n_purchase{s} / greatest(n_view{s}, n_purchase{s}, 1) AS conversion_rate{s}",
             f"CASE WHEN n_cart{s} > 0 THEN 1 - least(n_purchase{s}, n_cart{s}) / n_cart{s} ELSE 0 END AS cart_abandon_ratio{s}",
             f"n_refund{s} / greatest(n_purchase{s}, n_refund{s}, 1) AS refund_ratio{s}",

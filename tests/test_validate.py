@@ -86,6 +86,12 @@ def features() -> pd.DataFrame:
             "distinct_devices_28d": [1, 3, 1],
             "refund_ratio_28d": [0.0, 0.5, 0.0],
             "conversion_rate_28d": [0.0, 0.4, 1.0],
+            **{c: [0.0, 0.5, 1.0] for c in (
+                "share_view_28d", "share_payment_failed_28d", "product_diversity_28d", "failed_payment_ratio_28d",
+                "login_fail_ratio_28d", "five_star_share_28d", "small_purchase_share_28d",
+                "unbought_review_share_28d", "night_share_utc_28d")},
+            "burstiness_28d": [-1.0, 0.0, 0.7],
+            "account_age_days": [0.5, 30.0, 400.0],
             "some_new_feature": [np.nan, 1.0, 2.0],  # extra columns are fine
         }
     ).astype({"user_id": "str"})
