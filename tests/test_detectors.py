@@ -12,7 +12,7 @@ from pipelines.detectors import REGISTRY, Detector, get_detector_class, make_det
 from pipelines.errors import UserError
 
 # Small forests keep the suite fast; the behaviour under test does not depend on the size.
-FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}}
+FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}, "ecdf_tail": {}}
 DETECTORS = sorted(FAST)
 PART = re.compile(r"^(?P<feature>[a-z][a-z0-9_]*)=(?P<value>[^ ;]+) \(p(?P<pct>\d{1,3}\.\d{1,2})\)$")
 
@@ -28,8 +28,8 @@ def with_outlier(X: pd.DataFrame, row: int, **values) -> pd.DataFrame:
     return Y
 
 
-def test_registry_has_both_detectors():
-    assert {"isolation_forest", "robust_zscore"} <= set(REGISTRY)
+def test_registry_has_every_detector():
+    assert {"isolation_forest", "robust_zscore", "ecdf_tail"} <= set(REGISTRY)
     for name in DETECTORS:
         assert get_detector_class(name).name == name
 
@@ -86,7 +86,8 @@ def test_model_version_is_a_content_hash(name, normal_features, tmp_path, monkey
         m.setattr(time, "time", lambda: real_time() + 86400.0)
         again = fitted(name, normal_features).save(tmp_path / "b")
     assert again == v1  # same params and data: same version
-    changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0}}[name]
+    changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0},
+                      "ecdf_tail": {"top_signals": 3}}[name]
     assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1
     other_data = normal_features.assign(refund_ratio_28d=normal_features["refund_ratio_28d"] * 2)
     assert fitted(name, other_data).save(tmp_path / "d") != v1
@@ -186,3 +187,19 @@ def test_robust_zscore_scores_constant_training_features_finitely():
     det = make_detector("robust_zscore").fit(X)
     scores = det.score(pd.DataFrame({"n_refund_28d": [0.0, 3.0], "n_view_7d": [25.0, 25.0]}))
     assert np.isfinite(scores).all() and scores[1] > scores[0]
+
+
+def test_ecdf_tail_counts_a_signal_once_across_its_windows(normal_features):
+    """A user rare on one signal in three windows must not outrank a user rare on two
+    different signals: windows of one signal are one piece of evidence."""
+    X = normal_features.copy()
+    cols = list(X.columns)
+    X = X.rename(columns={cols[0]: "sig_a_1d", cols[1]: "sig_a_7d", cols[2]: "sig_a_28d", cols[3]: "sig_b_1d",
+                          cols[4]: "sig_c_1d"})
+    high = X.max() * 10 + 10
+    one_signal = X.iloc[[0]].assign(sig_a_1d=high["sig_a_1d"], sig_a_7d=high["sig_a_7d"], sig_a_28d=high["sig_a_28d"])
+    two_signals = X.iloc[[0]].assign(sig_b_1d=high["sig_b_1d"], sig_c_1d=high["sig_c_1d"])
+    grouped = make_detector("ecdf_tail", {"top_signals": 5}).fit(X)
+    assert grouped.score(two_signals)[0] > grouped.score(one_signal)[0]
+    ungrouped = make_detector("ecdf_tail", {"top_signals": 5, "group_windows": False}).fit(X)
+    assert ungrouped.score(one_signal)[0] > ungrouped.score(two_signals)[0]

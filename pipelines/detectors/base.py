@@ -16,12 +16,14 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from pipelines import __version__
 from pipelines.errors import UserError
 
 REGISTRY: dict[str, type["Detector"]] = {}
 
 _QUANTILE_POINTS = 2001
 _MAD_TO_SIGMA = 1.4826
+_REASON_RARITY = -np.log(0.05)  # a reason is a value at most 5% of training users reach
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:
@@ -58,6 +60,14 @@ class FeatureReference:
             below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="left") / n
         tail = np.minimum(at_or_below, 1.0 - below)
         return 100.0 * at_or_below, np.maximum(tail, 0.5 / n)
+
+    def rarity(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(percentile, rarity) per value: rarity is -log(two-sided tail probability), and
+        among values beyond the quantile grid (equally rare to it) the farther one, in robust
+        standard deviations, counts as slightly rarer."""
+        percentile, tail = self.percentiles(X)
+        z = np.abs(X - self.median) / self.scale
+        return percentile, -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"quantiles": self.quantiles, "median": self.median, "scale": self.scale}
@@ -114,18 +124,15 @@ class Detector(ABC):
         count once, the rarer of the two."""
         self._check_fitted()
         matrix = self._as_matrix(X)
-        percentile, tail = self.reference_.percentiles(matrix)
-        z = np.abs(matrix - self.reference_.median) / self.reference_.scale
-        # rarity first; among equally rare (beyond the quantile grid), the larger deviation
-        strength = -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
+        percentile, strength = self.reference_.rarity(matrix)
         order = np.argsort(-strength, axis=1)
-        base = [_base_signal(f) for f in self.feature_names_]
+        base = [base_signal(f) for f in self.feature_names_]
         reasons = []
         for i in range(matrix.shape[0]):
             seen: set[str] = set()
             parts = []
             for j in order[i]:
-                if tail[i, j] > 0.05 or len(parts) >= top_n:
+                if strength[i, j] < _REASON_RARITY or len(parts) >= top_n:
                     break
                 if base[j] in seen:
                     continue
@@ -145,7 +152,7 @@ class Detector(ABC):
         for path in sorted(directory.iterdir()):
             if path.name != "meta.json":
                 digest.update(path.name.encode() + path.read_bytes())
-        digest.update(json.dumps([self.name, self.params, self.feature_names_], sort_keys=True).encode())
+        digest.update(json.dumps([__version__, self.name, self.params, self.feature_names_], sort_keys=True).encode())
         self.model_version_ = f"{self.name}-{digest.hexdigest()[:12]}"
         meta = {
             "detector": self.name,
@@ -217,7 +224,7 @@ def make_detector(name: str, params: dict[str, Any] | None = None) -> Detector:
     return get_detector_class(name)(**(params or {}))
 
 
-def _base_signal(feature: str) -> str:
+def base_signal(feature: str) -> str:
     head, _, tail = feature.rpartition("_")
     return head if head and tail.endswith("d") and tail[:-1].isdigit() else feature
 

@@ -1,0 +1,47 @@
+"""Empirical-CDF tail rarity, in the spirit of ECOD (Li et al. 2022): how rare is each of the
+user's values among the training users, summed over the user's rarest few signals.
+
+Each feature contributes -log(tail probability) from the training quantiles, so a value
+shared by many users (zero refunds, or a gap as long as the window for one-event users) is
+never rare however extreme it looks. Windows of one signal (n_view_1d, n_view_7d, ...) count
+once, as their rarest, so a signal does not outvote others by being measured three times.
+The top signals are exactly the reasons `explain` prints: the score and its reasons agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.detectors.base import Detector, base_signal, register
+
+
+@register
+class EcdfTailDetector(Detector):
+    name = "ecdf_tail"
+    defaults = {
+        "top_signals": 5,  # score = sum of -log(tail probability) over the rarest signals
+        "group_windows": True,
+    }
+
+    def _fit(self, X: np.ndarray) -> None:
+        self.model_ = None  # everything it needs is the training quantiles in reference_
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        _, rarity = self.reference_.rarity(X)
+        if self.params["group_windows"]:
+            rarity = np.stack([rarity[:, cols].max(axis=1) for cols in self._signal_groups()], axis=1)
+        k = max(1, min(int(self.params["top_signals"]), rarity.shape[1]))
+        return -np.partition(-rarity, k - 1, axis=1)[:, :k].sum(axis=1)
+
+    def _signal_groups(self) -> list[list[int]]:
+        groups: dict[str, list[int]] = {}
+        for j, name in enumerate(self.feature_names_):
+            groups.setdefault(base_signal(name), []).append(j)
+        return list(groups.values())
+
+    def _save_state(self, directory: Path) -> None:
+        pass  # the base class saves reference_, which is the whole model
+
+    def _load_state(self, directory: Path) -> None:
+        self.model_ = None
