@@ -299,6 +299,15 @@ FROM ev r LEFT JOIN first_purchases f ON f.user_id = r.user_id AND f.product_id 
 WHERE r.{review} AND r.event_time >= {start_longest}
 GROUP BY r.user_id""",
         f"""
+CREATE TEMP TABLE refund_speed AS
+WITH purchases AS (SELECT user_id, product_id, event_time FROM ev WHERE {purchase} AND product_id IS NOT NULL),
+     refunds AS (SELECT user_id, product_id, event_time FROM ev
+                 WHERE {refund} AND product_id IS NOT NULL AND event_time >= {start_longest})
+SELECT r.user_id, median(date_diff('second', p.event_time, r.event_time) / 3600.0) AS median_hours_to_refund
+FROM refunds r ASOF JOIN purchases p
+  ON r.user_id = p.user_id AND r.product_id = p.product_id AND r.event_time >= p.event_time
+GROUP BY r.user_id""",
+        f"""
 CREATE TEMP TABLE features AS
 SELECT user_id,
        {", ".join(ratios)},
@@ -310,12 +319,15 @@ SELECT user_id,
            AS hours_signup_to_first_purchase,
        coalesce(max_accounts_sharing_device, 0) AS max_accounts_sharing_device,
        coalesce(max_accounts_sharing_ip, 0) AS max_accounts_sharing_ip,
-       coalesce(n_unbought_reviews, 0) / greatest(n_review_{longest}d, 1) AS unbought_review_share_{longest}d
+       coalesce(n_unbought_reviews, 0) / greatest(n_review_{longest}d, 1) AS unbought_review_share_{longest}d,
+       -- no refund (of a product bought here) in the window: at least the window itself
+       coalesce(median_hours_to_refund, {longest * 24.0}) AS median_hours_to_refund_{longest}d
 FROM user_counts
 LEFT JOIN user_gaps USING (user_id)
 {"".join(f"LEFT JOIN distinct_{name} USING (user_id) " for name in distinct_keys)}
 LEFT JOIN same_product USING (user_id)
 LEFT JOIN sharing USING (user_id)
 LEFT JOIN reviews USING (user_id)
+LEFT JOIN refund_speed USING (user_id)
 WHERE n_events_{longest}d > 0""",
     ]

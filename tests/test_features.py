@@ -318,3 +318,23 @@ def test_dataframe_and_parquet_path_give_identical_features(base_log, tmp_path):
     import pyarrow as pa
 
     pd.testing.assert_frame_equal(build(pa.Table.from_pandas(base_log, preserve_index=False)), from_frame)
+
+
+def test_hours_to_refund_measures_from_the_latest_purchase_of_that_product(make_events, at, as_of):
+    ev = make_events([
+        dict(event_time=at(5, 10), user_id="q", event_type="purchase", product_id="p1", price=50.0),
+        dict(event_time=at(2, 10), user_id="q", event_type="purchase", product_id="p1", price=50.0),
+        dict(event_time=at(2, 16), user_id="q", event_type="refund", product_id="p1", price=50.0),  # 6 h after
+        dict(event_time=at(1, 0), user_id="q", event_type="purchase", product_id="p2", price=80.0),
+        dict(event_time=at(0, 12), user_id="q", event_type="refund", product_id="p2", price=80.0),  # 36 h after
+        dict(event_time=at(0, 1), user_id="slow", event_type="purchase", product_id="p3", price=9.0),
+        dict(event_time=at(0, 2), user_id="slow", event_type="view", product_id="p3"),
+    ])
+    f = build(ev, as_of=as_of).set_index("user_id")
+    assert f.loc["q", "median_hours_to_refund_28d"] == pytest.approx((6 + 36) / 2)
+    assert f.loc["slow", "median_hours_to_refund_28d"] == 28 * 24  # no refund: the window itself
+    # a refund after the as-of day must not change anything
+    later = make_events([dict(event_time=at(0, 12) + pd.Timedelta(days=1), user_id="slow", event_type="refund",
+                              product_id="p3", price=9.0)])
+    g = build(pd.concat([ev, later], ignore_index=True), as_of=as_of).set_index("user_id")
+    assert g.loc["slow", "median_hours_to_refund_28d"] == 28 * 24
