@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipelines import io
 from pipelines.config import section, warehouse_target
+from pipelines.errors import UserError
 
 log = logging.getLogger("pipelines")
 
@@ -56,10 +57,15 @@ def clean_stage(params: dict, events_in: str, out: str, quarantine_out: str, rep
     from pipelines.clean import clean
 
     clean_events, quarantine, report = clean(pd.read_parquet(events_in), section(params, "clean"))
-    check(clean_events, "clean", validation_dir)
+    # the quarantine and the accounting are the evidence a user needs when the run stops here
     io.write_parquet(quarantine, quarantine_out)
-    io.write_parquet(clean_events, out)
     io.write_json(report, report_out)
+    if report["rows_clean"] == 0:
+        reasons = ", ".join(f"{n} {r}" for r, n in report["quarantine_reasons"].items())
+        raise UserError(f"no usable events: all {report['rows_in']} rows were quarantined ({reasons}); "
+                        f"see {quarantine_out}")
+    check(clean_events, "clean", validation_dir)
+    io.write_parquet(clean_events, out)
     return report
 
 
@@ -122,8 +128,6 @@ def _as_of_of(features_in: str, features: pd.DataFrame) -> str:
     """The features' as-of day, stored in the Parquet metadata by pandas' attrs."""
     as_of = features.attrs.get("as_of")
     if not as_of:
-        from pipelines.errors import UserError
-
         raise UserError(f"{features_in}: no as_of recorded; rebuild it with the features step")
     return as_of
 

@@ -122,9 +122,11 @@ def test_run_rejects_events_where_every_row_is_bad(tmp_path):
     proc = cli("run", "--events", "events.csv", "--out", "out", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout
     assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) <= 2
-    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet") if (tmp_path / "out" / "quarantine.parquet").exists() else None
-    assert quarantine is None or len(quarantine) == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "all 2 rows were quarantined" in lines[0], proc.stderr
+    assert "unparseable event_time" in lines[0] and "unknown event_type" in lines[0]
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert sorted(quarantine["quarantine_reason"]) == ["unknown event_type", "unparseable event_time"]
 
 
 def test_benchmark_on_adbench_file(tmp_path):
