@@ -162,6 +162,8 @@ def show(params: dict, as_of: str | None, limit: int, metrics_path: str) -> None
               f"precision@{m['k']} {m['precision_at_k']:.3f}, recall@{m['k']} {m['recall_at_k']:.3f}")
         per_type = ", ".join(f"{t} {v:.2f}" for t, v in sorted(m["recall_per_type"].items()))
         print(f"Recall per abuse type at the budget: {per_type}")
+        auc_per_type = ", ".join(f"{t} {v:.3f}" for t, v in sorted(m.get("roc_auc_per_type", {}).items()))
+        print(f"ROC-AUC per abuse type (how well each is ranked, whatever the budget): {auc_per_type}")
 
 
 def main(argv: list[str] | None = None) -> int:
