@@ -17,8 +17,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
+import subprocess  # noqa: E402
 
 from pipelines.features import build_features  # noqa: E402
+
+
+GENERATE = """
+import sys
+from pipelines.simulate import n_users_for_events, simulate
+events, _ = simulate({"n_users": n_users_for_events(int(sys.argv[2]), 28), "days": 28, "seed": 7})
+events.to_parquet(sys.argv[1], index=False)
+"""
 
 
 def main() -> None:
@@ -31,12 +40,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file
         if path is None:
-            from pipelines.simulate import n_users_for_events, simulate  # noqa: PLC0415
-
+            # generated in a child process, so the peak memory below is the feature step's own
             path = str(Path(tmp) / "events.parquet")
-            events, _ = simulate({"n_users": n_users_for_events(args.events, 28), "days": 28, "seed": 7})
-            events.to_parquet(path, index=False)
-            del events
+            subprocess.run([sys.executable, "-c", GENERATE, path, str(args.events)], check=True,
+                           cwd=Path(__file__).resolve().parents[1])
         n = pq.ParquetFile(path).metadata.num_rows
         times = []
         for _ in range(args.repeat):
