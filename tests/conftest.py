@@ -2,6 +2,7 @@
 and a throwaway PostgreSQL database for the warehouse tests."""
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import Any, Callable
 
@@ -142,3 +143,37 @@ def pg_url():
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- s3:// through a local moto server (loopback only) ----------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    """A bucket `events` on a moto S3 server on 127.0.0.1, with boto3 pointed at it."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="events")
+    try:
+        yield client
+    finally:
+        server.stop()
+
+

@@ -1,0 +1,53 @@
+"""train(): unsupervised, fitted only on users outside the holdout, on the features params choose."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.split import holdout_mask
+from pipelines.train import select_features, train
+
+
+def test_fits_only_on_users_outside_the_holdout(sim_features):
+    params = {"detector": "ecdf_tail", "holdout_fraction": 0.3, "split_seed": 0}
+    detector, info = train(sim_features, params)
+    held = holdout_mask(sim_features["user_id"], 0.3, 0)
+    assert info["users_held_out"] == held.sum() and info["users_trained_on"] == (~held).sum()
+    # the reference quantiles are those of the training users alone
+    col = detector.feature_names_.index("n_events_28d")
+    expected = np.quantile(sim_features.loc[~held, "n_events_28d"], [0, 0.5, 1])
+    got = detector.reference_.quantiles[[0, 1000, 2000], col]
+    np.testing.assert_allclose(got, expected)
+
+
+def test_holdout_is_stable_and_seeded():
+    users = pd.Series([f"u{i}" for i in range(5000)])
+    a, b = holdout_mask(users, 0.3, 0), holdout_mask(users, 0.3, 0)
+    assert (a == b).all() and 0.27 < a.mean() < 0.33
+    assert (holdout_mask(users, 0.3, 1) != a).any()
+    # a user's side does not depend on who else is in the table
+    assert (holdout_mask(users[::-1], 0.3, 0)[::-1] == a).all()
+    with pytest.raises(UserError, match="holdout_fraction"):
+        holdout_mask(users, 1.0)
+
+
+def test_exclude_features_by_glob(sim_features):
+    detector, info = train(sim_features, {"detector": "robust_zscore", "exclude_features": ["n_*", "*_28d"]})
+    assert not any(c.startswith("n_") or c.endswith("_28d") for c in detector.feature_names_)
+    assert "share_view_7d" in detector.feature_names_
+    assert info["features"] == len(detector.feature_names_)
+
+
+def test_select_features_errors_when_nothing_is_left():
+    assert select_features(["a_1d", "b_1d"], ["a_*"]) == ["b_1d"]
+    with pytest.raises(UserError, match="removes every feature"):
+        select_features(["a_1d"], ["*"])
+
+
+def test_detector_params_come_from_their_own_section(sim_features):
+    detector, info = train(sim_features, {"detector": "isolation_forest", "isolation_forest": {"n_estimators": 7}})
+    assert detector.params["n_estimators"] == 7 and info["params"]["n_estimators"] == 7
+    with pytest.raises(UserError, match="unknown parameter"):
+        train(sim_features, {"detector": "isolation_forest", "isolation_forest": {"trees": 7}})
