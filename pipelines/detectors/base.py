@@ -229,6 +229,14 @@ def base_signal(feature: str) -> str:
     return head if head and tail.endswith("d") and tail[:-1].isdigit() else feature
 
 
+def signal_groups(feature_names: list[str]) -> list[list[int]]:
+    """Column indices per base signal: the windows of one signal form one group."""
+    groups: dict[str, list[int]] = {}
+    for j, name in enumerate(feature_names):
+        groups.setdefault(base_signal(name), []).append(j)
+    return list(groups.values())
+
+
 def _fmt(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))

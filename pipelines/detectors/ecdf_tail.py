@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.detectors.base import Detector, base_signal, register
+from pipelines.detectors.base import Detector, register, signal_groups
 
 
 @register
@@ -30,15 +30,9 @@ class EcdfTailDetector(Detector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         _, rarity = self.reference_.rarity(X)
         if self.params["group_windows"]:
-            rarity = np.stack([rarity[:, cols].max(axis=1) for cols in self._signal_groups()], axis=1)
+            rarity = np.stack([rarity[:, cols].max(axis=1) for cols in signal_groups(self.feature_names_)], axis=1)
         k = max(1, min(int(self.params["top_signals"]), rarity.shape[1]))
         return -np.partition(-rarity, k - 1, axis=1)[:, :k].sum(axis=1)
-
-    def _signal_groups(self) -> list[list[int]]:
-        groups: dict[str, list[int]] = {}
-        for j, name in enumerate(self.feature_names_):
-            groups.setdefault(base_signal(name), []).append(j)
-        return list(groups.values())
 
     def _save_state(self, directory: Path) -> None:
         pass  # the base class saves reference_, which is the whole model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.detectors.base import Detector, register, robust_scale, signed_log1p
+from pipelines.detectors.base import Detector, register, robust_scale, signal_groups, signed_log1p
 
 
 @register
@@ -14,6 +14,7 @@ class RobustZScoreDetector(Detector):
         "top_features": 5,  # score = root mean square of the user's largest |z|
         "clip": 20.0,  # one absurd feature must not outweigh everything else
         "log_transform": True,
+        "group_windows": True,  # a signal's 1d/7d/28d windows count once, as their largest |z|
     }
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
@@ -27,6 +28,8 @@ class RobustZScoreDetector(Detector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         z = np.abs(self._prepare(X) - self.model_["median"]) / self.model_["scale"]
         z = np.minimum(z, self.params["clip"])
+        if self.params["group_windows"]:
+            z = np.stack([z[:, cols].max(axis=1) for cols in signal_groups(self.feature_names_)], axis=1)
         k = max(1, min(int(self.params["top_features"]), z.shape[1]))
         top = -np.partition(-z, k - 1, axis=1)[:, :k]
         return np.sqrt((top**2).mean(axis=1))
