@@ -70,10 +70,20 @@ def test_repro_then_nothing_to_do(project):
 def test_training_knob_reruns_only_training_and_downstream(project):
     sh("dvc", "repro", cwd=project)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["isolation_forest"]["n_estimators"] = 60
+    detector = params["train"]["detector"]
+    knob = {"ecdf_tail": ("top_signals", 4), "isolation_forest": ("n_estimators", 60),
+            "robust_zscore": ("top_features", 4)}[detector]
+    params["train"].setdefault(detector, {})[knob[0]] = knob[1]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh("dvc", "repro", cwd=project)
     assert stages_run(out.stdout) == ["train", "score", "evaluate"]
+    # a knob of a detector that is not in use retrains to the same model: DVC stops there
+    unused = "robust_zscore" if detector != "robust_zscore" else "ecdf_tail"
+    params["train"].setdefault(unused, {})["log_transform" if unused == "robust_zscore" else "top_signals"] = (
+        False if unused == "robust_zscore" else 3)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc", "repro", cwd=project)
+    assert stages_run(out.stdout) == ["train"]
 
 
 def test_scoring_budget_does_not_retrain(project):
