@@ -101,9 +101,12 @@ def _ts(value: pd.Timestamp) -> str:
 def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: float) -> list[str]:
     """DuckDB statements that leave one row per active user in table `features`.
 
-    Each pass is a plain GROUP BY over a table read once; distinct counts per window are
-    two-level (first group by user and key, then count keys last used inside the window)
-    because COUNT(DISTINCT) with a FILTER per window is several times slower.
+    Each pass reads only the columns it needs straight from the input (DuckDB scans Parquet
+    in parallel; copying the events into a table first was slower). Per-window counts are
+    two-level: events are summed per (user, event type, window bucket) once, then windows add
+    up buckets. Distinct counts per window come from one GROUPING SETS scan of (user, key)
+    pairs with their first and last use, because COUNT(DISTINCT) with a FILTER per window is
+    several times slower.
     """
     longest = windows[-1]
     starts = {w: _ts(end - pd.Timedelta(days=w)) for w in windows}
