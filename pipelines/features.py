@@ -17,6 +17,8 @@ from pipelines.errors import UserError
 SHARE_TYPES = ("view", "cart", "purchase", "payment_failed", "refund", "review", "login_failed")
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "purchase", "payment_failed", "refund", "review", "login", "login_failed")
 
+_DECIMALS = 9
+
 DEFAULTS: dict[str, Any] = {
     "as_of": None,  # None: the day of the last event
     "windows_days": [1, 7, 28],
@@ -54,9 +56,12 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
         _register(con, events)
         for statement in _feature_statements(windows, end, float(p["small_amount"])):
             con.execute(statement)
-        # cast in DuckDB: integer sums come out as HUGEINT, which pandas would hold as objects
+        # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects)
+        # and round: parallel sums add in a different order each run, and 1e-12 noise would
+        # make every rerun a "changed" output and retrain downstream for nothing.
         table = con.sql(
-            "SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
+            "SELECT CAST(user_id AS VARCHAR) AS user_id, "
+            f"round(CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE), {_DECIMALS}) "
             "FROM features ORDER BY user_id"
         ).to_arrow_table()
     features = table.to_pandas()
