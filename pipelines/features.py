@@ -56,9 +56,10 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
         _register(con, events)
         for statement in _feature_statements(windows, end, float(p["small_amount"])):
             con.execute(statement)
-        # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects)
-        # and round: parallel sums add in a different order each run, and 1e-12 noise would
-        # make every rerun a "changed" output and retrain downstream for nothing.
+        # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects).
+        # Every sum above is exact (DECIMAL money, integer microseconds), so a rerun writes the
+        # same bytes and DVC retrains nothing; the rounding is a second guard against any float
+        # aggregate added later, whose parallel order would otherwise leak into the last bits.
         table = con.sql(
             "SELECT CAST(user_id AS VARCHAR) AS user_id, "
             f"round(CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE), {_DECIMALS}) "
@@ -88,6 +89,7 @@ def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = false")  # the result is sorted at the end anyway
     return con
 
 
@@ -151,13 +153,25 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
             return f"FILTER (WHERE event_time >= {start} AND ({cond}))"
 
         gaps += [
-            f"avg(gap) {W('gap IS NOT NULL')} AS mean_gap{s}",
-            f"stddev_pop(gap) {W('gap IS NOT NULL')} AS std_gap{s}",
-            # exp(mean(log gap)): a typical gap that, unlike the mean, one long pause cannot swamp
-            f"exp(avg(ln(gap + 1)) {W('gap IS NOT NULL')}) - 1 AS typical_gap_s{s}",
+            # exact integer sums (gaps in microseconds, HUGEINT squares, log-gaps in 1e-9 steps):
+            # a parallel float sum would differ in the last bits from run to run
+            f"count(gap_us) {W('gap_us IS NOT NULL')} AS n_gaps{s}",
+            f"sum(gap_us) {W('gap_us IS NOT NULL')} AS sum_gap_us{s}",
+            f"sum(CAST(gap_us AS HUGEINT) * gap_us) {W('gap_us IS NOT NULL')} AS sumsq_gap_us{s}",
+            f"sum(log_gap_nano) {W('gap_us IS NOT NULL')} AS sum_log_gap{s}",
             # HyperLogLog: exact below a few hundred products, ~2% off above, and a fraction
             # of the cost of an exact distinct per window
             f"approx_count_distinct(product_id) {W()} AS distinct_products{s}",
+        ]
+
+    # mean and population standard deviation of the gaps, in seconds, from the exact sums
+    gap_moments = []
+    for w in windows:
+        s = f"_{w}d"
+        gap_moments += [
+            f"sum_gap_us{s} / nullif(n_gaps{s}, 0) / 1e6 AS mean_gap{s}",
+            f"sqrt(greatest(CAST(n_gaps{s} * sumsq_gap_us{s} - sum_gap_us{s} * sum_gap_us{s} AS DOUBLE), 0))"
+            f" / nullif(n_gaps{s}, 0) / 1e6 AS std_gap{s}",
         ]
 
     def distinct_pass(key: str, name: str, novelty: bool) -> str:
@@ -215,8 +229,9 @@ GROUP BY k.user_id"""
             f"n_small_failed{s} / greatest(n_payment_failed{s}, 1) AS small_failed_payment_share{s}",
             f"avg_rating{s}",
             f"n_five_star{s} / greatest(n_review{s}, 1) AS five_star_share{s}",
+            # exp(mean(log gap)): a typical gap that, unlike the mean, one long pause cannot swamp;
             # no repeat activity in the window: the gap is at least the window itself
-            f"coalesce(typical_gap_s{s}, {seconds}) AS typical_gap_s{s}",
+            f"coalesce(exp(sum_log_gap{s} / 1e9 / nullif(n_gaps{s}, 0)) - 1, {seconds}) AS typical_gap_s{s}",
             # burstiness (Goh & Barabasi): -1 perfectly regular, 0 random, towards 1 bursty
             f"coalesce((std_gap{s} - mean_gap{s}) / nullif(std_gap{s} + mean_gap{s}, 0), 0) AS burstiness{s}",
             f"coalesce(n_new_devices{s}, 0) AS n_new_devices{s}",
@@ -244,8 +259,9 @@ CREATE TEMP TABLE user_type_bucket AS
 SELECT user_id, event_type, bucket,
        count(*) AS n,
        count(*) FILTER (WHERE hour < 6) AS n_night,
-       sum(price * qty) AS value,
-       sum(price) AS price_sum,
+       -- money as DECIMAL: exact sums, the same to the last digit on every run
+       sum(CAST(price AS DECIMAL(18, 4)) * qty) AS value,
+       sum(CAST(price AS DECIMAL(18, 4))) AS price_sum,
        count(price) AS n_priced,
        max(price) AS price_max,
        count(*) FILTER (WHERE price < {small_amount}) AS n_small,
@@ -264,11 +280,15 @@ SELECT user_id, {", ".join(counts)},
 FROM user_type_bucket GROUP BY user_id""",
         f"""
 CREATE TEMP TABLE user_gaps AS
-SELECT user_id, {", ".join(gaps)}, median(gap) AS median_gap_s_{longest}d
-FROM (SELECT user_id, event_time, product_id,
-             epoch(event_time) - epoch(lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time)) AS gap
-      FROM ev WHERE event_time >= {start_longest})
-GROUP BY user_id""",
+SELECT *, {", ".join(gap_moments)}
+FROM (
+    SELECT user_id, {", ".join(gaps)}, median(gap_us) / 1e6 AS median_gap_s_{longest}d
+    FROM (SELECT *, CAST(round(ln(gap_us / 1e6 + 1) * 1e9) AS BIGINT) AS log_gap_nano
+          FROM (SELECT user_id, event_time, product_id,
+                       epoch_us(event_time) - epoch_us(lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time))
+                           AS gap_us
+                FROM ev WHERE event_time >= {start_longest}))
+    GROUP BY user_id)""",
         # one scan builds every (user, key) pair table; GROUPING() tells the sets apart
         f"""
 CREATE TEMP TABLE pairs AS
