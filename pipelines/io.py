@@ -67,11 +67,6 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_text(text: str, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -34,7 +34,6 @@ EVENT_DTYPES: dict[str, str] = {
     "rating": "Int64",
     "review_text": "str",
 }
-OPTIONAL_EVENT_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_DTYPES if c not in REQUIRED_EVENT_COLUMNS)
 
 LABEL_COLUMNS: tuple[str, ...] = ("user_id", "is_anomaly", "anomaly_type")
 
