@@ -57,18 +57,20 @@ def from_rees46(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def from_taobao(df: pd.DataFrame) -> pd.DataFrame:
-    out = _rename(df, {"item_id": "product_id", "category_id": "category", "timestamp": "event_time"})
-    out = out.drop(columns=["behavior_type"])
-    out["event_type"] = map_event_types(df["behavior_type"], TAOBAO_BEHAVIOURS)
-    out[SOURCE_EVENT_TYPE] = df["behavior_type"]
-    return _order(out)
+    columns = {"item_id": "product_id", "category_id": "category", "timestamp": "event_time"}
+    return _with_mapped_events(df, columns, "behavior_type", TAOBAO_BEHAVIOURS)
 
 
 def from_retailrocket(df: pd.DataFrame) -> pd.DataFrame:
-    out = _rename(df, {"timestamp": "event_time", "visitorid": "user_id", "itemid": "product_id"})
-    out = out.drop(columns=["event"])
-    out["event_type"] = map_event_types(df["event"], RETAILROCKET_EVENTS)
-    out[SOURCE_EVENT_TYPE] = df["event"]
+    columns = {"timestamp": "event_time", "visitorid": "user_id", "itemid": "product_id"}
+    return _with_mapped_events(df, columns, "event", RETAILROCKET_EVENTS)
+
+
+def _with_mapped_events(df: pd.DataFrame, columns: dict[str, str], source: str, mapping: dict[str, str]) -> pd.DataFrame:
+    """Rename to contract columns and translate the source's event vocabulary, keeping the original."""
+    out = _rename(df, columns).drop(columns=[source])
+    out["event_type"] = map_event_types(df[source], mapping)
+    out[SOURCE_EVENT_TYPE] = df[source]
     return _order(out)
 
 
