@@ -1,9 +1,29 @@
-"""Reading and writing at the edges: local paths or s3:// URIs, every write atomic."""
+"""Reading and writing at the edges, on fsspec: local paths, s3:// and any other fsspec URI.
+
+Every function takes a local path (str or PathLike) or a URI and goes through one code path,
+`fsspec.core.url_to_fs`; the only local/remote split is where atomicity needs it:
+
+* local writes go to a temporary file beside the target and are renamed into place, so a killed
+  or failing writer leaves the previous good file untouched;
+* object-store writes are one PUT (or one multipart upload completed at the end), which the store
+  makes visible atomically per object; a directory is published file by file with `meta.json`
+  last, so readers treat a directory without `meta.json` as incomplete.
+
+S3 configuration comes from boto's usual environment (AWS_ENDPOINT_URL for MinIO or a test
+server, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE...).
+s3fs/aiobotocore honour AWS_ENDPOINT_URL on their own, but fsspec caches filesystem instances by
+their constructor arguments, so the endpoint is also passed explicitly (`_storage_options`) to
+make a changed endpoint give a fresh client instead of a cached one pointing at the old server.
+
+User mistakes (missing file, bad URI, unreachable or refusing object store) raise
+pipelines.errors.UserError with a one-line message that starts with the URI.
+"""
 from __future__ import annotations
 
 import contextlib
-import io
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -14,29 +34,177 @@ import pandas as pd
 
 from pipelines.errors import UserError
 
+log = logging.getLogger(__name__)
+
+# The file whose presence marks a published directory as complete (uploaded last by put_dir).
+COMPLETE_MARKER = "meta.json"
+
+_STORE_NAMES = {"s3": "S3", "s3a": "S3", "gs": "GCS", "gcs": "GCS", "az": "Azure", "abfs": "Azure", "abfss": "Azure"}
+_BUCKET_PROTOCOLS = set(_STORE_NAMES)  # URIs of these protocols start with a bucket/container name
+
+
+# --- URIs and filesystems -------------------------------------------------------------------------
+
 
 def is_s3(uri: str | os.PathLike) -> bool:
-    return str(uri).startswith("s3://")
+    return str(uri).startswith(("s3://", "s3a://"))
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise UserError(f"{uri}: an S3 URI needs a bucket and a key, like s3://bucket/path/events.parquet")
-    return bucket, key
+def is_local(uri: str | os.PathLike) -> bool:
+    """Whether `uri` is on the local disk: a plain path or a file:// URI."""
+    return _local_target(uri) is not None
 
 
-def s3_client():
-    import boto3  # boto3 honours AWS_ENDPOINT_URL, so tests and MinIO need no code change
+def _str(uri: str | os.PathLike) -> str:
+    return os.fspath(uri) if not isinstance(uri, str) else uri
 
-    return boto3.client("s3")
+
+def _protocol(uri: str) -> str | None:
+    """The (innermost) protocol of `uri`, or None for a plain local path."""
+    from fsspec.core import split_protocol
+
+    return split_protocol(uri.split("::")[-1])[0]
+
+
+def _is_uri(uri: str) -> bool:
+    return "::" in uri or _protocol(uri) is not None
+
+
+def _storage_options(uri: str) -> dict[str, Any]:
+    """Constructor options per protocol in `uri` (the one place S3 configuration is read)."""
+    from fsspec.core import split_protocol
+
+    options: dict[str, Any] = {}
+    for bit in uri.split("::"):
+        protocol = split_protocol(bit)[0] or bit
+        if protocol in ("s3", "s3a"):
+            opts: dict[str, Any] = {"use_listings_cache": False}  # see other writers' objects at once
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true"
+            if endpoint and not ignored:
+                opts["client_kwargs"] = {"endpoint_url": endpoint}
+            options[protocol] = opts
+    return options
+
+
+def _fs(uri: str | os.PathLike):
+    """(filesystem, path inside it) for a local path or URI; UserError for a URI fsspec cannot open."""
+    from fsspec.core import url_to_fs
+
+    text = _str(uri)
+    if not text:
+        raise UserError("empty path: give a local path or a URI like s3://bucket/key")
+    try:
+        return url_to_fs(text, **_storage_options(text))
+    except ImportError as exc:
+        raise UserError(f"{text}: cannot open this URI: {_one_line(exc)}") from exc
+    except ValueError as exc:  # "Protocol not known: ..."
+        raise UserError(f"{text}: not a path or supported URI ({_one_line(exc)})") from exc
+
+
+def _is_local_fs(fs) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _local_target(uri: str | os.PathLike) -> Path | None:
+    """The local Path for a plain path or file:// URI, else None (an object store or other remote)."""
+    text = _str(uri)
+    if not _is_uri(text):
+        return Path(text)
+    fs, path = _fs(text)
+    return Path(path) if _is_local_fs(fs) else None
+
+
+def _store(uri: str) -> str:
+    protocol = _protocol(uri)
+    return _STORE_NAMES.get(protocol or "", protocol or "local disk")
+
+
+def _require_key(uri: str) -> None:
+    """A single-object URI on a bucket store needs a bucket and a key."""
+    protocol = _protocol(uri)
+    if protocol not in _BUCKET_PROTOCOLS:
+        return
+    bucket, _, key = uri.split("::")[-1].split("://", 1)[1].partition("/")
+    if not bucket or not key.strip("/"):
+        example = f"{protocol}://bucket/path/events.parquet"
+        name = "an S3" if protocol in ("s3", "s3a") else f"a {protocol}://"
+        raise UserError(f"{uri}: {name} URI needs a bucket and a key, like {example}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _remote_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:  # pragma: no cover - botocore comes with s3fs
+        pass
+    try:
+        import aiohttp
+
+        errors.append(aiohttp.ClientError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def _user_errors(uri: str, action: str) -> Iterator[None]:
+    """Turn a missing file or a storage failure inside the block into a one-line UserError.
+
+    `action` is the verb for remote failures: "read", "download", "upload", "list", "check", "delete".
+    """
+    remote = _is_uri(uri) and _local_target(uri) is None
+    try:
+        yield
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        if remote and action == "download":
+            raise UserError(f"{uri}: cannot download from {_store(uri)} (file not found)") from exc
+        if remote and action == "upload":  # s3fs says FileNotFoundError for a missing bucket
+            raise UserError(f"{uri}: cannot upload to {_store(uri)} ({_one_line(exc)})") from exc
+        raise UserError(f"{uri}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise UserError(f"{uri}: is a directory, not a file") from exc
+    except _remote_errors() as exc:
+        if not remote:
+            raise
+        preposition = {"upload": "to", "download": "from", "read": "from"}.get(action, "on")
+        raise UserError(f"{uri}: cannot {action} {preposition} {_store(uri)} ({_one_line(exc)})") from exc
+
+
+def join(base: str | os.PathLike, *parts: str | os.PathLike) -> str:
+    """`base` joined with `parts`: "/" for URIs (s3://b/p + a -> s3://b/p/a), os.path.join for local paths."""
+    text = _str(base)
+    bits = [_str(p) for p in parts]
+    if not _is_uri(text):
+        return os.path.join(text, *bits)
+    out = text
+    for bit in bits:
+        bit = bit.strip("/")
+        if bit:
+            out = out if out.endswith("/") else out + "/"
+            out += bit
+    return out
+
+
+# --- local atomic helpers -------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
-    A killed or failing writer leaves the previous good file untouched.
+    A killed or failing writer leaves the previous good file untouched. Local paths only.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,24 +219,126 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    if is_s3(path):
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        bucket, key = _split_s3(str(path))
-        s3_client().put_object(Bucket=bucket, Key=key, Body=buf.getvalue())  # S3 PUT is atomic per object
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `path`; swap it into place if the block succeeds.
+
+    Local paths only (build locally, then publish to an object store with put_dir).
+    """
+    local = _local_target(path)
+    if local is None:
+        raise UserError(f"{_str(path)}: atomic_dir works on local directories; build locally and publish with put_dir")
+    target = local
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = target.parent / f".{target.name}.old"
+    try:
+        yield tmp
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    """Whether a file or directory (a non-empty prefix on object stores) exists at `uri`."""
+    text = _str(uri)
+    fs, path = _fs(text)
+    with _user_errors(text, "check"):
+        return bool(fs.exists(path))
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    text = _str(uri)
+    _require_key(text)
+    fs, path = _fs(text)
+    with _user_errors(text, "read"):
+        return fs.cat_file(path)
+
+
+def write_bytes(data: bytes, uri: str | os.PathLike) -> None:
+    """Write `data` atomically: local temp file + rename, or one PUT on an object store."""
+    text = _str(uri)
+    local = _local_target(text)
+    if local is not None:
+        with atomic_path(local) as tmp:
+            tmp.write_bytes(data)
         return
-    with atomic_path(path, ".parquet") as tmp:
+    _require_key(text)
+    fs, path = _fs(text)
+    with _user_errors(text, "upload"):
+        fs.pipe_file(path, bytes(data))  # one PUT: atomic per object
+
+
+def read_text(uri: str | os.PathLike) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(text: str, uri: str | os.PathLike) -> None:
+    write_bytes(text.encode("utf-8"), uri)
+
+
+def write_json(obj: Any, uri: str | os.PathLike) -> None:
+    """`obj` as JSON (indent=2, sorted keys, str() for other types, trailing newline), atomically.
+
+    Serialises first: an unserialisable object raises before anything is written.
+    """
+    write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", uri)
+
+
+def read_json(uri: str | os.PathLike) -> Any:
+    text = read_text(uri)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{_str(uri)}: not valid JSON ({exc})") from exc
+
+
+def write_parquet(df: pd.DataFrame, uri: str | os.PathLike) -> None:
+    """`df` as Parquet (no index), atomically.
+
+    On an object store the file is written to a local temporary file first and then uploaded
+    (one PUT, or a multipart upload completed only at the end), so the frame's bytes are never
+    held in memory twice and a failing writer publishes nothing.
+    """
+    text = _str(uri)
+    local = _local_target(text)
+    if local is not None:
+        with atomic_path(local, ".parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+        return
+    _require_key(text)
+    fs, path = _fs(text)
+    with tempfile.TemporaryDirectory(prefix="pipelines-io-") as tmpdir:
+        tmp = Path(tmpdir) / "upload.parquet"
         df.to_parquet(tmp, index=False)
+        with _user_errors(text, "upload"):
+            fs.put_file(str(tmp), path)
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file as a DataFrame (only `columns` when given; remote reads fetch byte ranges)."""
+    import pyarrow as pa
 
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    text = _str(uri)
+    _require_key(text)
+    fs, path = _fs(text)
+    try:
+        with _user_errors(text, "read"):
+            if _is_local_fs(fs):
+                return pd.read_parquet(path, columns=columns)
+            with fs.open(path, "rb") as fh:
+                return pd.read_parquet(fh, columns=columns)
+    except pa.ArrowException as exc:
+        raise UserError(f"{text}: cannot read as Parquet ({_one_line(exc)})") from exc
 
 
 def detect_format(uri: str) -> str:
@@ -85,40 +355,201 @@ def detect_format(uri: str) -> str:
 
 @contextlib.contextmanager
 def local_copy(uri: str | os.PathLike) -> Iterator[Path]:
-    """A local path for `uri`: the path itself, or a temporary download of an s3:// object."""
-    if not is_s3(uri):
-        path = Path(uri)
-        if not path.exists():
-            raise UserError(f"{uri}: file not found")
-        yield path
+    """A local path for `uri`: the file itself when local, else a temporary download (removed after)."""
+    text = _str(uri)
+    local = _local_target(text)
+    if local is not None:
+        if not local.exists():
+            raise UserError(f"{text}: file not found")
+        yield local
         return
-    bucket, key = _split_s3(str(uri))
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    with tempfile.TemporaryDirectory() as tmpdir:
-        dest = Path(tmpdir) / Path(key).name
-        try:
-            s3_client().download_file(bucket, key, str(dest))
-        except (ClientError, BotoCoreError) as exc:
-            raise UserError(f"{uri}: cannot download from S3 ({exc})") from exc
+    _require_key(text)
+    fs, path = _fs(text)
+    with tempfile.TemporaryDirectory(prefix="pipelines-io-") as tmpdir:
+        dest = Path(tmpdir) / (path.rstrip("/").rsplit("/", 1)[-1] or "download")
+        with _user_errors(text, "download"):
+            fs.get_file(path, str(dest))
+            if not dest.is_file():  # fsspec may "download" a prefix as an empty folder
+                raise FileNotFoundError(path)
         yield dest
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `path`; swap it into place if the block succeeds."""
-    target = Path(path)
+# --- directories ----------------------------------------------------------------------------------
+
+
+def listdir(uri: str | os.PathLike) -> list[str]:
+    """Sorted names (not paths) in the folder `uri`; [] when it does not exist.
+
+    Hidden names (starting with "."; this module's temporary files and folders) are left out,
+    so a directory that put_dir or atomic_dir is still building never shows up.
+    """
+    text = _str(uri)
+    fs, path = _fs(text)
+    with _user_errors(text, "list"):
+        try:
+            entries = fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    stripped = path.rstrip("/")
+    if len(entries) == 1 and entries[0]["type"] != "directory" and entries[0]["name"].rstrip("/") == stripped:
+        raise UserError(f"{text}: is a file, not a directory")
+    names = {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["name"].rstrip("/") != stripped}
+    return sorted(n for n in names if n and not n.startswith("."))
+
+
+def remove(uri: str | os.PathLike, recursive: bool = False) -> None:
+    """Delete the file (or with recursive=True the directory tree) at `uri`; no error when missing.
+
+    A directory without recursive=True is a UserError, locally and on object stores alike.
+    """
+    text = _str(uri)
+    fs, path = _fs(text)
+    with _user_errors(text, "delete"):
+        try:
+            if not recursive and fs.isdir(path):
+                raise UserError(f"{text}: is a directory; pass recursive=True to delete it")
+            fs.rm(path, recursive=recursive)
+        except FileNotFoundError:
+            return
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def put_dir(local_dir: str | os.PathLike, uri: str | os.PathLike) -> None:
+    """Publish the finished local directory `local_dir` as `uri`; never overwrites a published one.
+
+    Local target: copy to a temporary folder beside the target, then rename it into place (atomic).
+    If the target already exists (another process published the same content-addressed directory
+    first), theirs is kept and ours discarded: no error, no mix of the two.
+    Object store: upload every file, then the top-level `meta.json` last, so a reader that sees
+    meta.json sees a complete directory. If meta.json is already there, nothing is uploaded.
+    """
+    source = Path(local_dir)
+    text = _str(uri)
+    if not source.is_dir():
+        raise UserError(f"{local_dir}: directory not found")
+    files = _files_under(source)
+    local = _local_target(text)
+    if local is not None:
+        _put_dir_local(source, local, text)
+        return
+    fs, path = _fs(text)
+    root = path.rstrip("/")
+    with _user_errors(text, "upload"):
+        marker = source / COMPLETE_MARKER
+        if marker.is_file() and fs.exists(f"{root}/{COMPLETE_MARKER}"):
+            log.debug("%s is already published (meta.json present); not uploading again", text)
+            return
+        first = [p for p in files if p != marker]
+        if first:
+            fs.put([str(p) for p in first], [f"{root}/{p.relative_to(source).as_posix()}" for p in first])
+        if marker.is_file():
+            fs.put_file(str(marker), f"{root}/{COMPLETE_MARKER}")
+
+
+def _put_dir_local(source: Path, target: Path, text: str) -> None:
+    if target.exists():
+        log.debug("%s already exists; keeping it", text)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    old = target.parent / f".{target.name}.old"
     try:
-        yield tmp
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        try:
+            os.rename(tmp, target)  # fails on a non-empty existing directory: never a mix
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir():
+                log.debug("%s was published by another process first; keeping theirs", text)
+                return
+            raise
     finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def get_dir(uri: str | os.PathLike) -> Iterator[Path]:
+    """A local Path holding the directory `uri`: the folder itself when local, else a temporary download."""
+    text = _str(uri)
+    local = _local_target(text)
+    if local is not None:
+        if not local.is_dir():
+            raise UserError(f"{text}: directory not found")
+        yield local
+        return
+    fs, path = _fs(text)
+    root = path.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="pipelines-io-") as tmpdir:
+        dest = Path(tmpdir) / (root.rsplit("/", 1)[-1] or "download")
+        with _user_errors(text, "download"):
+            remote = [f for f in fs.find(root) if f.startswith(root + "/")]
+            if not remote:
+                raise UserError(f"{text}: directory not found")
+            local_files = [dest / f[len(root) + 1 :] for f in remote]
+            for lf in local_files:
+                lf.parent.mkdir(parents=True, exist_ok=True)
+            fs.get(remote, [str(lf) for lf in local_files])
+        yield dest
+
+
+# --- cross-process critical sections ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lock(uri: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive cross-process lock for a short read-decide-write of `uri` (e.g. champion.json).
+
+    Local paths: an exclusive fcntl.flock on `<uri>.lock` beside the file (created if needed, never
+    removed; the lock is released when the block exits or the process dies). POSIX only.
+
+    Object stores: a no-op. S3 and friends have no locks; concurrent writers of the same key get
+    last-writer-wins (each PUT is atomic, so a reader sees one whole version, but a read-decide-
+    write by two processes at once can lose one decision). Run such writers one at a time.
+    """
+    text = _str(uri)
+    local = _local_target(text)
+    if local is None:
+        log.debug("lock(%s): object stores have no locks; concurrent writers get last-writer-wins", text)
+        yield
+        return
+    import fcntl
+
+    lock_path = local.with_name(local.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "atomic_dir",
+    "atomic_path",
+    "detect_format",
+    "exists",
+    "get_dir",
+    "is_local",
+    "is_s3",
+    "join",
+    "listdir",
+    "local_copy",
+    "lock",
+    "put_dir",
+    "read_bytes",
+    "read_json",
+    "read_parquet",
+    "read_text",
+    "remove",
+    "write_bytes",
+    "write_json",
+    "write_parquet",
+    "write_text",
+]

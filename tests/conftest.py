@@ -150,7 +150,8 @@ def pg_url():
 
 @pytest.fixture
 def s3(monkeypatch, tmp_path):
-    """A bucket `events` on a moto S3 server on 127.0.0.1, with boto3 pointed at it."""
+    """A bucket `events` on a moto S3 server on 127.0.0.1, with boto3 and s3fs pointed at it (through
+    AWS_ENDPOINT_URL). Yields a boto3 S3 client for arranging and inspecting objects."""
     from moto.server import ThreadedMotoServer
 
     with socket.socket() as sock:
@@ -158,6 +159,10 @@ def s3(monkeypatch, tmp_path):
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto keeps its buckets in this process across servers: start every test from an empty store
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"), timeout=10)
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
@@ -168,12 +173,17 @@ def s3(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     import boto3
+    import s3fs
 
+    # fsspec caches filesystems by their arguments: no client may outlive the server it points at
+    clear_s3fs_cache = s3fs.S3FileSystem.clear_instance_cache
+    clear_s3fs_cache()
     client = boto3.client("s3")
     client.create_bucket(Bucket="events")
     try:
         yield client
     finally:
+        clear_s3fs_cache()
         server.stop()
 
 
