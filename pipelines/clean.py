@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.config import section
 from pipelines.errors import UserError
 from pipelines.schema import EVENT_DTYPES, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
 
@@ -34,7 +35,7 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     rows_in = len(events)
     raw = events.reset_index(drop=True)
 
-    coerced, reasons = _coerce(raw, epoch_unit=params.get("epoch_unit", "auto"))
+    coerced, reasons = _coerce(raw, epoch_unit=section({"clean": params}, "clean")["epoch_unit"])
     bad = reasons.notna().to_numpy()
 
     valid = coerced.loc[~bad]

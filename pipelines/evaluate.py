@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from pipelines.config import section
 from pipelines.errors import UserError
 from pipelines.schema import LABEL_COLUMNS
 from pipelines.split import holdout_mask
@@ -43,7 +44,8 @@ def check_labels(labels: pd.DataFrame) -> pd.DataFrame:
 def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, split: dict[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
     """(metrics, plot tables) on the held-out users; k = how many of them the policy flagged."""
     labels = check_labels(labels)
-    held_out = holdout_mask(scores["user_id"], split.get("holdout_fraction", 0.3), split.get("split_seed", 0))
+    split = section({"train": split}, "train")
+    held_out = holdout_mask(scores["user_id"], split["holdout_fraction"], split["split_seed"])
     frame = scores.loc[held_out, ["user_id", "score", "flagged"]].merge(labels, on="user_id", how="left")
     unlabelled = int(frame["is_anomaly"].isna().sum())
     frame["is_anomaly"] = frame["is_anomaly"].fillna(0).astype("int64")

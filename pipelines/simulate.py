@@ -72,6 +72,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.config import default_params
 from pipelines.errors import UserError
 from pipelines.schema import EVENT_DTYPES, EVENT_TYPES
 
@@ -86,15 +87,8 @@ ABUSE_TYPES: tuple[str, ...] = (
     "fake_review_ring",
 )
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "seed": 42,
-    "n_users": 20000,
-    "days": 28,
-    "end_date": "2026-11-21",
-    "anomaly_rate": 0.02,
-    "n_products": 5000,
-    "anomaly_mix": None,
-}
+# params.yaml's simulate section, plus a knob only code uses (the mix of abuse types)
+DEFAULT_PARAMS: dict[str, Any] = {**default_params()["simulate"], "anomaly_mix": None}
 
 # Measured: events per user per day at the default params (see n_users_for_events).
 EVENTS_PER_USER_DAY = 2.75

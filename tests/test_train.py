@@ -16,8 +16,8 @@ def test_fits_only_on_users_outside_the_holdout(sim_features):
     held = holdout_mask(sim_features["user_id"], 0.3, 0)
     assert info["users_held_out"] == held.sum() and info["users_trained_on"] == (~held).sum()
     # the reference quantiles are those of the training users alone
-    col = detector.feature_names_.index("n_events_28d")
-    expected = np.quantile(sim_features.loc[~held, "n_events_28d"], [0, 0.5, 1])
+    col = detector.feature_names_.index("share_view_28d")
+    expected = np.quantile(sim_features.loc[~held, "share_view_28d"], [0, 0.5, 1])
     got = detector.reference_.quantiles[[0, 1000, 2000], col]
     np.testing.assert_allclose(got, expected)
 
@@ -51,3 +51,11 @@ def test_detector_params_come_from_their_own_section(sim_features):
     assert detector.params["n_estimators"] == 7 and info["params"]["n_estimators"] == 7
     with pytest.raises(UserError, match="unknown parameter"):
         train(sim_features, {"detector": "isolation_forest", "isolation_forest": {"trees": 7}})
+
+
+def test_partial_params_get_params_yaml_defaults(sim_features):
+    """Called with only a detector name, train() uses params.yaml's exclusions, not none."""
+    detector, _ = train(sim_features, {"detector": "ecdf_tail"})
+    assert "n_events_28d" not in detector.feature_names_ and "share_view_28d" in detector.feature_names_
+    detector, _ = train(sim_features, {})
+    assert detector.name == "ecdf_tail"

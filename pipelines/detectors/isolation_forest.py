@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from pipelines.detectors.base import Detector, register, signed_log1p
 
@@ -23,6 +22,8 @@ class IsolationForestDetector(Detector):
         return signed_log1p(X) if self.params["log_transform"] else X
 
     def _fit(self, X: np.ndarray) -> None:
+        from sklearn.ensemble import IsolationForest  # imported when used: params validation stays cheap
+
         self.model_ = IsolationForest(
             n_estimators=self.params["n_estimators"],
             max_samples=min(self.params["max_samples"], len(X)),
