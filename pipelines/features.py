@@ -1,5 +1,10 @@
 """Per-user behaviour features as of a date, over trailing windows, computed in DuckDB.
 
+Short windows (`windows_days`, column suffix `_{w}d`) end at the end of the as-of UTC day; beside
+them the "history" window (suffix `_hist`) holds everything before that end, or the last
+`history_days` days of it. Every user with an event in the history window gets one row; a user
+quiet in a short window gets that window's empty values (zeros, or the documented defaults).
+
 Point-in-time correct: only events strictly before the end of the as-of day are read, so
 anything that happens later cannot change a feature of that day.
 """
@@ -12,19 +17,18 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from pipelines.config import default_params
 from pipelines.errors import UserError
 
 SHARE_TYPES = ("view", "cart", "purchase", "payment_failed", "refund", "review", "login_failed")
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "purchase", "payment_failed", "refund", "review", "login", "login_failed")
 
 _DECIMALS = 9
+HISTORY = "hist"  # column suffix of the history window
 
-DEFAULTS: dict[str, Any] = {
-    "as_of": None,  # None: the day of the last event
-    "windows_days": [1, 7, 28],
-    "small_amount": 5.0,  # purchases and failed payments below this count as "small" (card testing)
-    "threads": None,  # DuckDB threads; None = all cores
-}
+# params.yaml's features section (one schema in pipelines/config.py); as_of None means the
+# day of the last event. The "_hist" window reaches history_days back (None: every event).
+DEFAULTS: dict[str, Any] = {"as_of": None, **default_params()["features"]}
 
 
 def resolve_as_of(events: Any, as_of: str | dt.date | None) -> dt.date:
@@ -44,18 +48,23 @@ def resolve_as_of(events: Any, as_of: str | dt.date | None) -> dt.date:
 
 
 def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-    """One row per user active in the longest window ending at the as-of day; float features.
+    """One row per user with an event in the history window ending at the as-of day; float features.
 
-    `events` is a clean events DataFrame, a pyarrow Table or a Parquet path.
+    `events` is a clean events DataFrame, a pyarrow Table or a Parquet path. The result's
+    attrs hold "as_of" (ISO date) and "population": {"users_with_events" (any event before the
+    end of the as-of day), "users_scored" (rows), "left_out_outside_history" (the difference),
+    "history_days", "windows" (the column suffixes, as window_suffixes gives them)}.
     """
     p = {**DEFAULTS, **(params or {})}
     windows = _parse_windows(p["windows_days"])
+    history_days = _parse_history_days(p["history_days"], windows)
     as_of = resolve_as_of(events, p["as_of"])
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     with _connect(p["threads"]) as con:
         _register(con, events)
-        for statement in _feature_statements(windows, end, float(p["small_amount"])):
+        for statement in _feature_statements(windows, history_days, end, float(p["small_amount"])):
             con.execute(statement)
+        (users_with_events,), = con.execute("SELECT count(*) FROM user_counts").fetchall()
         # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects).
         # Every sum above is exact (DECIMAL money, integer microseconds), so a rerun writes the
         # same bytes and DVC retrains nothing; the rounding is a second guard against any float
@@ -68,7 +77,23 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     features = table.to_pandas()
     features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()
+    features.attrs["population"] = {
+        "users_with_events": users_with_events,
+        "users_scored": int(len(features)),
+        "left_out_outside_history": users_with_events - int(len(features)),
+        "history_days": history_days,
+        "windows": [f"{w}d" for w in windows] + [HISTORY],
+    }
     return features
+
+
+def window_suffixes(params: dict[str, Any] | None = None) -> list[str]:
+    """The window suffixes of the feature columns for these features params, shortest first:
+    e.g. ["1d", "7d", "28d", "hist"] (columns n_events_1d ... n_events_hist)."""
+    p = {**DEFAULTS, **(params or {})}
+    windows = _parse_windows(p["windows_days"])
+    _parse_history_days(p["history_days"], windows)
+    return [f"{w}d" for w in windows] + [HISTORY]
 
 
 def _parse_windows(value: Any) -> list[int]:
@@ -78,6 +103,18 @@ def _parse_windows(value: Any) -> list[int]:
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value):
         raise UserError(message)
     return sorted(set(value))
+
+
+def _parse_history_days(value: Any, windows: list[int]) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"features.history_days must be whole days >= 1, or null for all history, not {value!r}")
+    if value <= windows[-1]:
+        raise UserError(
+            f"features.history_days must be longer than the longest of windows_days ({windows[-1]}), not {value}"
+        )
+    return value
 
 
 def feature_columns(features: pd.DataFrame) -> list[str]:
@@ -105,25 +142,39 @@ def _ts(value: pd.Timestamp) -> str:
     return f"TIMESTAMPTZ '{value.isoformat()}'"
 
 
-def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: float) -> list[str]:
-    """DuckDB statements that leave one row per active user in table `features`.
+def _feature_statements(
+    windows: list[int], history_days: int | None, end: pd.Timestamp, small_amount: float
+) -> list[str]:
+    """DuckDB statements that leave one row per user active in the history window in table
+    `features` (and every user with an event before `end` in table `user_counts`).
 
     Each pass reads only the columns it needs straight from the input (DuckDB scans Parquet
     in parallel; copying the events into a table first was slower). Per-window counts are
     two-level: events are summed per (user, event type, window bucket) once, then windows add
     up buckets. Distinct counts per window come from one GROUPING SETS scan of (user, key)
     pairs with their first and last use, because COUNT(DISTINCT) with a FILTER per window is
-    several times slower.
+    several times slower. The history window is the last, widest one; with history_days None
+    it has no start (None below) and holds every event read.
     """
     longest = windows[-1]
-    starts = {w: _ts(end - pd.Timedelta(days=w)) for w in windows}
-    start_longest = starts[longest]
+    # suffix -> window start; the windows are nested, shortest first
+    starts: dict[str, str | None] = {f"_{w}d": _ts(end - pd.Timedelta(days=w)) for w in windows}
+    starts[f"_{HISTORY}"] = _ts(end - pd.Timedelta(days=history_days)) if history_days is not None else None
+    start_longest, start_hist = starts[f"_{longest}d"], starts[f"_{HISTORY}"]
     purchase, refund, review = "event_type = 'purchase'", "event_type = 'refund'", "event_type = 'review'"
+
+    def since(start: str | None, column: str = "event_time") -> str:
+        return "TRUE" if start is None else f"{column} >= {start}"
+
+    def where(cond: str) -> str:
+        return "" if cond == "TRUE" else f"WHERE {cond}"
+
+    def filtered(cond: str) -> str:
+        return "" if cond == "TRUE" else f" FILTER (WHERE {cond})"
 
     counts: list[str] = []
     gaps: list[str] = []
-    for i, (w, start) in enumerate(starts.items()):
-        s = f"_{w}d"
+    for i, (s, start) in enumerate(starts.items()):
         # bucket i holds events newer than window i's start but older than window i-1's:
         # window i is buckets 0..i, so per-window sums come from a few rows per user
         inside = f"bucket <= {i}"
@@ -149,25 +200,25 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
             f"coalesce(sum(n_five) {B(review)}, 0) AS n_five_star{s}",
         ]
 
-        def W(cond: str = "TRUE", start: str = start) -> str:
-            return f"FILTER (WHERE event_time >= {start} AND ({cond}))"
-
+        # The lag runs over the history window. A short window counts the gaps whose later
+        # event is in it and whose earlier event is in the longest short window (as when the
+        # lag ran over that window alone: gap_bucket); the history window counts every gap it holds.
+        gap = "prev_time IS NOT NULL" if s == f"_{HISTORY}" else f"gap_bucket <= {i}"
         gaps += [
             # exact integer sums (gaps in microseconds, HUGEINT squares, log-gaps in 1e-9 steps):
             # a parallel float sum would differ in the last bits from run to run
-            f"count(gap_us) {W('gap_us IS NOT NULL')} AS n_gaps{s}",
-            f"sum(gap_us) {W('gap_us IS NOT NULL')} AS sum_gap_us{s}",
-            f"sum(CAST(gap_us AS HUGEINT) * gap_us) {W('gap_us IS NOT NULL')} AS sumsq_gap_us{s}",
-            f"sum(log_gap_nano) {W('gap_us IS NOT NULL')} AS sum_log_gap{s}",
+            f"count(gap_us) FILTER (WHERE {gap}) AS n_gaps{s}",
+            f"sum(gap_us) FILTER (WHERE {gap}) AS sum_gap_us{s}",
+            f"sum(CAST(gap_us AS HUGEINT) * gap_us) FILTER (WHERE {gap}) AS sumsq_gap_us{s}",
+            f"sum(log_gap_nano) FILTER (WHERE {gap}) AS sum_log_gap{s}",
             # HyperLogLog: exact below a few hundred products, ~2% off above, and a fraction
             # of the cost of an exact distinct per window
-            f"approx_count_distinct(product_id) {W()} AS distinct_products{s}",
+            f"approx_count_distinct(product_id){filtered('TRUE' if start is None else inside)} AS distinct_products{s}",
         ]
 
     # mean and population standard deviation of the gaps, in seconds, from the exact sums
     gap_moments = []
-    for w in windows:
-        s = f"_{w}d"
+    for s in starts:
         gap_moments += [
             f"sum_gap_us{s} / nullif(n_gaps{s}, 0) / 1e6 AS mean_gap{s}",
             f"sqrt(greatest(CAST(n_gaps{s} * sumsq_gap_us{s} - sum_gap_us{s} * sum_gap_us{s} AS DOUBLE), 0))"
@@ -176,13 +227,13 @@ def _feature_statements(windows: list[int], end: pd.Timestamp, small_amount: flo
 
     def distinct_pass(key: str, name: str, novelty: bool) -> str:
         cols = []
-        for w, start in starts.items():
-            cols.append(f"count(*) FILTER (WHERE last_use >= {start}) AS distinct_{name}_{w}d")
+        for s, start in starts.items():
+            cols.append(f"count(*){filtered(since(start, 'last_use'))} AS distinct_{name}{s}")
             if novelty:
-                # "new" only for accounts seen before the window: for a new account everything is new
-                cols.append(
-                    f"count(*) FILTER (WHERE first_use >= {start} AND u.first_seen < {start}) AS n_new_{name}_{w}d"
-                )
+                # "new" only for accounts seen before the window: for a new account everything is
+                # new (so with all history in the window, nothing is)
+                new = "FALSE" if start is None else f"first_use >= {start} AND u.first_seen < {start}"
+                cols.append(f"count(*) FILTER (WHERE {new}) AS n_new_{name}{s}")
         return f"""
 CREATE TEMP VIEW pairs_{name} AS
 SELECT user_id, {key} AS key, first_use, last_use FROM pairs
@@ -190,7 +241,7 @@ WHERE grouped_by_{name} = 0 AND {key} IS NOT NULL;
 CREATE TEMP TABLE distinct_{name} AS
 SELECT k.user_id, {", ".join(cols)}
 FROM pairs_{name} k JOIN user_counts u USING (user_id)
-WHERE k.last_use >= {start_longest}
+{where(since(start_hist, "k.last_use"))}
 GROUP BY k.user_id"""
 
     distinct_keys = {
@@ -201,9 +252,13 @@ GROUP BY k.user_id"""
     }
 
     ratios: list[str] = []
-    for w in windows:
-        s = f"_{w}d"
-        seconds = w * 86400.0
+    for s in starts:
+        if s != f"_{HISTORY}":
+            seconds = str(int(s[1:-1]) * 86400.0)
+        elif history_days is not None:
+            seconds = str(history_days * 86400.0)
+        else:  # all history: from the earliest event read to the end
+            seconds = "(SELECT span_s FROM history_span)"
         ratios += [
             f"n_events{s}",
             *[f"n_{t}{s}" for t in EVENT_COUNTS],
@@ -240,17 +295,17 @@ GROUP BY k.user_id"""
         ]
 
     same_product_counts = ", ".join(
-        f"count(*) FILTER (WHERE event_time >= {start}) AS n_in_{w}d" for w, start in starts.items()
+        f"count(*){filtered(since(start))} AS n_in{s}" for s, start in starts.items()
     )
-    same_product = ", ".join(
-        f"max(n_in_{w}d) AS max_same_product_purchases_{w}d" for w in windows
-    )
+    same_product = ", ".join(f"max(n_in{s}) AS max_same_product_purchases{s}" for s in starts)
+    bucket_starts = [start for start in starts.values() if start is not None]
 
     return [
         f"""
 CREATE TEMP VIEW ev AS
 SELECT user_id, event_time, event_type,
-       CAST(CASE {" ".join(f"WHEN event_time >= {start} THEN {i}" for i, start in enumerate(starts.values()))} ELSE {len(windows)} END AS UTINYINT) AS bucket,
+       -- with all history, the last bucket (ELSE) is the history window's own; else it is outside all
+       CAST(CASE {" ".join(f"WHEN event_time >= {start} THEN {i}" for i, start in enumerate(bucket_starts))} ELSE {len(bucket_starts)} END AS UTINYINT) AS bucket,
        CAST(hour(event_time) AS UTINYINT) AS hour,
        session_id, product_id, price, coalesce(quantity, 1) AS qty, device_id, ip, country, rating
 FROM events WHERE event_time < {_ts(end)}""",
@@ -269,25 +324,33 @@ SELECT user_id, event_type, bucket,
        count(rating) AS n_rated,
        count(*) FILTER (WHERE rating = 5) AS n_five,
        min(event_time) AS first_time,
+       max(event_time) AS last_time,
        bit_or(CAST(1 AS UINTEGER) << hour) AS hours_mask
 FROM ev GROUP BY ALL""",
         f"""
 CREATE TEMP TABLE user_counts AS
 SELECT user_id, {", ".join(counts)},
        min(first_time) AS first_seen,
+       max(last_time) AS last_seen,
        min(first_time) FILTER (WHERE event_type = 'signup') AS signup_time,
        min(first_time) FILTER (WHERE {purchase}) AS first_purchase
 FROM user_type_bucket GROUP BY user_id""",
         f"""
+CREATE TEMP TABLE history_span AS
+SELECT date_diff('microsecond', min(first_seen), {_ts(end)}) / 1e6 AS span_s FROM user_counts""",
+        f"""
 CREATE TEMP TABLE user_gaps AS
 SELECT *, {", ".join(gap_moments)}
 FROM (
-    SELECT user_id, {", ".join(gaps)}, median(gap_us) / 1e6 AS median_gap_s_{longest}d
+    SELECT user_id, {", ".join(gaps)},
+           median(gap_us) FILTER (WHERE gap_bucket < {len(windows)}) / 1e6 AS median_gap_s_{longest}d
     FROM (SELECT *, CAST(round(ln(gap_us / 1e6 + 1) * 1e9) AS BIGINT) AS log_gap_nano
-          FROM (SELECT user_id, event_time, product_id,
-                       epoch_us(event_time) - epoch_us(lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time))
-                           AS gap_us
-                FROM ev WHERE event_time >= {start_longest}))
+          FROM (SELECT *, epoch_us(event_time) - epoch_us(prev_time) AS gap_us,
+                       -- the bucket of a gap within the longest short window (both ends in it), else past them
+                       CASE WHEN prev_time >= {start_longest} THEN bucket ELSE {len(windows)} END AS gap_bucket
+                FROM (SELECT user_id, event_time, product_id, bucket,
+                             lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time) AS prev_time
+                      FROM ev {where(since(start_hist))})))
     GROUP BY user_id)""",
         # one scan builds every (user, key) pair table; GROUPING() tells the sets apart
         f"""
@@ -302,7 +365,7 @@ GROUP BY GROUPING SETS ({", ".join(f"(user_id, {key})" for key, _ in distinct_ke
 CREATE TEMP TABLE same_product AS
 SELECT user_id, {same_product}
 FROM (SELECT user_id, product_id, {same_product_counts}
-      FROM ev WHERE {purchase} AND product_id IS NOT NULL AND event_time >= {start_longest} GROUP BY ALL)
+      FROM ev WHERE {purchase} AND product_id IS NOT NULL AND {since(start_hist)} GROUP BY ALL)
 GROUP BY user_id""",
         f"""
 CREATE TEMP TABLE sharing AS
@@ -341,6 +404,8 @@ SELECT user_id,
        {", ".join(ratios)},
        coalesce(median_gap_s_{longest}d, {longest * 86400.0}) AS median_gap_s_{longest}d,
        date_diff('second', coalesce(signup_time, first_seen), {_ts(end)}) / 86400.0 AS account_age_days,
+       -- recency: <= N exactly when the user has an event in the last N days (score.active_within_days)
+       date_diff('microsecond', last_seen, {_ts(end)}) / 86400e6 AS days_since_last_event,
        CASE WHEN signup_time >= {start_longest} THEN 1 ELSE 0 END AS signed_up_in_window,
        coalesce(date_diff('second', coalesce(signup_time, first_seen), first_purchase),
                 date_diff('second', coalesce(signup_time, first_seen), {_ts(end)})) / 3600.0
@@ -357,5 +422,5 @@ LEFT JOIN same_product USING (user_id)
 LEFT JOIN sharing USING (user_id)
 LEFT JOIN reviews USING (user_id)
 LEFT JOIN refund_speed USING (user_id)
-WHERE n_events_{longest}d > 0""",
+WHERE n_events_{HISTORY} > 0""",
     ]

@@ -11,6 +11,12 @@ Docs to ``report_dir/data_docs/`` (open ``index.html``). The GX stores behind th
 ``report_dir/data_docs/gx_store/``, so every suite validated into the same ``report_dir`` shows up
 in the same index.
 
+Per-window feature columns (``refund_ratio_1d`` ... ``refund_ratio_hist``) follow the configured
+windows: an expectation whose ``kwargs.column`` (or ``column_A``/``column_B``/``column_list``)
+contains ``{window}`` stands for one expectation per window suffix, and ``{longest_window}`` names
+the longest day window (e.g. ``28d``). The suffixes are given (``windows=``) or inferred from the
+data's ``n_events_<suffix>`` columns.
+
 ``import great_expectations`` takes seconds, so it happens inside the functions, never at import
 time of this module.
 """
@@ -42,6 +48,14 @@ PACKAGED_EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectatio
 RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 5}
 MESSAGE_MAX_FAILURES = 4  # failures named in the exception message; the report lists all
 MESSAGE_MAX_EXAMPLES = 3
+MESSAGE_MAX_MISSING = 10  # missing columns named in the message (the wrong windows miss dozens)
+
+WINDOW = "{window}"  # in a column name of the suite file: one expectation per window suffix
+LONGEST_WINDOW = "{longest_window}"  # the longest day window, e.g. "28d"
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_WINDOW_SUFFIX = re.compile(r"[A-Za-z0-9]+")
+_DAY_WINDOW = re.compile(r"(\d+)d")
+_WINDOW_COLUMN = "n_events_"  # the column whose suffixes name the windows of a feature table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,8 +78,17 @@ def suite_path(suite: str, expectations_dir: str | os.PathLike = DEFAULT_EXPECTA
     return path
 
 
-def load_suite_dict(suite: str, expectations_dir: str | os.PathLike = DEFAULT_EXPECTATIONS_DIR) -> dict:
-    """The suite file as a plain dict (name, expectations[{type, kwargs, meta}], meta)."""
+def load_suite_dict(
+    suite: str,
+    expectations_dir: str | os.PathLike = DEFAULT_EXPECTATIONS_DIR,
+    windows: list[str] | None = None,
+) -> dict:
+    """The suite file as a plain dict (name, expectations[{type, kwargs, meta}], meta).
+
+    With `windows` (suffixes like ["1d", "7d", "28d", "hist"]), every expectation naming a
+    ``{window}`` column is expanded into one per suffix, in place, and ``{longest_window}`` is
+    filled in; without, the templated expectations are returned as the file has them.
+    """
     path = suite_path(suite, expectations_dir)
     try:
         data = json.loads(path.read_text())
@@ -76,11 +99,83 @@ def load_suite_dict(suite: str, expectations_dir: str | os.PathLike = DEFAULT_EX
     name = data.setdefault("name", suite)
     if name != suite:
         raise UserError(f"{path}: the suite inside is named '{name}', expected '{suite}'")
+    if windows is not None:
+        data["expectations"] = _expand_windows(data["expectations"], _check_windows(windows), path)
     return data
 
 
-def load_suite(suite: str, expectations_dir: str | os.PathLike = DEFAULT_EXPECTATIONS_DIR):
-    """The suite file as a GX ``ExpectationSuite`` (not bound to any context).
+def _column_names(kwargs: Any) -> list[str]:
+    if not isinstance(kwargs, dict):
+        return []
+    names = [kwargs[k] for k in _COLUMN_KWARGS if isinstance(kwargs.get(k), str)]
+    if isinstance(kwargs.get("column_list"), list):
+        names += [c for c in kwargs["column_list"] if isinstance(c, str)]
+    return names
+
+
+def is_templated(data: dict) -> bool:
+    """Whether a suite dict (as load_suite_dict returns it) has per-window expectations left."""
+    return any(
+        WINDOW in name or LONGEST_WINDOW in name
+        for e in data.get("expectations") or []
+        if isinstance(e, dict)
+        for name in _column_names(e.get("kwargs"))
+    )
+
+
+def _check_windows(windows: Any) -> list[str]:
+    if isinstance(windows, str) or not isinstance(windows, (list, tuple)) or not windows or not all(
+        isinstance(w, str) and _WINDOW_SUFFIX.fullmatch(w) for w in windows
+    ) or len(set(windows)) != len(windows):
+        raise UserError(f"windows must list distinct column suffixes like ['1d', '7d', '28d', 'hist'], not {windows!r}")
+    return list(windows)
+
+
+def _fill(value: Any, window: str, longest: str | None) -> Any:
+    if isinstance(value, list):
+        return [_fill(v, window, longest) for v in value]
+    if not isinstance(value, str):
+        return value
+    if longest is not None:
+        value = value.replace(LONGEST_WINDOW, longest)
+    return value.replace(WINDOW, window)
+
+
+def _expand_windows(expectations: list, windows: list[str], path: Path) -> list:
+    days = [w for w in windows if _DAY_WINDOW.fullmatch(w)]
+    longest = max(days, key=lambda w: int(w[:-1])) if days else None
+    expanded = []
+    for e in expectations:
+        names = _column_names(e.get("kwargs")) if isinstance(e, dict) else []
+        per_window = any(WINDOW in n for n in names)
+        if not per_window and not any(LONGEST_WINDOW in n for n in names):
+            expanded.append(e)
+            continue
+        if longest is None and any(LONGEST_WINDOW in n for n in names):
+            raise UserError(f"{path}: {LONGEST_WINDOW} needs a day window like '28d' among the windows {windows}")
+        for window in windows if per_window else [longest]:
+            kwargs = {k: (_fill(v, window, longest) if k in _COLUMN_KWARGS or k == "column_list" else v)
+                      for k, v in e["kwargs"].items()}
+            meta = {**(e.get("meta") or {}), "window": window}
+            expanded.append({**e, "kwargs": kwargs, "meta": meta})
+    return expanded
+
+
+def windows_from_columns(columns: Any) -> list[str]:
+    """The window suffixes of a feature table, from its n_events_<suffix> columns, in column order."""
+    return [
+        c[len(_WINDOW_COLUMN):] for c in columns
+        if isinstance(c, str) and c.startswith(_WINDOW_COLUMN) and _WINDOW_SUFFIX.fullmatch(c[len(_WINDOW_COLUMN):])
+    ]
+
+
+def load_suite(
+    suite: str,
+    expectations_dir: str | os.PathLike = DEFAULT_EXPECTATIONS_DIR,
+    windows: list[str] | None = None,
+):
+    """The suite file as a GX ``ExpectationSuite`` (not bound to any context), its per-window
+    expectations expanded for `windows` (required when the suite has any).
 
     Every expectation is built explicitly: GX's own constructor only logs an unknown expectation
     type and drops it, which would silently weaken the suite.
@@ -88,7 +183,10 @@ def load_suite(suite: str, expectations_dir: str | os.PathLike = DEFAULT_EXPECTA
     from great_expectations.core.expectation_suite import ExpectationSuite, expectationSuiteSchema
 
     path = suite_path(suite, expectations_dir)
-    data = load_suite_dict(suite, expectations_dir)
+    data = load_suite_dict(suite, expectations_dir, windows)
+    if is_templated(data):
+        raise UserError(f"{path}: the suite has per-window expectations ({WINDOW}); give the windows, e.g. "
+                        "['1d', '7d', '28d', 'hist']")
 
     def first_line(exc: Exception) -> str:
         text = " ".join(str(exc).split())  # pydantic errors span lines
@@ -153,11 +251,11 @@ def _context(docs_dir: Path | None):
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def _run_gx(df: pd.DataFrame, suite: str, expectations_dir, docs_dir: Path | None) -> list:
+def _run_gx(df: pd.DataFrame, suite: str, expectations_dir, docs_dir: Path | None, windows: list[str] | None) -> list:
     """Validate df with the suite; GX's per-expectation results, in the suite file's order."""
     import great_expectations as gx
 
-    gx_suite = load_suite(suite, expectations_dir)
+    gx_suite = load_suite(suite, expectations_dir, windows)
     context = _context(docs_dir)
     batch_definition = (
         context.data_sources.add_pandas("pandas")
@@ -308,7 +406,9 @@ def failure_message(summary: dict, report: Path | None = None) -> str:
     """The human summary of a failed validation: one line, plus a pointer to the report."""
     failures = [r for r in summary["results"] if not r["success"]]
     missing = list(dict.fromkeys(str(r["column"]) for r in failures if r.get("missing_column")))
-    parts = [f"missing columns: {', '.join(missing)}"] if missing else []
+    shown = missing[:MESSAGE_MAX_MISSING] + ([f"and {len(missing) - MESSAGE_MAX_MISSING} more"]
+                                             if len(missing) > MESSAGE_MAX_MISSING else [])
+    parts = [f"missing columns: {', '.join(shown)}"] if missing else []
     others = [r for r in failures if not r.get("missing_column")]
     parts += [_failure_detail(r) for r in others[:MESSAGE_MAX_FAILURES]]
     if len(others) > MESSAGE_MAX_FAILURES:
@@ -332,6 +432,7 @@ def validate_dataframe(
     suite: str,
     report_dir: str | Path | None = None,
     expectations_dir: str | Path = DEFAULT_EXPECTATIONS_DIR,
+    windows: list[str] | None = None,
 ) -> dict:
     """Run suite `suite` (file expectations/<suite>.json) on df and return a summary dict:
 
@@ -344,14 +445,30 @@ def validate_dataframe(
     Data Docs under report_dir/data_docs/ (index.html), also when validation fails.
     If any expectation fails, raises pipelines.errors.ValidationFailed with a short human
     summary naming each failed expectation, its column, the unexpected row count and examples.
+
+    `windows` (e.g. ["1d", "7d", "28d", "hist"]) expands the suite's per-window ({window})
+    expectations; None infers them from df's n_events_<suffix> columns when the suite has any,
+    and the summary then also holds "windows".
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"validate_dataframe expects a pandas DataFrame, got {type(df).__name__}")
     if report_dir is not None and is_s3(report_dir):
         raise UserError(f"{report_dir}: validation reports are written to a local directory, not S3")
     docs_dir = Path(report_dir).resolve() / "data_docs" if report_dir is not None else None
-    results = _run_gx(df, suite, expectations_dir, docs_dir)
+    templated = is_templated(load_suite_dict(suite, expectations_dir))
+    if windows is not None:
+        windows = _check_windows(windows)
+    elif templated:
+        windows = windows_from_columns(df.columns)
+        if not windows:
+            raise UserError(
+                f"suite '{suite}' checks per-window columns ({WINDOW}) but no windows were given and the data has no "
+                f"{_WINDOW_COLUMN}<window> columns to infer them from"
+            )
+    results = _run_gx(df, suite, expectations_dir, docs_dir, windows)
     summary = _summarise(suite, results, len(df))
+    if templated:
+        summary["windows"] = list(windows)
     report = None
     if report_dir is not None:
         report = Path(report_dir) / f"{suite}.json"
@@ -366,14 +483,16 @@ def validate_file(
     suite: str,
     report_dir: str | Path | None = None,
     expectations_dir: str | Path = DEFAULT_EXPECTATIONS_DIR,
+    windows: list[str] | None = None,
 ) -> dict:
-    """Read a Parquet file (local path or s3:// URI) and validate it with `suite`."""
+    """Read a Parquet file (local path or s3:// URI) and validate it with `suite` (see
+    validate_dataframe for `windows`)."""
     with local_copy(path) as local:
         try:
             df = pd.read_parquet(local)
         except Exception as exc:  # pyarrow raises several types for "not a parquet file"
             raise UserError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
-    return validate_dataframe(df, suite, report_dir=report_dir, expectations_dir=expectations_dir)
+    return validate_dataframe(df, suite, report_dir=report_dir, expectations_dir=expectations_dir, windows=windows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,9 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", help=f"suite name: {', '.join(SUITES)}")
     parser.add_argument("--report-dir", default=None, help="write <suite>.json and data_docs/ here")
     parser.add_argument("--expectations-dir", default=DEFAULT_EXPECTATIONS_DIR)
+    parser.add_argument("--windows", default=None,
+                        help="window suffixes for per-window expectations, e.g. 1d,7d,28d,hist "
+                             "(default: from the n_events_<window> columns)")
     args = parser.parse_args(argv)
+    windows = [w.strip() for w in args.windows.split(",")] if args.windows else None
     try:
-        summary = validate_file(args.path, args.suite, args.report_dir, args.expectations_dir)
+        summary = validate_file(args.path, args.suite, args.report_dir, args.expectations_dir, windows)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

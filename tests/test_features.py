@@ -1,6 +1,7 @@
 """pipelines.features: point-in-time correctness, window edges, exact values on tiny logs."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.errors import UserError
-from pipelines.features import build_features, feature_columns, resolve_as_of
+from pipelines.features import build_features, feature_columns, resolve_as_of, window_suffixes
 
 P = {"threads": 1}
 
@@ -41,8 +42,8 @@ def base_log(make_events, at):
 
 def test_exact_values_on_a_tiny_log(base_log, as_of):
     f = build(base_log, as_of=as_of).set_index("user_id")
-    assert list(f.index) == ["a", "b", "c"]  # "old" has no event in the longest window
-    a, b, c = f.loc["a"], f.loc["b"], f.loc["c"]
+    assert list(f.index) == ["a", "b", "c", "old"]  # "old" has an event in the history window only
+    a, b, c, old = f.loc["a"], f.loc["b"], f.loc["c"], f.loc["old"]
 
     # counts per window: the view 3 days back is in 7d and 28d, not 1d
     assert (a["n_events_1d"], a["n_events_7d"], a["n_events_28d"]) == (4, 5, 5)
@@ -89,6 +90,31 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
     gaps = np.array([61 * 3600.0, 3600.0, 3600.0, 3600.0])
     assert a["typical_gap_s_1d"] == pytest.approx(math.exp(np.log(gaps + 1).mean()) - 1, rel=1e-9)
     assert a["median_gap_s_28d"] == pytest.approx(3600.0)
+
+    # the history window holds everything before the end of the as-of day
+    assert (b["n_events_hist"], b["n_login_hist"], b["distinct_devices_hist"]) == (3, 3, 2)
+    assert b["n_new_devices_hist"] == 0  # all history: nothing was seen before it
+    assert (a["n_events_hist"], a["purchase_value_hist"], a["refund_ratio_hist"]) == (5, 16.0, 0.5)
+    # b: gaps of 35 and 5 days (the first one reaches back before the 28-day window)
+    assert b["typical_gap_s_hist"] == pytest.approx(math.exp(np.log(np.array([35, 5]) * 86400.0 + 1).mean()) - 1)
+    assert b["burstiness_hist"] == pytest.approx((15 - 20) / (15 + 20))  # gaps 35d, 5d: mean 20, std 15
+    # no repeat activity: the typical gap is the history itself, from the earliest event (40 days
+    # back at 12:00) to the end of the as-of day
+    assert c["typical_gap_s_hist"] == old["typical_gap_s_hist"] == pytest.approx(40.5 * 86400.0)
+
+    # "old" is only in the history window; every short window has its empty values
+    assert old["n_events_hist"] == old["n_login_hist"] == old["distinct_devices_hist"] == 1
+    for w in (1, 7, 28):
+        assert old[f"n_events_{w}d"] == old[f"distinct_devices_{w}d"] == old[f"burstiness_{w}d"] == 0
+        assert old[f"n_login_{w}d"] == old[f"share_view_{w}d"] == old[f"login_fail_ratio_{w}d"] == 0
+        assert old[f"typical_gap_s_{w}d"] == w * 86400.0
+    assert old["median_gap_s_28d"] == 28 * 86400.0 and old["median_hours_to_refund_28d"] == 28 * 24.0
+    assert old["unbought_review_share_28d"] == old["signed_up_in_window"] == old["max_accounts_sharing_device"] == 0
+    assert old["account_age_days"] == pytest.approx(40.5)
+    assert not f.isna().any().any()
+    # recency: from the last event to the end of the as-of day
+    assert a["days_since_last_event"] == pytest.approx(20 / 24)  # the review at 04:00
+    assert (b["days_since_last_event"], old["days_since_last_event"]) == (0.5, 40.5)
 
 
 def test_payment_login_cart_and_signup_signals(make_events, at, as_of):
@@ -145,8 +171,23 @@ def test_output_shape_and_types(base_log, as_of):
     assert all(str(f[c].dtype) == "float64" for c in cols)
     assert np.isfinite(f[cols].to_numpy()).all()
     assert f.attrs["as_of"] == as_of
-    for w in (1, 7, 28):
-        assert f"n_events_{w}d" in f.columns and f"refund_ratio_{w}d" in f.columns
+    for w in ("1d", "7d", "28d", "hist"):
+        assert f"n_events_{w}" in f.columns and f"refund_ratio_{w}" in f.columns
+    # every per-window feature exists for every window, the history window included
+    families = {c.removesuffix("_1d") for c in cols if c.endswith("_1d")}
+    assert len(families) > 40
+    for w in ("7d", "28d", "hist"):
+        assert {c.removesuffix(f"_{w}") for c in cols if c.endswith(f"_{w}")} >= families
+    assert set(cols) - {f"{x}_{w}" for x in families for w in ("1d", "7d", "28d", "hist")} == {
+        "median_gap_s_28d", "unbought_review_share_28d", "median_hours_to_refund_28d", "account_age_days",
+        "signed_up_in_window", "hours_signup_to_first_purchase", "max_accounts_sharing_device",
+        "max_accounts_sharing_ip", "days_since_last_event",
+    }
+    assert f.attrs["population"] == {
+        "users_with_events": 4, "users_scored": 4, "left_out_outside_history": 0, "history_days": None,
+        "windows": ["1d", "7d", "28d", "hist"],
+    }
+    json.dumps(f.attrs)  # plain values: the stage writes them to JSON
 
 
 def test_perfectly_regular_events_have_burstiness_minus_one(make_events, at, as_of):
@@ -226,11 +267,132 @@ def test_device_shared_by_three_accounts(make_events, at, as_of):
     assert f.loc["y", "max_accounts_sharing_ip"] == 0
 
 
+# --- the history window ------------------------------------------------------------------------------
+
+
+def test_a_user_seen_only_long_ago_gets_a_row_unless_outside_the_history(make_events, at, as_of):
+    ev = make_events([
+        dict(event_time=at(200), user_id="gone", event_type="view", product_id="p1", device_id="g1"),
+        dict(event_time=at(200, 13), user_id="gone", event_type="purchase", product_id="p1", price=7.0,
+             device_id="g1"),
+        dict(event_time=at(0), user_id="now", event_type="login", device_id="n1"),
+    ])
+    f = build(ev, as_of=as_of).set_index("user_id")
+    assert list(f.index) == ["gone", "now"]
+    gone = f.loc["gone"]
+    # the history window is filled ...
+    assert (gone["n_events_hist"], gone["n_view_hist"], gone["n_purchase_hist"]) == (2, 1, 1)
+    assert (gone["purchase_value_hist"], gone["conversion_rate_hist"], gone["distinct_devices_hist"]) == (7.0, 1, 1)
+    assert gone["typical_gap_s_hist"] == pytest.approx(3600.0)
+    assert gone["max_same_product_purchases_hist"] == 1
+    # ... and every short window has its empty values, never NaN
+    for w in (1, 7, 28):
+        for name in ("n_events", "n_purchase", "purchase_value", "distinct_devices", "distinct_products",
+                     "conversion_rate", "share_view", "burstiness", "max_same_product_purchases", "avg_rating"):
+            assert gone[f"{name}_{w}d"] == 0, (name, w)
+        assert gone[f"typical_gap_s_{w}d"] == w * 86400.0
+    assert gone["median_gap_s_28d"] == 28 * 86400.0 and gone["median_hours_to_refund_28d"] == 28 * 24.0
+    assert gone["account_age_days"] == pytest.approx(200.5)
+    assert gone["days_since_last_event"] == pytest.approx(200.5 - 1 / 24)
+    assert not f.isna().any().any()
+    # the span of the history: from the earliest event read to the end of the as-of day
+    assert f.loc["now", "typical_gap_s_hist"] == pytest.approx(200.5 * 86400.0)
+    assert f.attrs["population"] == {
+        "users_with_events": 2, "users_scored": 2, "left_out_outside_history": 0, "history_days": None,
+        "windows": ["1d", "7d", "28d", "hist"],
+    }
+
+    g = build(ev, as_of=as_of, history_days=100)
+    assert g["user_id"].tolist() == ["now"]
+    assert g.attrs["population"] == {
+        "users_with_events": 2, "users_scored": 1, "left_out_outside_history": 1, "history_days": 100,
+        "windows": ["1d", "7d", "28d", "hist"],
+    }
+    assert g.set_index("user_id").loc["now", "typical_gap_s_hist"] == 100 * 86400.0
+    # the short windows do not depend on the history
+    short = [c for c in g.columns if not c.endswith("_hist")]
+    pd.testing.assert_frame_equal(g[short], f.loc[["now"]].reset_index()[short])
+
+
+def test_history_window_edges(make_events, as_of):
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    start = end - pd.Timedelta(days=60)
+    eps = pd.Timedelta(microseconds=1)
+    ev = make_events([
+        dict(event_time=start, user_id="in", event_type="view"),  # the first instant of the history
+        dict(event_time=start - eps, user_id="out", event_type="view"),
+        dict(event_time=start - eps, user_id="both", event_type="view"),
+        dict(event_time=end - eps, user_id="both", event_type="view"),  # the last instant before the end
+        dict(event_time=end, user_id="late", event_type="view"),  # after the as-of day: never read
+    ])
+    f = build(ev, as_of=as_of, history_days=60).set_index("user_id")
+    assert list(f.index) == ["both", "in"]
+    assert (f.loc["both", "n_events_hist"], f.loc["both", "n_events_1d"], f.loc["in", "n_events_hist"]) == (1, 1, 1)
+    # the gap to an event before the history window is not in it
+    assert f.loc["both", "typical_gap_s_hist"] == 60 * 86400.0
+    assert f.attrs["population"]["users_with_events"] == 3  # "late" is after the end
+    assert f.attrs["population"]["left_out_outside_history"] == 1
+    assert 0 <= f.loc["both", "days_since_last_event"] < 1e-9  # 1 microsecond before the end
+    # with all history, "out" is in, and "both" has one gap of 60 days
+    g = build(ev, as_of=as_of).set_index("user_id")
+    assert list(g.index) == ["both", "in", "out"]
+    assert g.loc["both", "typical_gap_s_hist"] == pytest.approx(60 * 86400.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("history", [28, 5, 0, -1, True, 1.5, "90"])
+def test_bad_history_days_are_user_errors(base_log, history):
+    with pytest.raises(UserError, match="features.history_days must"):
+        build(base_log, history_days=history)
+    with pytest.raises(UserError, match="features.history_days must"):
+        window_suffixes({"history_days": history})
+
+
+def test_history_must_be_the_longest_window(base_log):
+    with pytest.raises(UserError, match="history_days must be longer than the longest of windows_days"):
+        build(base_log, history_days=14, windows_days=[1, 14])
+    assert build(base_log, history_days=15, windows_days=[1, 14]).attrs["population"]["windows"] == ["1d", "14d", "hist"]
+
+
+def test_window_suffixes():
+    assert window_suffixes({}) == window_suffixes(None) == ["1d", "7d", "28d", "hist"]
+    assert window_suffixes({"windows_days": [14, 3, 1, 3], "history_days": 90}) == ["1d", "3d", "14d", "hist"]
+    with pytest.raises(UserError, match="windows_days"):
+        window_suffixes({"windows_days": []})
+
+
+def test_a_year_long_log_scores_every_user():
+    from pipelines.simulate import simulate
+
+    events, _ = simulate({"n_users": 40, "days": 365, "seed": 5, "end_date": "2026-11-21"})
+    # each user is seen on ten days only, somewhere in the year: most of them long before the end
+    day = (events["event_time"] - events["event_time"].min()).dt.days
+    slot = events["user_id"].str[1:].astype(int) % 36
+    events = events.loc[day // 10 == slot].reset_index(drop=True)
+    users = set(events["user_id"])
+    assert len(users) >= 25
+
+    f = build(events)
+    assert set(f["user_id"]) == users  # every user gets a row
+    assert f["n_events_hist"].sum() == len(events)
+    assert (f["n_events_28d"] == 0).sum() > len(f) / 2  # most of them only through the history
+    assert not f.isna().any().any()
+    assert f.attrs["population"]["users_with_events"] == f.attrs["population"]["users_scored"] == len(users)
+    assert f.attrs["population"]["left_out_outside_history"] == 0
+
+    g = build(events, history_days=100)
+    end = pd.Timestamp(f.attrs["as_of"], tz="UTC") + pd.Timedelta(days=1)
+    recent = set(events.loc[events["event_time"] >= end - pd.Timedelta(days=100), "user_id"])
+    assert set(g["user_id"]) == recent and 0 < len(recent) < len(users)
+    assert g.attrs["population"]["left_out_outside_history"] == len(users) - len(recent)
+
+
 # --- point in time ---------------------------------------------------------------------------------
 
 
-def test_later_events_change_nothing(base_log, make_events, at, as_of):
-    before = build(base_log, as_of=as_of)
+@pytest.mark.parametrize("history_days", [None, 35])
+def test_later_events_change_nothing(base_log, make_events, at, as_of, history_days):
+    before = build(base_log, as_of=as_of, history_days=history_days)
+    assert {"n_events_hist", "typical_gap_s_hist", "distinct_devices_hist", "n_new_devices_hist"} <= set(before.columns)
     later = make_events([
         # exactly at the end of the as-of day, and after it, for existing users
         dict(event_time=at(-1, 0), user_id="a", event_type="purchase", product_id="p9", price=1.0, device_id="d1"),
@@ -242,9 +404,10 @@ def test_later_events_change_nothing(base_log, make_events, at, as_of):
         dict(event_time=at(-1, 1), user_id="zz", event_type="signup", device_id="d1", ip="1.1.1.1"),
         dict(event_time=at(-3), user_id="old", event_type="purchase", product_id="p1", price=5.0, device_id="dA"),
     ])
-    after = build(pd.concat([base_log, later], ignore_index=True), as_of=as_of)
+    after = build(pd.concat([base_log, later], ignore_index=True), as_of=as_of, history_days=history_days)
     pd.testing.assert_frame_equal(before, after)
-    assert after.attrs["as_of"] == as_of
+    assert after.attrs == before.attrs and after.attrs["as_of"] == as_of
+    assert ("old" in set(after["user_id"])) == (history_days is None)
 
 
 def test_point_in_time_on_simulated_events(sim_clean):
@@ -256,6 +419,12 @@ def test_point_in_time_on_simulated_events(sim_clean):
     full = build(sim_clean, as_of=as_of)
     cut = build(truncated, as_of=as_of)
     pd.testing.assert_frame_equal(full, cut)
+    assert full.attrs == cut.attrs and "typical_gap_s_hist" in full.columns
+    # and with a history window that leaves users out
+    short = {"as_of": as_of, "windows_days": [1, 3], "history_days": 5}
+    full, cut = build(sim_clean, **short), build(truncated, **short)
+    pd.testing.assert_frame_equal(full, cut)
+    assert full.attrs == cut.attrs and full.attrs["population"]["left_out_outside_history"] > 0
     # and the day after does differ: the later events are real
     assert not build(sim_clean).equals(full)
 
@@ -281,8 +450,12 @@ def test_as_of_defaults_to_the_day_of_the_last_event(base_log, as_of, make_event
 
 def test_an_earlier_as_of_drops_later_users(base_log):
     f = build(base_log, as_of="2024-03-08")
-    assert f["user_id"].tolist() == ["a", "b"]  # c exists only from 03-10
+    assert f["user_id"].tolist() == ["a", "b", "old"]  # c exists only from 03-10
     assert f.set_index("user_id").loc["a", "n_events_28d"] == 1
+    # with 30 days of history, "old" (last seen 38 days before 03-08 ends) is left out
+    g = build(base_log, as_of="2024-03-08", history_days=30)
+    assert g["user_id"].tolist() == ["a", "b"]
+    assert g.attrs["population"]["left_out_outside_history"] == 1
 
 
 @pytest.mark.parametrize("windows", [[0], [], [-1], [7, 0]])

@@ -12,14 +12,17 @@ import pandas as pd
 import pytest
 
 from pipelines.errors import UserError, ValidationFailed
+from pipelines.features import build_features, window_suffixes
 from pipelines.schema import EVENT_DTYPES, EVENT_TYPES, SCORE_COLUMNS
 from pipelines.validate import (
     SUITES,
+    is_templated,
     load_suite,
     load_suite_dict,
     main,
     validate_dataframe,
     validate_file,
+    windows_from_columns,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,35 +69,14 @@ def clean_events() -> pd.DataFrame:
     return df.astype(EVENT_DTYPES)
 
 
-FEATURE_COLUMNS = (
-    "n_events_28d",
-    "n_purchase_28d",
-    "n_view_28d",
-    "distinct_devices_28d",
-    "refund_ratio_28d",
-    "conversion_rate_28d",
-)
+WINDOWS = ["1d", "7d", "28d", "hist"]  # the default feature windows
 
 
-def features() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": ["u1", "u2", "u3"],
-            "n_events_28d": [3, 10, 1],
-            "n_purchase_28d": [0, 2, 0],
-            "n_view_28d": [2, 5, 0],
-            "distinct_devices_28d": [1, 3, 1],
-            "refund_ratio_28d": [0.0, 0.5, 0.0],
-            "conversion_rate_28d": [0.0, 0.4, 1.0],
-            **{c: [0.0, 0.5, 1.0] for c in (
-                "share_view_28d", "share_payment_failed_28d", "product_diversity_28d", "failed_payment_ratio_28d",
-                "login_fail_ratio_28d", "five_star_share_28d", "small_purchase_share_28d",
-                "unbought_review_share_28d", "night_share_utc_28d")},
-            "burstiness_28d": [-1.0, 0.0, 0.7],
-            "account_age_days": [0.5, 30.0, 400.0],
-            "some_new_feature": [np.nan, 1.0, 2.0],  # extra columns are fine
-        }
-    ).astype({"user_id": "str"})
+def features(**params) -> pd.DataFrame:
+    """What build_features makes of clean_events() (3 users), plus an extra column."""
+    df = build_features(clean_events(), {"threads": 1, **params})
+    df["some_new_feature"] = [np.nan, 1.0, 2.0]  # extra columns are fine
+    return df
 
 
 def scores() -> pd.DataFrame:
@@ -131,7 +113,10 @@ def test_suite_file_loads_and_round_trips_through_gx(suite):
 
     raw = json.loads((EXPECTATIONS / f"{suite}.json").read_text())
     assert raw["name"] == suite
-    gx_suite = load_suite(suite, EXPECTATIONS)
+    assert is_templated(raw) == (suite == "features")
+    windows = WINDOWS if suite == "features" else None
+    raw = load_suite_dict(suite, EXPECTATIONS, windows=windows)  # per-window expectations expanded
+    gx_suite = load_suite(suite, EXPECTATIONS, windows=windows)
     assert gx_suite.name == suite
     assert len(gx_suite.expectations) == len(raw["expectations"]) > 0
 
@@ -178,7 +163,9 @@ def test_valid_frame_passes(suite):
     assert summary["success"] is True
     assert summary["failed"] == 0
     assert summary["rows"] == len(df)
-    assert summary["evaluated"] == len(summary["results"]) == len(load_suite_dict(suite, EXPECTATIONS)["expectations"])
+    windows = windows_from_columns(df.columns) if suite == "features" else None
+    expected = load_suite_dict(suite, EXPECTATIONS, windows=windows)["expectations"]
+    assert summary["evaluated"] == len(summary["results"]) == len(expected)
     assert set(summary["results"][0]) >= {"expectation", "column", "success", "unexpected_count", "unexpected_examples"}
 
 
@@ -202,10 +189,17 @@ DEFECTS = [
     ("clean", lambda df: df.drop(columns=["event_id"]), "expect_column_values_to_not_be_null", "event_id", "missing columns: event_id"),
     ("features", lambda df: _set(df, "user_id", 1, "u1"), "expect_column_values_to_be_unique", "user_id", "'u1'"),
     ("features", lambda df: _set(df, "user_id", 0, None), "expect_column_values_to_not_be_null", "user_id", "1 rows"),
-    ("features", lambda df: _set(df, "n_view_28d", 0, -2), "expect_column_values_to_be_between", "n_view_28d", "e.g. [-2]"),
+    ("features", lambda df: _set(df, "n_view_28d", 0, -2.0), "expect_column_values_to_be_between", "n_view_28d", "e.g. [-2.0]"),
     ("features", lambda df: _set(df, "refund_ratio_28d", 0, 1.5), "expect_column_values_to_be_between", "refund_ratio_28d", "e.g. [1.5]"),
     ("features", lambda df: _set(df, "conversion_rate_28d", 0, np.nan), "expect_column_values_to_not_be_null", "conversion_rate_28d", "1 rows"),
     ("features", lambda df: df.drop(columns=["distinct_devices_28d"]), "expect_column_values_to_be_between", "distinct_devices_28d", "missing columns: distinct_devices_28d"),
+    ("features", lambda df: _set(df, "n_events_hist", 2, 0.0), "expect_column_values_to_be_between", "n_events_hist", "e.g. [0.0]"),
+    ("features", lambda df: _set(df, "share_view_hist", 1, 1.25), "expect_column_values_to_be_between", "share_view_hist", "e.g. [1.25]"),
+    ("features", lambda df: _set(df, "burstiness_1d", 1, -1.5), "expect_column_values_to_be_between", "burstiness_1d", "e.g. [-1.5]"),
+    ("features", lambda df: _set(df, "typical_gap_s_7d", 0, np.nan), "expect_column_values_to_not_be_null", "typical_gap_s_7d", "1 rows"),
+    ("features", lambda df: _set(df, "median_gap_s_28d", 0, np.nan), "expect_column_values_to_not_be_null", "median_gap_s_28d", "1 rows"),
+    ("features", lambda df: _set(df, "signed_up_in_window", 0, 0.5), "expect_column_values_to_be_in_set", "signed_up_in_window", "e.g. [0.5]"),
+    ("features", lambda df: _set(df, "account_age_days", 0, -1.0), "expect_column_values_to_be_between", "account_age_days", "e.g. [-1.0]"),
     ("scores", lambda df: _set(df, "rank", 2, 1), "expect_column_values_to_be_unique", "rank", "e.g. [1]"),
     ("scores", lambda df: _set(df, "rank", 2, 0), "expect_column_values_to_be_between", "rank", "e.g. [0]"),
     ("scores", lambda df: _set(df, "user_id", 2, "u1"), "expect_column_values_to_be_unique", "user_id", "'u1'"),
@@ -249,6 +243,134 @@ def test_summary_counts_every_failure_and_the_message_caps_them():
     assert message.startswith("validation 'clean' failed: 6 of 17 expectations")
     assert "expect_column_values_to_not_be_null(user_id) 1 rows;" in message
     assert "and 2 more" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Per-window expectations
+# --------------------------------------------------------------------------------------------
+
+
+def test_per_window_expectations_expand_for_the_given_windows():
+    template = load_suite_dict("features", EXPECTATIONS)
+    windows = ["1d", "3d", "14d", "hist"]
+    expanded = load_suite_dict("features", EXPECTATIONS, windows=windows)
+    assert not is_templated(expanded) and "_window}" not in json.dumps(expanded["expectations"])
+    per_window = [e for e in template["expectations"] if "{window}" in e["kwargs"].get("column", "")]
+    longest = [e for e in template["expectations"] if "{longest_window}" in e["kwargs"].get("column", "")]
+    assert len(per_window) > 80 and len(longest) == 6
+    assert len(expanded["expectations"]) == len(template["expectations"]) + 3 * len(per_window)
+    columns = [e["kwargs"].get("column") for e in expanded["expectations"]]
+    for w in windows:
+        for name in ("n_events", "n_purchase", "n_view", "distinct_devices", "refund_ratio", "burstiness"):
+            assert f"{name}_{w}" in columns
+    assert "unbought_review_share_14d" in columns and "median_gap_s_14d" in columns
+    assert not [c for c in columns if c and c.endswith("_28d")]
+    ratio = [e for e in expanded["expectations"]
+             if e["kwargs"].get("column") == "refund_ratio_3d" and e["type"] == "expect_column_values_to_be_between"]
+    assert ratio == [{"type": "expect_column_values_to_be_between",
+                      "kwargs": {"column": "refund_ratio_3d", "min_value": 0, "max_value": 1},
+                      "meta": {"window": "3d"}}]
+    # the population is checked on the history window
+    population = [e["kwargs"] for e in expanded["expectations"] if e["kwargs"].get("column") == "n_events_hist"]
+    assert {"column": "n_events_hist", "min_value": 1} in population
+    # GX needs concrete columns
+    with pytest.raises(UserError, match="per-window"):
+        load_suite("features", EXPECTATIONS)
+    assert len(load_suite("features", EXPECTATIONS, windows=windows).expectations) == len(expanded["expectations"])
+
+
+@pytest.mark.parametrize("windows", [[], "1d,7d", ["1d", "1d"], ["1d", "7 d"], ["1d", None]])
+def test_bad_windows_are_user_errors(windows):
+    with pytest.raises(UserError, match="windows must list"):
+        load_suite_dict("features", EXPECTATIONS, windows=windows)
+    with pytest.raises(UserError, match="windows must list"):
+        validate_dataframe(features(), "features", expectations_dir=EXPECTATIONS, windows=windows)
+
+
+def test_longest_window_needs_a_day_window():
+    with pytest.raises(UserError, match="longest_window"):
+        load_suite_dict("features", EXPECTATIONS, windows=["hist"])
+
+
+def test_other_windows_validate_with_no_edit_to_the_suite(tmp_path):
+    params = {"windows_days": [1, 3, 14]}
+    df = features(**params)
+    assert {"n_events_3d", "refund_ratio_14d", "n_events_hist", "median_gap_s_14d"} <= set(df.columns)
+    assert not [c for c in df.columns if c.endswith(("_7d", "_28d"))]
+    windows = window_suffixes(params)
+    assert windows == ["1d", "3d", "14d", "hist"]
+    given = validate_dataframe(df, "features", expectations_dir=EXPECTATIONS, windows=windows)
+    inferred = validate_dataframe(df, "features", expectations_dir=EXPECTATIONS)  # from n_events_<window>
+    assert given == inferred and given["success"] and given["windows"] == windows
+    assert "refund_ratio_14d" in {r["column"] for r in given["results"]}
+
+    bad = df.copy()
+    bad.loc[1, "refund_ratio_3d"] = 1.5
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataframe(bad, "features", expectations_dir=EXPECTATIONS, windows=windows)
+    message = str(info.value)
+    assert message.startswith("validation 'features' failed: 1 of ")
+    assert "expect_column_values_to_be_between(refund_ratio_3d) 1 rows, e.g. [1.5]" in message
+    assert len(message.splitlines()) == 1
+
+    # files: inferred, or given
+    path = tmp_path / "features.parquet"
+    df.to_parquet(path, index=False)
+    assert validate_file(path, "features", expectations_dir=EXPECTATIONS)["windows"] == windows
+    assert validate_file(path, "features", expectations_dir=EXPECTATIONS, windows=windows)["success"]
+
+
+def test_templated_suite_with_the_wrong_windows_names_the_missing_columns(tmp_path, capsys):
+    # a small suite of our own: GX reports a missing column slowly, once per expectation
+    def expectation(type_, column, **kwargs):
+        return {"type": type_, "kwargs": {"column": column, **kwargs}, "meta": {}}
+
+    suite = {"name": "mini", "expectations": [
+        expectation("expect_column_values_to_not_be_null", "n_events_{window}"),
+        expectation("expect_column_values_to_be_between", "ratio_{window}", min_value=0, max_value=1),
+        expectation("expect_column_values_to_not_be_null", "median_{longest_window}"),
+        expectation("expect_column_values_to_not_be_null", "user_id"),
+    ]}
+    (tmp_path / "mini.json").write_text(json.dumps(suite))
+    df = pd.DataFrame({"user_id": ["u1", "u2"], "n_events_2d": [1.0, 0.0], "n_events_hist": [3.0, 1.0],
+                       "ratio_2d": [0.5, 0.0], "ratio_hist": [0.2, 1.0], "median_2d": [1.0, 2.0]})
+    summary = validate_dataframe(df, "mini", expectations_dir=tmp_path)
+    assert summary["windows"] == ["2d", "hist"] and summary["evaluated"] == 6
+    assert [r["column"] for r in summary["results"]] == [
+        "n_events_2d", "n_events_hist", "ratio_2d", "ratio_hist", "median_2d", "user_id"]
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataframe(df, "mini", expectations_dir=tmp_path, windows=["1d", "2d", "hist"])
+    assert str(info.value).startswith("validation 'mini' failed: 2 of 8 expectations on 2 rows; "
+                                      "missing columns: n_events_1d, ratio_1d")
+    df.loc[1, "ratio_hist"] = 2.0
+    path = tmp_path / "mini.parquet"
+    df.to_parquet(path, index=False)
+    assert main([str(path), "mini", "--expectations-dir", str(tmp_path), "--windows", "2d"]) == 0
+    assert "passed: 4 expectations" in capsys.readouterr().out  # ratio_hist is not checked with 2d alone
+    assert main([str(path), "mini", "--expectations-dir", str(tmp_path), "--windows", "2d,hist"]) == 2
+    assert "expect_column_values_to_be_between(ratio_hist) 1 rows, e.g. [2.0]" in capsys.readouterr().err
+
+
+def test_many_missing_columns_are_capped_in_the_message():
+    from pipelines.validate import failure_message
+
+    results = [{"expectation": "expect_column_values_to_not_be_null", "column": f"c{i}", "success": False,
+                "unexpected_count": None, "unexpected_examples": [], "missing_column": True} for i in range(30)]
+    message = failure_message({"suite": "features", "failed": 30, "evaluated": 40, "rows": 5, "results": results})
+    assert message.endswith("missing columns: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, and 20 more")
+
+
+def test_windows_that_cannot_be_inferred_are_a_one_line_user_error():
+    df = pd.DataFrame({"user_id": ["u1"], "refund_ratio_28d": [0.1]}).astype({"user_id": "str"})
+    with pytest.raises(UserError) as info:
+        validate_dataframe(df, "features", expectations_dir=EXPECTATIONS)
+    assert not isinstance(info.value, ValidationFailed)
+    assert "no windows were given" in str(info.value) and "n_events_<window>" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+    # a suite without per-window expectations needs no windows
+    assert windows_from_columns(df.columns) == []
+    assert validate_dataframe(scores(), "scores", expectations_dir=EXPECTATIONS)["success"]
+    assert "windows" not in validate_dataframe(scores(), "scores", expectations_dir=EXPECTATIONS, windows=WINDOWS)
 
 
 # --------------------------------------------------------------------------------------------

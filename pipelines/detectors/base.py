@@ -225,8 +225,9 @@ def make_detector(name: str, params: dict[str, Any] | None = None) -> Detector:
 
 
 def base_signal(feature: str) -> str:
+    """The signal without its window suffix (_1d, _28d, ..., _hist): n_view_hist -> n_view."""
     head, _, tail = feature.rpartition("_")
-    return head if head and tail.endswith("d") and tail[:-1].isdigit() else feature
+    return head if head and (tail == "hist" or (tail.endswith("d") and tail[:-1].isdigit())) else feature
 
 
 def signal_groups(feature_names: list[str]) -> list[list[int]]:
