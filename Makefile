@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # Simulate a month of shopping, run the whole DVC pipeline, show who got flagged and why.
 demo: setup
 	$(BIN)/dvc repro
-	$(BIN)/python -m pipelines show --limit 15
+	$(BIN)/python -m pipelines show --experiment --limit 15
 
 test: setup
 	$(BIN)/python -m pytest

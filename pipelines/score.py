@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.config import section
 from pipelines.detectors import Detector
 from pipelines.errors import UserError
 from pipelines.features import feature_columns
 
-DEFAULTS: dict[str, Any] = {"policy": "top_k", "top_k": 100, "threshold": None, "n_reasons": 3}
 
 # A reviewer's first guess at the abuse behind a signal. Reasons name the signal; this only
 # turns it into the team's vocabulary, and stays empty when no signal is telling.
@@ -38,24 +38,35 @@ SIGNAL_HINTS: dict[str, str] = {
     "max_accounts_sharing_device": "fake_review_ring",
 }
 LOW_SIDE_SIGNALS = {"typical_gap_s", "median_gap_s"}
-_REASON = re.compile(r"(?:^|; )([a-z_0-9]+?)(?:_\d+d)?=[^;]*\(p([\d.]+)\)")
+_REASON = re.compile(r"(?:^|; )([a-z_0-9]+?)(?:_\d+d|_hist)?=[^;]*\(p([\d.]+)\)")
 
 
-def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, Any], as_of: str) -> pd.DataFrame:
-    """Contract section 3 columns (plus `anomaly_types`), ordered by rank."""
-    p = {**DEFAULTS, **params}
+def active_users(features: pd.DataFrame, within_days: int | None) -> np.ndarray:
+    """Which users the daily table covers: everyone, or those with an event in the last
+    `within_days` days before the end of the as-of day."""
+    if within_days is None:
+        return np.ones(len(features), dtype=bool)
+    if "days_since_last_event" not in features.columns:
+        raise UserError("score.active_within_days needs the features column days_since_last_event; "
+                        "rebuild features with this version")
+    return (features["days_since_last_event"] <= within_days).to_numpy()
+
+
+def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, Any], as_of: str,
+                explain: bool = True) -> pd.DataFrame:
+    """Contract section 3 columns (plus `anomaly_types`), ordered by rank. Without `explain`
+    (evaluation only needs the ranking) the reasons are left empty."""
+    p = section({"score": params}, "score")
     X = features[feature_columns(features)]
     scores = detector.score(X)
-    order = np.lexsort((features["user_id"].to_numpy(), -scores))  # ties: by user_id, so ranks are stable
-    ranks = np.empty(len(scores), dtype="int64")
-    ranks[order] = np.arange(1, len(scores) + 1)
+    ranks = rank_scores(scores, features["user_id"].to_numpy())
     out = pd.DataFrame(
         {
             "user_id": features["user_id"].astype("str").to_numpy(),
             "score": scores,
             "rank": ranks,
             "flagged": flag(scores, ranks, p),
-            "reasons": detector.explain(X, top_n=int(p["n_reasons"])),
+            "reasons": detector.explain(X, top_n=int(p["n_reasons"])) if explain else "",
             "model_version": detector.model_version_ or detector.name,
             "as_of": pd.Timestamp(as_of).date(),
         }
@@ -63,6 +74,14 @@ def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, An
     out["reasons"] = out["reasons"].astype("str")
     out["anomaly_types"] = out["reasons"].map(suspected_types).astype("str")
     return out.sort_values("rank").reset_index(drop=True)
+
+
+def rank_scores(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    """1 = most anomalous; ties broken by user id, so ranks are the same on every rerun."""
+    order = np.lexsort((user_ids, -scores))
+    ranks = np.empty(len(scores), dtype="int64")
+    ranks[order] = np.arange(1, len(scores) + 1)
+    return ranks
 
 
 def flag(scores: np.ndarray, ranks: np.ndarray, params: dict[str, Any]) -> np.ndarray:

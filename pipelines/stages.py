@@ -1,12 +1,17 @@
-"""The steps with their I/O: read inputs, call the pure step function, validate the dataset
-at its boundary, write outputs atomically. DVC stages, `python -m pipelines run` and the
-Airflow DAGs all call these, so the logic exists once.
+"""The steps with their I/O: read inputs, call the pure step function, validate the dataset at
+its boundary, write outputs atomically. DVC stages, `python -m pipelines run` and the Airflow
+DAGs all call these, so the logic exists once.
+
+Every step takes the run date (`as_of`) from its caller and, unless given explicit paths,
+reads and writes the partitions of that date (pipelines/layout.py). Steps return small dicts
+(counts, paths, versions), never data.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,21 +19,33 @@ from typing import Any
 import pandas as pd
 
 from pipelines import io
-from pipelines.config import section, warehouse_target
+from pipelines.config import experiment_warehouse_target, section, warehouse_target
 from pipelines.errors import UserError
+from pipelines.layout import Layout, parse_as_of
+from pipelines.registry import Registry
 
 log = logging.getLogger("pipelines")
 
-VALIDATION_DIR = Path("reports/validation")
 
-
-def check(df: pd.DataFrame, suite: str, validation_dir: str | os.PathLike | None) -> dict:
-    """Great Expectations at a dataset boundary: raises ValidationFailed with a short summary."""
+def check(df: pd.DataFrame, suite: str, validation_dir: str | os.PathLike | None, **options: Any) -> dict:
+    """Great Expectations at a dataset boundary: raises ValidationFailed with a short summary.
+    Reports and Data Docs go to validation_dir/<suite>/ (for an object store, the summary only)."""
     from pipelines.validate import validate_dataframe
 
-    report_dir = Path(validation_dir) / suite if validation_dir is not None else None
-    summary = validate_dataframe(df, suite, report_dir=report_dir)
-    log.info("validation %s: %s of %s expectations passed", suite, summary["evaluated"] - summary["failed"], summary["evaluated"])
+    if validation_dir is None:
+        summary = validate_dataframe(df, suite, report_dir=None, **options)
+    elif io.is_local(validation_dir):
+        summary = validate_dataframe(df, suite, report_dir=Path(validation_dir) / suite, **options)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                summary = validate_dataframe(df, suite, report_dir=Path(tmp), **options)
+            finally:
+                local_summary = Path(tmp) / f"{suite}.json"
+                if local_summary.exists():
+                    io.write_bytes(local_summary.read_bytes(), io.join(str(validation_dir), suite, f"{suite}.json"))
+    log.info("validation %s: %s of %s expectations passed", suite, summary["evaluated"] - summary["failed"],
+             summary["evaluated"])
     return summary
 
 
@@ -41,95 +58,211 @@ def simulate_stage(params: dict, events_out: str, labels_out: str) -> dict:
     return {"events": len(events), "users": len(labels), "anomalous_users": int(labels["is_anomaly"].sum())}
 
 
-def ingest_stage(params: dict, out: str, source: str | None = None, validation_dir=VALIDATION_DIR) -> dict:
+def ingest_stage(params: dict, as_of: str | None, source: str | None = None, out: str | None = None,
+                 validation_dir: str | None = None) -> dict:
     from pipelines.ingest import ingest
 
+    paths = _DatedPaths(params, as_of)
     p = section(params, "ingest")
-    source = source or p.get("source", "data/raw/events.parquet")
-    events = ingest(source, p.get("format", "auto"))
-    check(events, "raw", validation_dir)
+    source = str(source or p["source"])
+    events = ingest(source, p["format"])
+    check(events, "raw", validation_dir or paths.validation())
+    out = out or paths.ingested()
     io.write_parquet(_parquet_safe(events), out)
-    return {"source": str(source), "rows": len(events)}
+    return {"as_of": paths.as_of, "source": source, "rows": len(events), "out": str(out)}
 
 
-def clean_stage(params: dict, events_in: str, out: str, quarantine_out: str, report_out: str,
-                validation_dir=VALIDATION_DIR) -> dict:
+def clean_stage(params: dict, as_of: str | None, events_in: str | None = None, out: str | None = None,
+                quarantine_out: str | None = None, report_out: str | None = None,
+                validation_dir: str | None = None) -> dict:
     from pipelines.clean import clean
 
-    clean_events, quarantine, report = clean(pd.read_parquet(events_in), section(params, "clean"))
+    paths = _DatedPaths(params, as_of)
+    quarantine_out = quarantine_out or paths.quarantine()
+    clean_events, quarantine, report = clean(io.read_parquet(events_in or paths.ingested()), section(params, "clean"))
+    report = {"as_of": paths.as_of, **report}
     # the quarantine and the accounting are the evidence a user needs when the run stops here
     io.write_parquet(quarantine, quarantine_out)
-    io.write_json(report, report_out)
+    io.write_json(report, report_out or paths.report("clean_report.json"))
     if report["rows_clean"] == 0:
         reasons = ", ".join(f"{n} {r}" for r, n in report["quarantine_reasons"].items())
         raise UserError(f"no usable events: all {report['rows_in']} rows were quarantined ({reasons}); "
                         f"see {quarantine_out}")
-    check(clean_events, "clean", validation_dir)
-    io.write_parquet(clean_events, out)
+    check(clean_events, "clean", validation_dir or paths.validation())
+    io.write_parquet(clean_events, out or paths.clean())
     return report
 
 
-def features_stage(params: dict, events_in: str, out: str, validation_dir=VALIDATION_DIR) -> dict:
-    from pipelines.features import build_features
+def features_stage(params: dict, as_of: str, events_in: str | None = None, out: str | None = None,
+                   report_out: str | None = None, validation_dir: str | None = None) -> dict:
+    from pipelines.features import build_features, window_suffixes
 
-    features = build_features(events_in, section(params, "features"))
-    check(features, "features", validation_dir)
-    as_of = features.attrs["as_of"]
-    io.write_parquet(features, out)
-    return {"as_of": as_of, "users": len(features), "features": features.shape[1] - 1}
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    p = {**section(params, "features"), "as_of": as_of}
+    with io.local_copy(events_in or lay.clean(as_of)) as local_events:  # DuckDB scans a local file
+        features = build_features(str(local_events), p)
+    check(features, "features", validation_dir or lay.validation(as_of), windows=window_suffixes(p))
+    io.write_parquet(features, out or lay.features(as_of))
+    info = {"as_of": as_of, "users": len(features), "features": features.shape[1] - 1,
+            **features.attrs.get("population", {})}
+    io.write_json(info, report_out or lay.report(as_of, "features.json"))
+    return info
 
 
-def train_stage(params: dict, features_in: str, model_dir: str, report_out: str | None = None) -> dict:
+def train_stage(params: dict, as_of: str, features_in: str | None = None, report_out: str | None = None,
+                labels: str | None = None) -> dict:
+    """Fit the configured detector (labels never reach the fit) and register it as a version.
+    With labels, the version's metadata also holds its held-out metrics."""
+    from pipelines.promote import model_figures
     from pipelines.train import train
 
-    detector, info = train(pd.read_parquet(features_in), section(params, "train"))
-    with io.atomic_dir(model_dir) as tmp:
-        info["model_version"] = detector.save(tmp)
-    if report_out:
-        io.write_json(info, report_out)
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    features = _read_features(features_in or lay.features(as_of), as_of)
+    detector, info = train(features, section(params, "train"))
+    figures, _ = model_figures(detector, features, _read_labels(labels), section(params, "train"),
+                               section(params, "score"))
+    record = {
+        "trained_as_of": as_of,
+        "training_data": {"as_of": as_of, "users": info["users_total"], "rows_trained_on": info["users_trained_on"],
+                          "users_held_out": info["users_held_out"], "sha256": info["training_data_sha256"]},
+        "train_params": section(params, "train"),
+        "metrics": figures,
+    }
+    version = Registry(lay.models).register(detector, record)
+    info.update({"as_of": as_of, "model_version": version, "registry": lay.models, "metrics": figures})
+    io.write_json(info, report_out or lay.report(as_of, "train.json"))
     return info
 
 
-def score_stage(params: dict, features_in: str, model_dir: str, out: str, run_id: str | None = None,
-                validation_dir=VALIDATION_DIR, write_warehouse: bool = True) -> dict:
-    from pipelines.detectors import Detector
-    from pipelines.score import score_users
-    from pipelines.warehouse import flagged_rows, replace_day
-
-    features = pd.read_parquet(features_in)
-    as_of = _as_of_of(features_in, features)
-    detector = Detector.load(model_dir)
-    scores = score_users(features, detector, section(params, "score"), as_of)
-    check(scores, "scores", validation_dir)
-    io.write_parquet(scores, out)
-    info = {"as_of": as_of, "users_scored": len(scores), "flagged": int(scores["flagged"].sum()),
-            "model_version": detector.model_version_}
-    if write_warehouse:
-        run_id = run_id or os.environ.get("PIPELINES_RUN_ID") or uuid.uuid4().hex
-        rows = flagged_rows(scores, run_id, pd.Timestamp(dt.datetime.now(dt.timezone.utc)))
-        url, table = warehouse_target(params)
-        info["warehouse_rows"] = replace_day(rows, url, table, as_of)
-        info["warehouse"] = f"{_redact(url)} table {table}"
-        info["run_id"] = run_id
-    return info
-
-
-def evaluate_stage(params: dict, scores_in: str, labels_in: str, metrics_out: str, plots_dir: str) -> dict:
+def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | None = None,
+                   model: str | None = None, metrics_out: str | None = None, plots_dir: str | None = None) -> dict:
+    """Held-out metrics and curves of a model version (default: the one trained for this date)."""
     from pipelines.evaluate import evaluate, read_labels
+    from pipelines.score import score_users
 
-    metrics, plots = evaluate(pd.read_parquet(scores_in), read_labels(labels_in), section(params, "train"))
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    version = model or _trained_version(lay, as_of)
+    features = _read_features(features_in or lay.features(as_of), as_of)
+    scores = score_users(features, Registry(lay.models).load(version), section(params, "score"), as_of,
+                         explain=False)
+    metrics, plots = evaluate(scores, read_labels(labels), section(params, "train"))
+    plots_dir = plots_dir or lay.report(as_of, "plots")
     for name, rows in plots.items():
-        io.write_json(rows, Path(plots_dir) / f"{name}.json")
-    io.write_json(metrics, metrics_out)
+        io.write_json(rows, io.join(plots_dir, f"{name}.json"))
+    metrics = {"as_of": as_of, "model_version": version, **metrics}
+    io.write_json(metrics, metrics_out or lay.report(as_of, "metrics.json"))
     return metrics
 
 
-def _as_of_of(features_in: str, features: pd.DataFrame) -> str:
-    """The features' as-of day, stored in the Parquet metadata by pandas' attrs."""
-    as_of = features.attrs.get("as_of")
-    if not as_of:
-        raise UserError(f"{features_in}: no as_of recorded; rebuild it with the features step")
-    return as_of
+def promote_stage(params: dict, as_of: str, candidate: str | None = None, features_in: str | None = None,
+                  labels: str | None = None, force: bool = False, report_out: str | None = None) -> dict:
+    """The gate: the candidate (default: the model trained for this date) against the champion."""
+    from pipelines.promote import gate
+
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    candidate = candidate or _trained_version(lay, as_of)
+    features = _read_features(features_in or lay.features(as_of), as_of)
+    decision = gate(Registry(lay.models), candidate, features, _read_labels(labels), as_of, params, force=force)
+    io.write_json(decision, report_out or lay.report(as_of, "promotion.json"))
+    return {k: decision[k] for k in ("as_of", "candidate", "champion_before", "champion_after", "promoted",
+                                      "forced", "reason")}
+
+
+def score_stage(params: dict, as_of: str, features_in: str | None = None, model: str | None = None,
+                out: str | None = None, report_out: str | None = None, validation_dir: str | None = None) -> dict:
+    """Score, rank, explain and flag every user of the day with the champion (or `model`)."""
+    from pipelines.score import active_users, score_users
+
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    p = section(params, "score")
+    registry = Registry(lay.models)
+    version = model or registry.champion_version(required=True)
+    features = _read_features(features_in or lay.features(as_of), as_of)
+    active = active_users(features, p["active_within_days"])
+    scores = score_users(features.loc[active].reset_index(drop=True), registry.load(version), p, as_of)
+    check(scores, "scores", validation_dir or lay.validation(as_of))
+    out = out or lay.scores(as_of)
+    io.write_parquet(scores, out)
+    info = {
+        "as_of": as_of,
+        "model_version": version,
+        "users_in_features": int(len(features)),
+        "users_scored": int(len(scores)),
+        "left_out": {"inactive_for_more_than_active_within_days": int((~active).sum())},
+        "active_within_days": p["active_within_days"],
+        "flagged": int(scores["flagged"].sum()),
+        "out": str(out),
+    }
+    io.write_json(info, report_out or lay.report(as_of, "score.json"))
+    return info
+
+
+def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id: str | None = None,
+                  experiment: bool = False, url: str | None = None, report_out: str | None = None) -> dict:
+    """Make the day's flagged users the only rows of that day in the warehouse table, in one
+    transaction. `experiment` publishes to warehouse.experiment_url (what DVC uses)."""
+    from pipelines.warehouse import flagged_rows, replace_day
+
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    scores = io.read_parquet(scores_in or lay.scores(as_of))
+    days = {str(d) for d in pd.to_datetime(scores["as_of"]).dt.date.unique()}
+    if days - {as_of}:
+        raise UserError(f"the scores to publish are as of {', '.join(sorted(days))}, not {as_of}")
+    target_url, table = experiment_warehouse_target(params) if experiment else warehouse_target(params)
+    target_url = url or target_url
+    run_id = run_id or os.environ.get("PIPELINES_RUN_ID") or uuid.uuid4().hex
+    rows = flagged_rows(scores, run_id, pd.Timestamp(dt.datetime.now(dt.timezone.utc)))
+    written = replace_day(rows, target_url, table, as_of)
+    info = {"as_of": as_of, "rows": written, "table": table, "warehouse": redact(target_url), "run_id": run_id,
+            "experiment": experiment}
+    io.write_json(info, report_out or lay.report(as_of, "publish.json"))
+    return info
+
+
+class _DatedPaths:
+    """The layout's paths for a date; ingest and clean may run undated (`run` learns its date
+    from the clean events), and then every path must be given explicitly."""
+
+    def __init__(self, params: dict, as_of: str | None):
+        self.as_of = parse_as_of(as_of) if as_of is not None else None
+        self.layout = Layout.from_params(params)
+
+    def __getattr__(self, name: str):
+        method = getattr(self.layout, name)
+
+        def dated(*args: Any) -> str:
+            if self.as_of is None:
+                raise UserError(f"no run date: pass --as-of YYYY-MM-DD (needed for the default {name} path)")
+            return method(self.as_of, *args)
+
+        return dated
+
+
+def _trained_version(lay: Layout, as_of: str) -> str:
+    path = lay.report(as_of, "train.json")
+    if not io.exists(path):
+        raise UserError(f"no model trained for {as_of} ({path} missing); run the train step for that date "
+                        f"or name a model version")
+    return io.read_json(path)["model_version"]
+
+
+def _read_features(path: str, as_of: str) -> pd.DataFrame:
+    if not io.exists(path):
+        raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
+    features = io.read_parquet(path)
+    recorded = features.attrs.get("as_of")
+    if recorded != as_of:
+        raise UserError(f"{path}: features are as of {recorded or 'an unknown day'}, not {as_of}; "
+                        f"rebuild them with the features step")
+    return features
+
+
+def _read_labels(labels: str | None) -> pd.DataFrame | None:
+    if not labels:
+        return None
+    from pipelines.evaluate import read_labels
+
+    return read_labels(labels)
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +273,7 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{c: df[c].astype("str").where(df[c].notna()) for c in mixed})
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"

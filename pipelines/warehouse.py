@@ -6,6 +6,7 @@ or the new ones, never a mix or a gap.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import pandas as pd
 from pipelines.errors import UserError
 from pipelines.schema import FLAGGED_USERS_COLUMNS
 
+LOCK_WAIT_S = 60.0
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 _DDL = """
@@ -57,11 +59,9 @@ def read_table(url: str, table: str, as_of=None) -> pd.DataFrame:
     where, args = ("WHERE as_of = ?", [pd.Timestamp(as_of).date()]) if as_of is not None else ("", [])
     query = f"SELECT * FROM {table} {where} ORDER BY as_of, rank"
     if kind == "duckdb":
-        import duckdb
-
         if target != ":memory:" and not Path(target).exists():
             raise UserError(f"{target}: warehouse file not found; run the score step first")
-        with duckdb.connect(target, read_only=True) as con:
+        with _connect_duckdb(target, read_only=True) as con:
             return con.sql(query, params=args).to_arrow_table().to_pandas()
     from sqlalchemy import create_engine, text
 
@@ -91,12 +91,30 @@ def _check_identifier(table: str) -> None:
         raise UserError(f"warehouse.table {table!r} must be a plain SQL name (letters, digits, underscores)")
 
 
-def _replace_day_duckdb(rows: pd.DataFrame, path: str, table: str, as_of) -> int:
+def _connect_duckdb(path: str, read_only: bool = False, wait_s: float = LOCK_WAIT_S):
+    """DuckDB lets one process write a file at a time: another process that meets the lock
+    waits with back-off, then gets a one-line error instead of a traceback."""
     import duckdb
 
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if waited >= wait_s:
+                raise UserError(f"{path}: the warehouse file is locked by another process "
+                                f"(waited {waited:.0f} s); try again when it has finished") from exc
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
+
+
+def _replace_day_duckdb(rows: pd.DataFrame, path: str, table: str, as_of) -> int:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(path) as con:
+    with _connect_duckdb(path) as con:
         con.execute(_DDL.format(table=table))
         con.register("incoming", rows)
         con.execute("BEGIN TRANSACTION")

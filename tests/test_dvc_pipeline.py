@@ -1,6 +1,7 @@
 """`dvc repro` as a data scientist uses it, on a scratch copy of the repository with a small
 simulation: a second repro does nothing, a training knob reruns only training and what
-depends on it, `dvc exp run -S` works, metrics and plots show."""
+depends on it, `dvc exp run -S` works, metrics and plots show, publishing goes to the
+experiment table, and neither `pipelines run` nor `dvc exp run` leaves DVC anything to redo."""
 from __future__ import annotations
 
 import json
@@ -53,14 +54,36 @@ def project(tmp_path_factory) -> Path:
     return work
 
 
+AS_OF = "2026-11-21"
+ALL_STAGES = ["simulate", "ingest", "clean", "features", "train", "evaluate", "promote", "score", "publish"]
+
+
+def report(project: Path, name: str) -> dict:
+    return json.loads((project / "reports" / f"as_of={AS_OF}" / name).read_text())
+
+
+def assert_in_order(ran: list[str], expected: list[str]) -> None:
+    """DVC may run sibling stages (evaluate, promote) in either order; dependencies come first."""
+    assert sorted(ran) == sorted(expected), ran
+    position = {stage: i for i, stage in enumerate(ran)}
+    for before, after in [("train", "evaluate"), ("train", "promote"), ("promote", "score"), ("score", "publish")]:
+        if before in position and after in position:
+            assert position[before] < position[after], ran
+
+
 def test_repro_then_nothing_to_do(project):
     first = sh("dvc", "repro", cwd=project)
-    assert stages_run(first.stdout) == ["simulate", "ingest", "clean", "features", "train", "score", "evaluate"]
-    metrics = json.loads((project / "metrics.json").read_text())
+    assert_in_order(stages_run(first.stdout), ALL_STAGES)
+    metrics = report(project, "metrics.json")
     assert metrics["k"] > 0 and 0.5 < metrics["roc_auc"] <= 1.0
-    assert (project / "data" / "warehouse.duckdb").exists()
-    report = json.loads((project / "reports" / "clean_report.json").read_text())
-    assert report["identity_holds"]
+    assert report(project, "clean_report.json")["identity_holds"]
+    assert (project / "data" / "features" / f"as_of={AS_OF}" / "features.parquet").exists()
+    # dvc publishes to the experiment table, never to the production warehouse
+    assert (project / "data" / "experiments.duckdb").exists()
+    assert not (project / "data" / "warehouse.duckdb").exists()
+    assert report(project, "publish.json")["experiment"] is True
+    champion = json.loads((project / "models" / "champion.json").read_text())
+    assert champion["version"] == report(project, "train.json")["model_version"]
 
     second = sh("dvc", "repro", cwd=project)
     assert stages_run(second.stdout) == []
@@ -76,7 +99,10 @@ def test_training_knob_reruns_only_training_and_downstream(project):
     params["train"].setdefault(detector, {})[knob[0]] = knob[1]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh("dvc", "repro", cwd=project)
-    assert stages_run(out.stdout) == ["train", "score", "evaluate"]
+    decision = report(project, "promotion.json")
+    # scoring reruns only when the gate changed the champion
+    expected = ["train", "evaluate", "promote"] + (["score", "publish"] if decision["promoted"] else [])
+    assert_in_order(stages_run(out.stdout), expected)
     # a knob of a detector that is not in use retrains to the same model: DVC stops there
     unused = "robust_zscore" if detector != "robust_zscore" else "ecdf_tail"
     params["train"].setdefault(unused, {})["log_transform" if unused == "robust_zscore" else "top_signals"] = (
@@ -92,11 +118,21 @@ def test_scoring_budget_does_not_retrain(project):
     params["score"]["top_k"] = 40
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh("dvc", "repro", cwd=project)
-    assert stages_run(out.stdout) == ["score", "evaluate"]
-    assert json.loads((project / "metrics.json").read_text())["k"] > 0
+    assert "train" not in stages_run(out.stdout)
+    assert {"score", "publish", "evaluate"} <= set(stages_run(out.stdout))
+    assert report(project, "score.json")["flagged"] == 40
 
 
-def test_exp_run_metrics_and_plots(project):
+def test_pipelines_run_leaves_dvc_nothing_to_do(project, tmp_path):
+    sh("dvc", "repro", cwd=project)
+    events = project / "data" / "raw" / "events.parquet"
+    sh(sys.executable, "-m", "pipelines", "run", "--events", str(events), "--out", str(tmp_path / "mine"), cwd=project)
+    assert (project / "data" / "warehouse.duckdb").exists()  # `run` publishes to the configured warehouse
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
+    assert stages_run(sh("dvc", "repro", cwd=project).stdout) == []
+
+
+def test_exp_run_metrics_and_plots_then_nothing_to_do(project):
     sh("dvc", "repro", cwd=project)
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "baseline", cwd=project)
@@ -104,17 +140,22 @@ def test_exp_run_metrics_and_plots(project):
     assert "train" in stages_run(exp.stdout)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=project).stdout)
     assert "robust_zscore" in json.dumps(shown)
+    # the experiment's metrics are the challenger's, whatever the gate decided
+    assert report(project, "metrics.json")["model_version"].startswith("robust_zscore-")
 
     metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
     assert "roc_auc" in json.dumps(metrics)
     sh("dvc", "plots", "show", "-o", "dvc_plots", cwd=project)
     html = (project / "dvc_plots" / "index.html").read_text()
     assert "Precision-recall" in html and "ROC" in html
+    assert stages_run(sh("dvc", "repro", cwd=project).stdout) == []
 
 
-def test_show_prints_top_flagged_users_and_metrics(project):
+def test_show_prints_registry_top_flagged_users_and_metrics(project):
     sh("dvc", "repro", cwd=project)
-    out = sh(sys.executable, "-m", "pipelines", "show", "--limit", "5", cwd=project).stdout
+    out = sh(sys.executable, "-m", "pipelines", "show", "--experiment", "--limit", "5", cwd=project).stdout
+    assert re.search(r"Model registry at models: \d+ version", out), out
+    assert re.search(r"Champion: \w+-[0-9a-f]{12}", out) and "Last decision (" in out
     assert re.search(r"Top 5 of \d+ flagged users on 2026-11-21", out), out
     assert out.count("score=") == 5
     assert "ROC-AUC" in out and "Recall per abuse type" in out
