@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.config import default_params, override
 from pipelines.layout import Layout
 from pipelines.registry import Registry
@@ -246,3 +246,27 @@ def test_run_in_an_empty_directory_uses_the_packaged_defaults(tmp_path, source):
     assert registry.champion_version() == report["model_version"]
     decision = registry.decisions()[-1]
     assert decision["promoted"] and decision["candidate"] == report["model_version"]
+
+
+def test_a_day_on_s3_partitions_reports_and_registry(s3, tmp_path, source):
+    """storage on s3:// through the same code: every partition, report and model version lands
+    in the bucket, and a second day scores with the champion read back from it."""
+    params = day_params(tmp_path, source)
+    params = override(params, "storage", {"data": "s3://events/lake", "reports": "s3://events/reports",
+                                          "models": "s3://events/models"})
+    for day in DAYS:
+        prepare(params, day)
+    stages.promote_stage(params, DAYS[0])
+    score_and_publish(params, DAYS[1])
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="events")["Contents"]}
+    for day in DAYS:
+        assert f"lake/features/as_of={day}/features.parquet" in keys
+        assert f"reports/as_of={day}/train.json" in keys
+    assert f"lake/scores/as_of={DAYS[1]}/scores.parquet" in keys
+    assert f"reports/as_of={DAYS[1]}/validation/scores/scores.json" in keys
+    assert "models/champion.json" in keys and any(k.startswith("models/promotions/") for k in keys)
+    registry = Registry("s3://events/models")
+    champion = registry.champion_version()
+    assert {m["version"] for m in registry.versions()} >= {champion}
+    scores = io.read_parquet(f"s3://events/lake/scores/as_of={DAYS[1]}/scores.parquet")
+    assert scores["model_version"].eq(champion).all() and scores["flagged"].sum() == 20
