@@ -60,7 +60,7 @@ def read_table(url: str, table: str, as_of=None) -> pd.DataFrame:
     query = f"SELECT * FROM {table} {where} ORDER BY as_of, rank"
     if kind == "duckdb":
         if target != ":memory:" and not Path(target).exists():
-            raise UserError(f"{target}: warehouse file not found; run the score step first")
+            raise UserError(f"{target}: warehouse file not found; run the publish step first")
         with _connect_duckdb(target, read_only=True) as con:
             return con.sql(query, params=args).to_arrow_table().to_pandas()
     from sqlalchemy import create_engine, text
