@@ -22,9 +22,9 @@ DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 COMPOSE = DOCKER / "compose.yaml"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# celery/kombu are moved one minor version below constraints.txt in the image, on purpose
-# (docker/image-requirements.txt says why); any other overlap would silently override a pin.
-IMAGE_OVERRIDES = {"celery", "kombu"}
+# The image adds pins on top of constraints.txt (setuptools) but never overrides one: an
+# overlap would silently change a version the tests ran with.
+IMAGE_OVERRIDES: set[str] = set()
 
 
 # --- helpers ---------------------------------------------------------------------------------
