@@ -127,14 +127,13 @@ def flagged() -> Callable[..., pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def pg_url():
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"psycopg not installed: {exc}")
+    import psycopg
+
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).splitlines()[0]}")
+        # a service the tests need is down: fail loudly, never skip (CI must not pass without it)
+        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).splitlines()[0]}")
     name = f"pipelines_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
