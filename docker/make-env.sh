@@ -36,6 +36,7 @@ tmp="$env_file.tmp.$$"
 cat > "$tmp" <<ENV
 # Secrets for docker/compose.yaml, written by docker/make-env.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ).
 # Never commit this file.
+COMPOSE_PROJECT_NAME=fraud-pipelines
 POSTGRES_PASSWORD=$(hex 24)
 AIRFLOW_DB_PASSWORD=$(hex 24)
 WAREHOUSE_DB_PASSWORD=$(hex 24)
