@@ -6,7 +6,7 @@ export PATH := $(BIN):$(PATH)
 # DuckDB and sklearn use both cores; keep Airflow small on a 2-core machine.
 export AIRFLOW__CORE__PARALLELISM ?= 2
 
-.PHONY: setup demo test test-fast bench clean-data
+.PHONY: setup demo test test-fast bench airflow clean-data
 
 setup: $(VENV)/.installed
 
@@ -30,10 +30,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# Airflow with the two DAGs on this machine: UI on http://localhost:8080 (scripts/airflow-local.sh).
+airflow: setup
+	VENV_BIN=$(BIN) scripts/airflow-local.sh
+
 bench: setup
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_demo.py
+	$(BIN)/python benchmarks/bench_dag_parse.py
 
 clean-data:
 	rm -rf data models reports plots metrics.json
