@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="detectors on an ADBench-style .npz (contract section 6)")
     p.add_argument("--npz", required=True)
-    p.add_argument("--detectors", help="comma-separated (default: all)")
+    p.add_argument("--detectors", help="comma-separated, ours or pyod:IForest, pyod:ECOD, pyod:AutoEncoder, "
+                                       "pyod:DeepSVDD (default: every table detector of ours)")
+    p.add_argument("--with-pyod", action="store_true", help="also PyOD's IForest, ECOD, AutoEncoder, DeepSVDD")
     p.add_argument("--out", help="write the metrics JSON here")
 
     p = sub.add_parser("registry", help="model versions, the champion and the promotion history")
@@ -152,12 +154,13 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         from pathlib import Path
 
         from pipelines import io
-        from pipelines.benchmark import benchmark, load_npz
+        from pipelines.benchmark import PYOD, benchmark, load_npz
         from pipelines.detectors import REGISTRY
 
         X, y = load_npz(args.npz)
-        names = [d.strip() for d in args.detectors.split(",")] if args.detectors else None
-        result = benchmark(X, y, names or sorted(REGISTRY), section(params, "train"))
+        names = [d.strip() for d in args.detectors.split(",")] if args.detectors else \
+            [n for n in sorted(REGISTRY) if REGISTRY[n].input_kind == "table"]
+        result = benchmark(X, y, names + (list(PYOD) if args.with_pyod else []), section(params, "train"))
         result["dataset"] = Path(args.npz).name
         if args.out:
             io.write_json(result, args.out)

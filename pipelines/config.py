@@ -148,6 +148,12 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
                          "random_state": 0},
     "ecdf_tail": {"top_signals": 5, "group_windows": True},
     "robust_zscore": {"top_features": 5, "clip": 20.0, "log_transform": True, "group_windows": True},
+    "autoencoder": {"hidden": [64, 32], "latent": 8, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
+                    "patience": 5, "seed": 0},
+    "vae": {"hidden": [64, 32], "latent": 8, "beta": 1.0, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
+            "patience": 5, "seed": 0},
+    "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
+                       "patience": 5, "seed": 0},
 }
 
 
@@ -166,6 +172,11 @@ class TrainParams(_Section):
     isolation_forest: dict[str, Any] = _detector_section("isolation_forest")
     ecdf_tail: dict[str, Any] = _detector_section("ecdf_tail")
     robust_zscore: dict[str, Any] = _detector_section("robust_zscore")
+    autoencoder: dict[str, Any] = _detector_section("autoencoder")
+    vae: dict[str, Any] = _detector_section("vae")
+    supervised_mlp: dict[str, Any] = _detector_section("supervised_mlp")
+    # where the deep detectors train: auto takes a CUDA device when torch sees one
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import section
-from pipelines.detectors import Detector
+from pipelines.detectors import Detector, Reason
+from pipelines.detectors.base import base_signal, format_reasons
 from pipelines.errors import UserError
 from pipelines.features import feature_columns
 
@@ -38,7 +39,6 @@ SIGNAL_HINTS: dict[str, str] = {
     "max_accounts_sharing_device": "fake_review_ring",
 }
 LOW_SIDE_SIGNALS = {"typical_gap_s", "median_gap_s"}
-_REASON = re.compile(r"(?:^|; )([a-z_0-9]+?)(?:_\d+d|_hist)?=[^;]*\(p([\d.]+)\)")
 
 
 def active_users(features: pd.DataFrame, within_days: int | None) -> np.ndarray:
@@ -60,19 +60,21 @@ def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, An
     X = features[feature_columns(features)]
     scores = detector.score(X)
     ranks = rank_scores(scores, features["user_id"].to_numpy())
+    reasons = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(X))]
     out = pd.DataFrame(
         {
             "user_id": features["user_id"].astype("str").to_numpy(),
             "score": scores,
             "rank": ranks,
             "flagged": flag(scores, ranks, p),
-            "reasons": detector.explain(X, top_n=int(p["n_reasons"])) if explain else "",
+            "reasons": [format_reasons(r) for r in reasons],
             "model_version": detector.model_version_ or detector.name,
             "as_of": pd.Timestamp(as_of).date(),
+            "anomaly_types": [suspected_types(r) for r in reasons],
         }
     )
     out["reasons"] = out["reasons"].astype("str")
-    out["anomaly_types"] = out["reasons"].map(suspected_types).astype("str")
+    out["anomaly_types"] = out["anomaly_types"].astype("str")
     return out.sort_values("rank").reset_index(drop=True)
 
 
@@ -99,12 +101,14 @@ def flag(scores: np.ndarray, ranks: np.ndarray, params: dict[str, Any]) -> np.nd
     raise UserError(f"score.policy must be 'top_k' or 'threshold', not {policy!r}")
 
 
-def suspected_types(reasons: str) -> str:
+def suspected_types(reasons: list[Reason]) -> str:
+    """The reviewer's hints, from the detector's structured reasons (never parsed from text)."""
     hints = []
-    for signal, percentile in _REASON.findall(reasons or ""):
+    for reason in reasons:
+        signal = base_signal(reason.feature)
         # a hint needs the telling side: an unusually low refund ratio is a reason the user
         # stands out, not a sign of refund abuse; gaps are telling when unusually short
-        telling = float(percentile) < 50 if signal in LOW_SIDE_SIGNALS else float(percentile) > 50
+        telling = reason.percentile < 50 if signal in LOW_SIDE_SIGNALS else reason.percentile > 50
         hint = SIGNAL_HINTS.get(signal) if telling else None
         if hint and hint not in hints:
             hints.append(hint)

@@ -111,15 +111,19 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
 
 def train_stage(params: dict, as_of: str, features_in: str | None = None, report_out: str | None = None,
                 labels: str | None = None) -> dict:
-    """Fit the configured detector (labels never reach the fit) and register it as a version.
-    With labels, the version's metadata also holds its held-out metrics."""
+    """Fit the configured detector (labels reach the fit only for a supervised detector) and
+    register it as a version. With labels, the version's metadata also holds its held-out
+    metrics. training_history.json holds a deep detector's losses per epoch (empty for others)."""
     from pipelines.promote import model_figures
     from pipelines.train import train
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     features = _read_features(features_in or lay.features(as_of), as_of)
-    detector, info = train(features, section(params, "train"))
-    figures, _ = model_figures(detector, features, _read_labels(labels), section(params, "train"),
+    label_frame = _read_labels(labels)
+    detector, info = train(features, section(params, "train"), label_frame)
+    history = info.get("fit", {}).pop("history", [])
+    io.write_json(history, lay.report(as_of, "training_history.json"))
+    figures, _ = model_figures(detector, features, label_frame, section(params, "train"),
                                section(params, "score"))
     record = {
         "trained_as_of": as_of,

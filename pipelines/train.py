@@ -1,4 +1,5 @@
-"""Fit the configured detector on the users not held out for evaluation."""
+"""Fit the configured detector on the users not held out for evaluation. Labels reach only a
+detector that declares itself supervised; the unsupervised ones never see them."""
 from __future__ import annotations
 
 import fnmatch
@@ -23,17 +24,37 @@ def select_features(columns: list[str], exclude: list[str]) -> list[str]:
     return kept
 
 
-def train(features: pd.DataFrame, params: dict[str, Any]) -> tuple[Detector, dict[str, Any]]:
-    """Unsupervised: labels never reach this function."""
+def training_labels(user_ids: pd.Series, labels: pd.DataFrame | None, detector: str) -> tuple[Any, int]:
+    """0/1 per training user for a supervised detector; users absent from the labels file
+    count as normal (an unreported case is not a known abuser), and how many is reported."""
+    if labels is None:
+        raise UserError(f"train.detector {detector} is supervised: give the train step --labels "
+                        "(user_id, is_anomaly), or pick an unsupervised detector")
+    known = labels.drop_duplicates("user_id").set_index("user_id")["is_anomaly"]
+    y = user_ids.astype(str).map(known)
+    return y.fillna(0).astype(int).to_numpy(), int(y.isna().sum())
+
+
+def train(features: pd.DataFrame, params: dict[str, Any],
+          labels: pd.DataFrame | None = None) -> tuple[Detector, dict[str, Any]]:
+    """Fit on the users not held out; `labels` are used only by a supervised detector."""
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
-    detector = make_detector(name, p.get(name) or {})
+    detector = make_detector(name, {**(p.get(name) or {}), **_device(p, name)})
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
     training = features.loc[~held_out, columns]
     if len(training) < 2:
         raise UserError(f"only {len(training)} users left for training; need more users or a smaller holdout_fraction")
-    detector.fit(training)
+    extra: dict[str, Any] = {}
+    if detector.supervised:
+        y, unlabelled = training_labels(features.loc[~held_out, "user_id"], labels, name)
+        extra = {"supervised": True, "positives_trained_on": int(y.sum()), "users_without_label": unlabelled}
+        detector.fit(training, y)
+    else:
+        detector.fit(training)
+    if hasattr(detector, "fit_report"):
+        extra["fit"] = detector.fit_report()
     # what the model learned from, so a version can be traced to its data
     digest = hashlib.sha256(pd.util.hash_pandas_object(features.loc[~held_out, ["user_id", *columns]],
                                                        index=False).to_numpy().tobytes())
@@ -45,5 +66,13 @@ def train(features: pd.DataFrame, params: dict[str, Any]) -> tuple[Detector, dic
         "users_held_out": int(held_out.sum()),
         "features": len(detector.feature_names_),
         "training_data_sha256": digest.hexdigest(),
+        **extra,
     }
     return detector, info
+
+
+def _device(p: dict[str, Any], name: str) -> dict[str, Any]:
+    """train.device applies to every deep detector that has a device knob of its own."""
+    from pipelines.detectors import get_detector_class
+
+    return {"device": p["device"]} if "device" in get_detector_class(name).defaults else {}

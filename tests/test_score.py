@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.detectors import make_detector
+from pipelines.detectors import Reason, make_detector
 from pipelines.errors import UserError
 from pipelines.schema import SCORE_COLUMNS
 from pipelines.score import LOW_SIDE_SIGNALS, SIGNAL_HINTS, flag, score_users, suspected_types
@@ -122,7 +122,19 @@ def test_planted_abuser_is_flagged_with_reasons_and_types(detector, normal_featu
     assert top["reasons"].count("; ") <= 1
     assert "refund_ratio_28d=0.95 (p100.0)" in top["reasons"]
     assert "refund_abuse" in top["anomaly_types"].split(",")
-    assert out["anomaly_types"].tolist() == [suspected_types(r) for r in out["reasons"]]
+    X = feats[[c for c in feats.columns if c != "user_id"]]
+    by_user = dict(zip(feats["user_id"], [suspected_types(r) for r in detector.reasons(X, top_n=2)]))
+    assert out["anomaly_types"].tolist() == [by_user[u] for u in out["user_id"]]
+
+
+def rs(text: str | None) -> list[Reason]:
+    """Reasons from `feature=value (pNN)` text: a compact way to write test cases."""
+    out = []
+    for part in filter(None, (text or "").split("; ")):
+        feature, rest = part.split("=", 1)
+        value, pct = rest.split(" (p")
+        out.append(Reason(feature, float(value), float(pct.rstrip(")")), 0.0))
+    return out
 
 
 @pytest.mark.parametrize(
@@ -141,23 +153,23 @@ def test_planted_abuser_is_flagged_with_reasons_and_types(detector, normal_featu
     ],
 )
 def test_suspected_types(reasons, expected):
-    assert suspected_types(reasons) == expected
+    assert suspected_types(rs(reasons)) == expected
 
 
 def test_low_side_reasons_suggest_no_abuse_type():
-    assert suspected_types("refund_ratio_28d=0 (p1.7)") == ""
-    assert suspected_types("refund_ratio_28d=0 (p1.7); n_payment_failed_1d=9 (p99.9)") == "card_testing"
-    assert suspected_types("typical_gap_s_1d=0.5 (p0.1)") == "scraping_bot"
-    assert suspected_types("typical_gap_s_1d=90000 (p99.9)") == ""
+    assert suspected_types(rs("refund_ratio_28d=0 (p1.7)")) == ""
+    assert suspected_types(rs("refund_ratio_28d=0 (p1.7); n_payment_failed_1d=9 (p99.9)")) == "card_testing"
+    assert suspected_types(rs("typical_gap_s_1d=0.5 (p0.1)")) == "scraping_bot"
+    assert suspected_types(rs("typical_gap_s_1d=90000 (p99.9)")) == ""
 
 
 def test_every_hint_is_reachable_through_a_reason():
     for signal, kind in SIGNAL_HINTS.items():
         telling = "p0.1" if signal in LOW_SIDE_SIGNALS else "p99.9"
         for suffix in ("", "_1d", "_28d"):
-            assert suspected_types(f"{signal}{suffix}=1 ({telling})") == kind, (signal, suffix)
+            assert suspected_types(rs(f"{signal}{suffix}=1 ({telling})")) == kind, (signal, suffix)
     # a signal whose name merely contains a hinted one is not that signal
-    assert suspected_types("avg_refund_ratio_x=1 (p99.9)") == ""
+    assert suspected_types(rs("avg_refund_ratio_x=1 (p99.9)")) == ""
 
 
 def test_scoring_the_simulated_users_finds_abusers(sim, sim_features):

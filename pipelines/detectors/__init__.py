@@ -1,12 +1,6 @@
-"""Detectors behind one interface. Adding one is one new module here that subclasses
-`Detector` and decorates it with `@register`; importing this package imports them all."""
-import importlib
-import pkgutil
+"""Detectors behind one interface. Adding one is one new module here, named after the
+detector, that subclasses `Detector` and decorates it with `@register`. A detector's module is
+imported only when the detector is used (see base.REGISTRY): ecdf_tail never loads torch."""
+from pipelines.detectors.base import REGISTRY, Detector, Reason, get_detector_class, make_detector
 
-from pipelines.detectors.base import REGISTRY, Detector, get_detector_class, make_detector
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["REGISTRY", "Detector", "get_detector_class", "make_detector"]
+__all__ = ["REGISTRY", "Detector", "Reason", "get_detector_class", "make_detector"]

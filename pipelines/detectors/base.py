@@ -1,16 +1,22 @@
 """One small surface for every detector: fit, score, save, load, explain.
 
 A detector subclass implements `_fit` and `_score` on a float matrix (and `_save_state` /
-`_load_state` when its fitted state is not a picklable `model_`). Everything else, from
-column checks to reasons a reviewer can read, lives here once.
+`_load_state` when its fitted state is not a picklable `model_`, `_reasons` when it can say
+why from its own model). Everything else, from column checks to reasons a reviewer can read,
+lives here once. Each detector declares what it reads (`input_kind`), whether it needs labels
+(`supervised`), whether it wants a GPU (`wants_gpu`) and what its reasons are (`reasons_kind`).
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import pkgutil
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import joblib
 import numpy as np
@@ -19,16 +25,67 @@ import pandas as pd
 from pipelines import __version__
 from pipelines.errors import UserError
 
-REGISTRY: dict[str, type["Detector"]] = {}
+_CLASSES: dict[str, type["Detector"]] = {}
 
 _QUANTILE_POINTS = 2001
 _MAD_TO_SIGMA = 1.4826
-_REASON_RARITY = -np.log(0.05)  # a reason is a value at most 5% of training users reach
+REASON_RARITY = -np.log(0.05)  # a reason is a value at most 5% of training users reach
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:
-    REGISTRY[cls.name] = cls
+    _CLASSES[cls.name] = cls
     return cls
+
+
+class _Registry(Mapping):
+    """Detector name -> class. A detector lives in pipelines/detectors/<name>.py and is imported
+    the first time it is looked up, so using ecdf_tail never imports torch; listing the names
+    imports nothing. Modules whose names start with `_` are shared helpers, not detectors."""
+
+    def _modules(self) -> list[str]:
+        package = Path(__file__).parent
+        return [m.name for m in pkgutil.iter_modules([str(package)]) if m.name != "base" and not m.name.startswith("_")]
+
+    def _names(self) -> list[str]:
+        return sorted(set(self._modules()) | set(_CLASSES))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._names()
+
+    def __getitem__(self, name: str) -> type["Detector"]:
+        if name not in _CLASSES and name in self._modules():
+            importlib.import_module(f"pipelines.detectors.{name}")
+        if name not in _CLASSES:
+            raise KeyError(name)
+        return _CLASSES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+REGISTRY = _Registry()
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One signal behind a score: a feature (or, for sequence models, an event), its value, the
+    share of training users at or below it, and its share of the detector's own score."""
+
+    feature: str
+    value: float
+    percentile: float
+    contribution: float
+    kind: str = "feature"
+
+    def __str__(self) -> str:
+        return f"{self.feature}={_fmt(self.value)} (p{_fmt_pct(self.percentile)})"
+
+
+def format_reasons(reasons: list[Reason]) -> str:
+    return "; ".join(str(r) for r in reasons)
 
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -90,6 +147,11 @@ def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
 class Detector(ABC):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    input_kind: ClassVar[str] = "table"  # "table": the per-user features; "sequence": ordered events
+    supervised: ClassVar[bool] = False  # needs labels in fit; training passes them only then
+    wants_gpu: ClassVar[bool] = False  # training benefits from a GPU (the DAG routes it there)
+    # what explain's reasons are: the detector's own attribution, or a proxy beside it
+    reasons_kind: ClassVar[str] = "tail rarity per feature (a proxy: not this detector's attribution)"
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)
@@ -104,13 +166,29 @@ class Detector(ABC):
         self.model_version_: str | None = None
 
     # -- the surface -------------------------------------------------------------------
-    def fit(self, X: pd.DataFrame) -> "Detector":
+    def fit(self, X: pd.DataFrame, y: Any = None) -> "Detector":
+        """Learn from the rows of X. `y` (0/1 per row) is required by a supervised detector and
+        ignored by the others."""
         if len(X) < 2:
             raise UserError(f"detector {self.name} needs at least 2 users to learn from, got {len(X)}")
+        labels = None
+        if self.supervised:
+            if y is None:
+                raise UserError(f"detector {self.name} is supervised and needs labels: pass --labels "
+                                "(user_id, is_anomaly) to train, or pick an unsupervised train.detector")
+            labels = np.asarray(y, dtype="float64").reshape(-1)
+            if len(labels) != len(X) or not np.isin(labels, (0.0, 1.0)).all():
+                raise UserError(f"detector {self.name}: labels must be one 0/1 value per training user")
+            if labels.min() == labels.max():
+                raise UserError(f"detector {self.name}: the training users' labels are all {int(labels[0])}; "
+                                "it needs both normal and anomalous examples")
         self.feature_names_ = [str(c) for c in X.columns]
         matrix = self._as_matrix(X)
         self.reference_ = FeatureReference.fit(matrix)
-        self._fit(matrix)
+        if self.supervised:
+            self._fit(matrix, labels)
+        else:
+            self._fit(matrix)
         return self
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
@@ -118,28 +196,37 @@ class Detector(ABC):
         self._check_fitted()
         return np.asarray(self._score(self._as_matrix(X)), dtype="float64")
 
-    def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
-        """Per row, the features that deviate most from the training users, as
-        `feature=value (pNN.N)`. One feature per base signal: `n_view_1d` and `n_view_28d`
-        count once, the rarer of the two."""
+    def reasons(self, X: pd.DataFrame, top_n: int = 3) -> list[list[Reason]]:
+        """Per row, the signals behind its score, strongest first, one per base signal
+        (`n_view_1d` and `n_view_28d` count once)."""
         self._check_fitted()
-        matrix = self._as_matrix(X)
+        return self._reasons(self._as_matrix(X), top_n)
+
+    def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
+        """`reasons` as text, `feature=value (pNN.N)` joined by `; `."""
+        return [format_reasons(r) for r in self.reasons(X, top_n)]
+
+    def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
+        """The features that deviate most from the training users by tail rarity; the
+        contribution is each one's share of the row's summed rarity over its reasons."""
         percentile, strength = self.reference_.rarity(matrix)
         order = np.argsort(-strength, axis=1)
         base = [base_signal(f) for f in self.feature_names_]
-        reasons = []
+        out = []
         for i in range(matrix.shape[0]):
             seen: set[str] = set()
-            parts = []
+            picked: list[int] = []
             for j in order[i]:
-                if strength[i, j] < _REASON_RARITY or len(parts) >= top_n:
+                if strength[i, j] < REASON_RARITY or len(picked) >= top_n:
                     break
                 if base[j] in seen:
                     continue
                 seen.add(base[j])
-                parts.append(f"{self.feature_names_[j]}={_fmt(matrix[i, j])} (p{_fmt_pct(percentile[i, j])})")
-            reasons.append("; ".join(parts))
-        return reasons
+                picked.append(j)
+            total = float(sum(strength[i, j] for j in picked)) or 1.0
+            out.append([Reason(self.feature_names_[j], float(matrix[i, j]), float(percentile[i, j]),
+                               float(strength[i, j]) / total) for j in picked])
+        return out
 
     def save(self, directory: str | Path) -> str:
         """Write the fitted detector to `directory`; returns its model_version (content hash)."""
@@ -213,8 +300,6 @@ class Detector(ABC):
 
 
 def get_detector_class(name: str) -> type[Detector]:
-    from pipelines import detectors  # noqa: F401  (importing the package registers every detector)
-
     if name not in REGISTRY:
         raise UserError(f"unknown detector {name!r}; available: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]

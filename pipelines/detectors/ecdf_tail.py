@@ -19,6 +19,7 @@ from pipelines.detectors.base import Detector, register, signal_groups
 @register
 class EcdfTailDetector(Detector):
     name = "ecdf_tail"
+    reasons_kind = "tail rarity per feature: exactly the terms of the score"
     defaults = {
         "top_signals": 5,  # score = sum of -log(tail probability) over the rarest signals
         "group_windows": True,

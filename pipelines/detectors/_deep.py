@@ -1,0 +1,186 @@
+"""What every deep table detector shares: scaling fitted on the training users and saved with
+the model, the one training loop of pipelines.deep.loop, safe model files, and reasons from
+the network's own per-feature errors.
+
+A subclass gives `_network(n_inputs)` and `_row_loss(model, tensors)` (and `_row_score` when
+the score is not the training loss). torch is imported inside methods only: the registry
+can read a deep detector's name and defaults without loading torch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipelines.detectors.base import REASON_RARITY, Detector, Reason, base_signal, robust_scale, signed_log1p
+from pipelines.errors import UserError
+
+# knobs of the shared loop (pipelines.deep.loop.LoopConfig), in every deep detector's section
+LOOP_DEFAULTS: dict[str, Any] = {
+    "epochs": 40,
+    "batch_size": 256,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-5,
+    "lr_schedule": "plateau",
+    "patience": 5,
+    "validation_fraction": 0.1,
+    "seed": 0,
+    "device": "auto",
+    "progress": True,
+}
+
+
+class TableScaler:
+    """signed log1p, then (x - median) / robust scale, clipped; columns constant among the
+    training users are dropped (a network can learn nothing from them) and reported."""
+
+    def __init__(self, keep: np.ndarray, median: np.ndarray, scale: np.ndarray, clip: float):
+        self.keep, self.median, self.scale, self.clip = keep, median, scale, float(clip)
+
+    @classmethod
+    def fit(cls, X: np.ndarray, clip: float) -> "TableScaler":
+        L = signed_log1p(X)
+        keep = np.flatnonzero(L.max(axis=0) > L.min(axis=0))
+        if len(keep) == 0:
+            raise UserError("every feature is constant among the training users: nothing to learn")
+        median = np.median(L[:, keep], axis=0)
+        return cls(keep, median, robust_scale(L[:, keep], median), clip)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = (signed_log1p(X[:, self.keep]) - self.median) / self.scale
+        return np.clip(Z, -self.clip, self.clip).astype(np.float32)
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"keep": self.keep, "median": self.median, "scale": self.scale, "clip": np.array(self.clip)}
+
+    @classmethod
+    def from_arrays(cls, a) -> "TableScaler":
+        return cls(a["keep"], a["median"], a["scale"], float(a["clip"]))
+
+
+class DeepTableDetector(Detector):
+    """A torch network on the per-user feature table."""
+
+    input_kind: ClassVar[str] = "table"
+    wants_gpu: ClassVar[bool] = True
+    reasons_kind: ClassVar[str] = "reconstruction error per feature"
+    reason_floor: ClassVar[float] = 1.0  # a feature reconstructed worse than one robust sd
+
+    # -- what a subclass gives ------------------------------------------------------------
+    def _network(self, n_inputs: int):
+        raise NotImplementedError
+
+    def _row_loss(self, model, tensors):
+        raise NotImplementedError
+
+    def _row_score(self, model, tensors):
+        return self._row_loss(model, tensors)
+
+    def _feature_errors(self, model, tensors):
+        """(batch, features) error per input feature, for reasons; None: no per-feature view."""
+        return None
+
+    # -- fit and score --------------------------------------------------------------------
+    def _fit(self, X: np.ndarray, y: np.ndarray | None = None) -> None:
+        from pipelines.deep import loop
+
+        self.scaler_ = TableScaler.fit(X, self.params["clip"])
+        Z = self.scaler_.transform(X)
+        model, self.history_ = loop.fit(lambda: self._network(Z.shape[1]), self._row_loss, self._batches(Z, y),
+                                        loop.LoopConfig.from_params(self.params), label=self.name)
+        self.model_ = model
+
+    def _batches(self, Z: np.ndarray, y: np.ndarray | None):
+        from pipelines.deep.loop import ArrayBatches
+
+        return ArrayBatches(Z)
+
+    def _predict(self, X: np.ndarray, fn) -> np.ndarray:
+        from pipelines.deep import loop
+
+        # scoring may run where training did not (a CPU worker): any device will do
+        return loop.predict(self.model_, fn, loop.ArrayBatches(self.scaler_.transform(X)), device="auto")
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self._predict(X, self._row_score)
+
+    @property
+    def dropped_features(self) -> list[str]:
+        kept = set(self.scaler_.keep.tolist())
+        return [f for j, f in enumerate(self.feature_names_) if j not in kept]
+
+    def fit_report(self) -> dict[str, Any]:
+        return {"dropped_constant_features": self.dropped_features, "epochs_run": len(self.history_),
+                "best_val_loss": min(h["val_loss"] for h in self.history_), "history": self.history_}
+
+    # -- reasons from the network ---------------------------------------------------------
+    def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
+        if type(self)._feature_errors is DeepTableDetector._feature_errors:
+            return super()._reasons(matrix, top_n)
+        errors = self._predict(matrix, self._feature_errors)
+        percentile, rarity = self.reference_.rarity(matrix)
+        kept = self.scaler_.keep
+        base = [base_signal(self.feature_names_[j]) for j in kept]
+        totals = errors.sum(axis=1)
+        order = np.argsort(-errors, axis=1)
+        out = []
+        for i in range(len(matrix)):
+            seen: set[str] = set()
+            parts: list[Reason] = []
+            for k in order[i]:
+                if errors[i, k] <= self.reason_floor or len(parts) >= top_n:
+                    break
+                j = kept[k]
+                # an ordinary value that the network reconstructs badly (because another input
+                # is extreme) is part of the score but tells a reviewer nothing: not a reason
+                if base[k] in seen or rarity[i, j] < REASON_RARITY:
+                    continue
+                seen.add(base[k])
+                parts.append(Reason(self.feature_names_[j], float(matrix[i, j]), float(percentile[i, j]),
+                                    float(errors[i, k] / totals[i]) if totals[i] > 0 else 0.0))
+            out.append(parts)
+        return out
+
+    # -- model files ----------------------------------------------------------------------
+    def _save_state(self, directory: Path) -> None:
+        from pipelines.deep.files import FORMAT_VERSION, save_weights
+
+        np.savez(directory / "scaler.npz", **self.scaler_.as_arrays())
+        sha = save_weights(self.model_, directory / "weights.pt")
+        (directory / "network.json").write_text(json.dumps({
+            "format_version": FORMAT_VERSION, "weights": "weights.pt", "weights_sha256": sha,
+            "n_inputs": int(len(self.scaler_.keep)), "history": self.history_,
+        }, indent=2, sort_keys=True) + "\n")
+
+    def _load_state(self, directory: Path) -> None:
+        from pipelines.deep.files import FORMAT_VERSION, load_weights
+
+        meta_path = directory / "network.json"
+        if not meta_path.exists():
+            raise UserError(f"{directory}: network.json missing; retrain or restore the model folder")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{directory}: model file format {meta.get('format_version')} is not {FORMAT_VERSION}, "
+                            "the one this version reads; retrain the model")
+        with np.load(directory / "scaler.npz") as a:
+            self.scaler_ = TableScaler.from_arrays(a)
+        if len(self.scaler_.keep) != meta["n_inputs"] or self.scaler_.keep.max(initial=-1) >= len(self.feature_names_):
+            raise UserError(f"{directory}: the scaler does not match the feature list in meta.json; retrain")
+        self.history_ = meta.get("history", [])
+        self.model_ = load_weights(self._network(meta["n_inputs"]), directory / meta["weights"], meta["weights_sha256"])
+
+
+def mlp(sizes: list[int], dropout: float = 0.0):
+    """Linear layers with SiLU between them (none after the last)."""
+    import torch.nn as nn
+
+    layers: list = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
