@@ -17,8 +17,8 @@ import numpy as np
 from pipelines.detectors.base import REASON_RARITY, Detector, Reason, base_signal, robust_scale, signed_log1p
 from pipelines.errors import UserError
 
-# knobs of the shared loop (pipelines.deep.loop.LoopConfig), in every deep detector's section
-LOOP_DEFAULTS: dict[str, Any] = {
+# every deep detector's knobs: the shared loop's (pipelines.deep.loop.LoopConfig) and the input scaling
+DEEP_DEFAULTS: dict[str, Any] = {
     "epochs": 40,
     "batch_size": 256,
     "learning_rate": 1e-3,
@@ -29,35 +29,48 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "progress": True,
+    "scaling": "robust_log",  # robust_log | standard (see TableScaler)
+    "clip": 8.0,
 }
 
 
 class TableScaler:
-    """signed log1p, then (x - median) / robust scale, clipped; columns constant among the
-    training users are dropped (a network can learn nothing from them) and reported."""
+    """Inputs on one scale, fitted on the training users: `robust_log` is signed log1p, then
+    (x - median) / robust scale (heavy-tailed counts and money); `standard` is (x - mean) / std
+    (features that are already on comparable scales). Clipped to +-clip. Columns constant among
+    the training users are dropped (a network can learn nothing from them) and reported."""
 
-    def __init__(self, keep: np.ndarray, median: np.ndarray, scale: np.ndarray, clip: float):
-        self.keep, self.median, self.scale, self.clip = keep, median, scale, float(clip)
+    MODES = ("robust_log", "standard")
+
+    def __init__(self, keep: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: float, mode: str):
+        self.keep, self.center, self.scale, self.clip, self.mode = keep, center, scale, float(clip), mode
 
     @classmethod
-    def fit(cls, X: np.ndarray, clip: float) -> "TableScaler":
-        L = signed_log1p(X)
+    def fit(cls, X: np.ndarray, clip: float, mode: str = "robust_log") -> "TableScaler":
+        if mode not in cls.MODES:
+            raise UserError(f"scaling must be one of {', '.join(cls.MODES)}, not {mode!r}")
+        L = signed_log1p(X) if mode == "robust_log" else X
         keep = np.flatnonzero(L.max(axis=0) > L.min(axis=0))
         if len(keep) == 0:
             raise UserError("every feature is constant among the training users: nothing to learn")
-        median = np.median(L[:, keep], axis=0)
-        return cls(keep, median, robust_scale(L[:, keep], median), clip)
+        L = L[:, keep]
+        if mode == "robust_log":
+            center = np.median(L, axis=0)
+            return cls(keep, center, robust_scale(L, center), clip, mode)
+        return cls(keep, L.mean(axis=0), L.std(axis=0), clip, mode)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = (signed_log1p(X[:, self.keep]) - self.median) / self.scale
+        L = X[:, self.keep]
+        Z = ((signed_log1p(L) if self.mode == "robust_log" else L) - self.center) / self.scale
         return np.clip(Z, -self.clip, self.clip).astype(np.float32)
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        return {"keep": self.keep, "median": self.median, "scale": self.scale, "clip": np.array(self.clip)}
+        return {"keep": self.keep, "center": self.center, "scale": self.scale, "clip": np.array(self.clip),
+                "mode": np.array(self.mode)}
 
     @classmethod
     def from_arrays(cls, a) -> "TableScaler":
-        return cls(a["keep"], a["median"], a["scale"], float(a["clip"]))
+        return cls(a["keep"], a["center"], a["scale"], float(a["clip"]), str(a["mode"]))
 
 
 class DeepTableDetector(Detector):
@@ -86,7 +99,7 @@ class DeepTableDetector(Detector):
     def _fit(self, X: np.ndarray, y: np.ndarray | None = None) -> None:
         from pipelines.deep import loop
 
-        self.scaler_ = TableScaler.fit(X, self.params["clip"])
+        self.scaler_ = TableScaler.fit(X, self.params["clip"], self.params["scaling"])
         Z = self.scaler_.transform(X)
         model, self.history_ = loop.fit(lambda: self._network(Z.shape[1]), self._row_loss, self._batches(Z, y),
                                         loop.LoopConfig.from_params(self.params), label=self.name)

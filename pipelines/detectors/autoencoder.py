@@ -9,7 +9,7 @@ their extreme values would dominate the loss and the network would learn to reco
 exactly them."""
 from __future__ import annotations
 
-from pipelines.detectors._deep import LOOP_DEFAULTS, DeepTableDetector, mlp
+from pipelines.detectors._deep import DEEP_DEFAULTS, DeepTableDetector, mlp
 from pipelines.detectors.base import register
 
 
@@ -17,7 +17,7 @@ from pipelines.detectors.base import register
 class AutoencoderDetector(DeepTableDetector):
     name = "autoencoder"
     reasons_kind = "squared reconstruction error per feature: the terms of the score"
-    defaults = {**LOOP_DEFAULTS, "hidden": [64, 32], "latent": 8, "dropout": 0.0, "clip": 8.0,
+    defaults = {**DEEP_DEFAULTS, "hidden": [64, 32], "latent": 8, "dropout": 0.0,
                 "huber_delta": 1.0}
 
     def _network(self, n_inputs: int):

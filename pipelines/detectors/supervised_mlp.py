@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.detectors._deep import LOOP_DEFAULTS, DeepTableDetector, mlp
+from pipelines.detectors._deep import DEEP_DEFAULTS, DeepTableDetector, mlp
 from pipelines.detectors.base import register
 
 
@@ -19,7 +19,7 @@ class SupervisedMLPDetector(DeepTableDetector):
     supervised = True
     reasons_kind = "gradient x input on the classifier's logit per feature"
     reason_floor = 0.0
-    defaults = {**LOOP_DEFAULTS, "hidden": [64, 32], "dropout": 0.1, "clip": 8.0, "max_pos_weight": 50.0,
+    defaults = {**DEEP_DEFAULTS, "hidden": [64, 32], "dropout": 0.1, "max_pos_weight": 50.0,
                 "validation_fraction": 0.2}
 
     def _network(self, n_inputs: int):

@@ -4,7 +4,7 @@ unit variance, on the scaled features) plus the KL divergence of the code from t
 Reasons are the features whose reconstruction term is largest."""
 from __future__ import annotations
 
-from pipelines.detectors._deep import LOOP_DEFAULTS, DeepTableDetector, mlp
+from pipelines.detectors._deep import DEEP_DEFAULTS, DeepTableDetector, mlp
 from pipelines.detectors.base import register
 
 
@@ -33,7 +33,7 @@ def _network(n_inputs: int, hidden: list[int], latent: int, dropout: float):
 class VAEDetector(DeepTableDetector):
     name = "vae"
     reasons_kind = "reconstruction term per feature of the negative ELBO"
-    defaults = {**LOOP_DEFAULTS, "hidden": [64, 32], "latent": 8, "dropout": 0.0, "clip": 8.0, "beta": 1.0}
+    defaults = {**DEEP_DEFAULTS, "hidden": [64, 32], "latent": 8, "dropout": 0.0, "beta": 1.0}
 
     def _network(self, n_inputs: int):
         return _network(n_inputs, list(self.params["hidden"]), int(self.params["latent"]), self.params["dropout"])
