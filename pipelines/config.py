@@ -154,6 +154,7 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
             "patience": 5, "seed": 0},
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
+    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}},
 }
 
 
@@ -175,6 +176,7 @@ class TrainParams(_Section):
     autoencoder: dict[str, Any] = _detector_section("autoencoder")
     vae: dict[str, Any] = _detector_section("vae")
     supervised_mlp: dict[str, Any] = _detector_section("supervised_mlp")
+    ensemble: dict[str, Any] = _detector_section("ensemble")
     # where the deep detectors train: auto takes a CUDA device when torch sees one
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

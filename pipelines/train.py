@@ -40,7 +40,7 @@ def train(features: pd.DataFrame, params: dict[str, Any],
     """Fit on the users not held out; `labels` are used only by a supervised detector."""
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
-    detector = make_detector(name, {**(p.get(name) or {}), **_device(p, name)})
+    detector = make_detector(name, detector_params(p, name))
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
     training = features.loc[~held_out, columns]
@@ -71,8 +71,14 @@ def train(features: pd.DataFrame, params: dict[str, Any],
     return detector, info
 
 
-def _device(p: dict[str, Any], name: str) -> dict[str, Any]:
-    """train.device applies to every deep detector that has a device knob of its own."""
+def detector_params(p: dict[str, Any], name: str) -> dict[str, Any]:
+    """The detector's section of train, with train.device for a deep detector; an ensemble
+    gets each member's own section the same way."""
     from pipelines.detectors import get_detector_class
 
-    return {"device": p["device"]} if "device" in get_detector_class(name).defaults else {}
+    params = dict(p.get(name) or {})
+    if "device" in get_detector_class(name).defaults:
+        params["device"] = p["device"]
+    if name == "ensemble":
+        params["member_params"] = {m: detector_params(p, m) for m in params.get("members") or {}}
+    return params

@@ -17,7 +17,9 @@ from pipelines.errors import UserError
 _SMALL_NET = {"hidden": [16], "epochs": 60, "batch_size": 64, "patience": 8, "progress": False, "device": "cpu"}
 FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}, "ecdf_tail": {},
         "autoencoder": {**_SMALL_NET, "latent": 1}, "vae": {**_SMALL_NET, "latent": 2},
-        "supervised_mlp": {**_SMALL_NET, "dropout": 0.0}}
+        "supervised_mlp": {**_SMALL_NET, "dropout": 0.0},
+        "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0},
+                     "member_params": {"isolation_forest": {"n_estimators": 60}}}}
 DETECTORS = sorted(FAST)  # the interface: every detector
 UNSUPERVISED = [n for n in DETECTORS if not get_detector_class(n).supervised]  # and what anomaly ranking means
 PART = re.compile(r"^(?P<feature>[a-z][a-z0-9_]*)=(?P<value>[^ ;]+) \(p(?P<pct>\d{1,3}\.\d{1,2})\)$")
@@ -52,7 +54,8 @@ def with_outlier(X: pd.DataFrame, row: int, **values) -> pd.DataFrame:
 
 
 def test_registry_has_every_detector():
-    assert {"isolation_forest", "robust_zscore", "ecdf_tail", "autoencoder", "vae", "supervised_mlp"} <= set(REGISTRY)
+    assert {"isolation_forest", "robust_zscore", "ecdf_tail", "autoencoder", "vae", "supervised_mlp",
+            "ensemble"} <= set(REGISTRY)
     for name in DETECTORS:
         assert get_detector_class(name).name == name
 
@@ -111,7 +114,9 @@ def test_model_version_is_a_content_hash(name, normal_features, tmp_path, monkey
     assert again == v1  # same params and data: same version
     changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0},
                       "ecdf_tail": {"top_signals": 3}, "autoencoder": {"latent": 2}, "vae": {"beta": 0.5},
-                      "supervised_mlp": {"hidden": [8]}}[name]
+                      "supervised_mlp": {"hidden": [8]},
+                      "ensemble": {"members": {"ecdf_tail": 2.0, "isolation_forest": 1.0},
+                                   "member_params": {"isolation_forest": {"n_estimators": 60}}}}[name]
     assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1
     other_data = normal_features.assign(refund_ratio_28d=normal_features["refund_ratio_28d"] * 2)
     assert fitted(name, other_data).save(tmp_path / "d") != v1
@@ -245,3 +250,26 @@ def test_ecdf_tail_counts_a_signal_once_across_its_windows(normal_features):
     assert grouped.score(two_signals)[0] > grouped.score(one_signal)[0]
     ungrouped = make_detector("ecdf_tail", {"top_signals": 5, "group_windows": False}).fit(X)
     assert ungrouped.score(one_signal)[0] > ungrouped.score(two_signals)[0]
+
+
+def test_ensemble_puts_members_on_one_scale_and_uses_their_sections(normal_features):
+    from scipy.stats import spearmanr
+
+    from pipelines.train import train
+
+    X = normal_features
+    only_ecdf = make_detector("ensemble", {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.0},
+                                           "member_params": {"isolation_forest": {"n_estimators": 20}}}).fit(X)
+    # with one member weighted, the ensemble ranks exactly as that member does
+    assert spearmanr(only_ecdf.score(X), only_ecdf.members_["ecdf_tail"].score(X))[0] == pytest.approx(1.0)
+    Y = with_outlier(X, 9, refund_ratio_28d=0.99)
+    both = fitted("ensemble", X)
+    assert both.score(Y)[9] > both.score(X)[9]
+    assert both.reasons(Y.iloc[[9]], top_n=2)[0][0].feature == "refund_ratio_28d"
+    features = X.assign(user_id=[f"u{i:03d}" for i in range(len(X))])
+    det, _ = train(features, {"detector": "ensemble", "exclude_features": [], "isolation_forest": {"n_estimators": 17}})
+    assert det.members_["isolation_forest"].params["n_estimators"] == 17  # the member's own section of train
+    with pytest.raises(UserError, match="only unsupervised table detectors"):
+        make_detector("ensemble", {"members": {"supervised_mlp": 1.0}})
+    with pytest.raises(UserError, match="at least one weight"):
+        make_detector("ensemble", {"members": {"ecdf_tail": 0.0}})

@@ -236,9 +236,11 @@ class Detector(ABC):
         np.savez(directory / "reference.npz", **self.reference_.as_arrays())
         self._save_state(directory)
         digest = hashlib.sha256()
-        for path in sorted(directory.iterdir()):
-            if path.name != "meta.json":
-                digest.update(path.name.encode() + path.read_bytes())
+        # every file (an ensemble keeps its members in sub-folders), by its path in the folder
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            name = path.relative_to(directory).as_posix()
+            if name != "meta.json":
+                digest.update(name.encode() + path.read_bytes())
         digest.update(json.dumps([__version__, self.name, self.params, self.feature_names_], sort_keys=True).encode())
         self.model_version_ = f"{self.name}-{digest.hexdigest()[:12]}"
         meta = {

@@ -1,0 +1,114 @@
+"""An ensemble of detectors: each member's score is put on one scale, its tail rarity among
+the training users' scores (-log of the share of training users scoring at least as high,
+growing linearly beyond the highest training score), and the ensemble score is the weighted
+mean of those. Reasons merge the members' reasons,
+each weighted by its member's share of the ensemble score.
+
+Members and weights come from params.yaml (`train.ensemble.members`); each member uses its
+own section of `train` (train.py passes them as `member_params`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.detectors.base import Detector, Reason, base_signal, make_detector, register
+from pipelines.errors import UserError
+
+_POINTS = 2001
+
+
+@register
+class EnsembleDetector(Detector):
+    name = "ensemble"
+    reasons_kind = "the members' reasons, weighted by each member's share of the score"
+    defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}, "member_params": {}}
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        members = self.params["members"]
+        if not isinstance(members, dict) or not members:
+            raise UserError("ensemble.members must map detector names to weights, e.g. {ecdf_tail: 1.0}")
+        for name, weight in members.items():
+            if name == self.name:
+                raise UserError("an ensemble cannot contain itself")
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise UserError(f"ensemble.members.{name}: the weight must be a number >= 0, not {weight!r}")
+        if sum(members.values()) <= 0:
+            raise UserError("ensemble.members: at least one weight must be above 0")
+        self.members_ = {n: make_detector(n, (self.params["member_params"] or {}).get(n) or {}) for n in members}
+        for name, member in self.members_.items():
+            if member.supervised or member.input_kind != "table":
+                raise UserError(f"ensemble member {name}: only unsupervised table detectors can be members")
+        self.wants_gpu = any(m.wants_gpu for m in self.members_.values())
+
+    @property
+    def weights(self) -> np.ndarray:
+        w = np.array([float(self.params["members"][n]) for n in self.members_])
+        return w / w.sum()
+
+    def _fit(self, X: np.ndarray) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(X, columns=self.feature_names_)
+        train_scores = np.column_stack([m.fit(frame).score(frame) for m in self.members_.values()])
+        self.quantiles_ = np.quantile(train_scores, np.linspace(0, 1, _POINTS), axis=0)
+
+    def _member_rarity(self, X: np.ndarray) -> np.ndarray:
+        import pandas as pd
+
+        frame = pd.DataFrame(X, columns=self.feature_names_)
+        raw = np.column_stack([m.score(frame) for m in self.members_.values()])
+        rarity = np.empty_like(raw)
+        spread = np.maximum(self.quantiles_[-1] - self.quantiles_[_POINTS // 2], 1e-12)
+        for j in range(raw.shape[1]):
+            below = np.searchsorted(self.quantiles_[:, j], raw[:, j], side="left") / _POINTS
+            tail = np.maximum(1.0 - below, 0.5 / _POINTS)
+            # beyond every training user, rarity keeps growing with the distance (in units of the
+            # training scores' upper half-range), so one member's extreme case is not capped
+            beyond = np.maximum(raw[:, j] - self.quantiles_[-1, j], 0) / spread[j]
+            rarity[:, j] = -np.log(tail) + np.minimum(beyond, 50.0)
+        return rarity
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self._member_rarity(X) @ self.weights
+
+    def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
+        import pandas as pd
+
+        frame = pd.DataFrame(matrix, columns=self.feature_names_)
+        parts = self._member_rarity(matrix) * self.weights
+        shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-12)
+        member_reasons = [m.reasons(frame, top_n) for m in self.members_.values()]
+        out = []
+        for i in range(len(matrix)):
+            merged: dict[str, Reason] = {}
+            weight: dict[str, float] = {}
+            for j, reasons in enumerate(member_reasons):
+                for r in reasons[i]:
+                    merged.setdefault(r.feature, r)
+                    weight[r.feature] = weight.get(r.feature, 0.0) + shares[i, j] * r.contribution
+            seen: set[str] = set()
+            picked = []
+            for feature in sorted(weight, key=lambda f: (-weight[f], f)):
+                if base_signal(feature) in seen or len(picked) >= top_n:
+                    continue
+                seen.add(base_signal(feature))
+                picked.append(feature)
+            total = sum(weight[f] for f in picked) or 1.0
+            out.append([Reason(f, merged[f].value, merged[f].percentile, weight[f] / total) for f in picked])
+        return out
+
+    def _save_state(self, directory: Path) -> None:
+        np.save(directory / "score_quantiles.npy", self.quantiles_)
+        for name, member in self.members_.items():
+            member.save(directory / "members" / name)
+
+    def _load_state(self, directory: Path) -> None:
+        self.quantiles_ = np.load(directory / "score_quantiles.npy")
+        for name in list(self.members_):
+            loaded = Detector.load(directory / "members" / name)
+            if loaded.feature_names_ != self.feature_names_:
+                raise UserError(f"{directory}: member {name} was trained on other features; retrain the ensemble")
+            self.members_[name] = loaded
