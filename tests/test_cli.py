@@ -133,11 +133,14 @@ def test_benchmark_on_adbench_file(tmp_path):
     path = SHARED / "adbench" / "6_cardio.npz"
     if not path.exists():
         pytest.skip(f"{path} not present")
-    proc = cli("benchmark", "--npz", str(path), "--out", "m.json", cwd=tmp_path)
+    proc = cli("benchmark", "--npz", str(path), "--detectors", "isolation_forest,robust_zscore,supervised_mlp,pyod:ECOD",
+               "--out", "m.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["seeds"] == [0, 1, 2]
-    for name in ("isolation_forest", "robust_zscore"):
+    assert result["detectors"]["supervised_mlp"]["supervised"] is True  # fitted with the training part's labels
+    assert result["detectors"]["isolation_forest"]["supervised"] is False
+    for name in ("isolation_forest", "robust_zscore", "pyod:ECOD"):
         entry = result["detectors"][name]
         assert len(entry["runs"]) == 3
         assert entry["roc_auc"] > 0.6, f"{name} should beat chance on cardio"
