@@ -39,6 +39,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_demo.py
 	$(BIN)/python benchmarks/bench_dag_parse.py
+	$(BIN)/python benchmarks/bench_deep.py --users 100000
+	$(BIN)/python benchmarks/bench_detectors_sim.py --sim frozen
 
 clean-data:
 	rm -rf data models reports plots metrics.json

@@ -1,0 +1,76 @@
+"""CPU training speed and peak memory of the deep table detectors at a given number of users.
+
+A synthetic feature table shaped like the pipeline's (the detector's ~120 columns after the
+volume exclusions, heavy-tailed and zero-inflated), so the figure measures the training loop,
+not the simulator. Each run is a fresh child process, so its peak RSS is the detector's alone.
+
+    python benchmarks/bench_deep.py [--users 100000] [--features 120] [--detectors autoencoder,vae] [--epochs 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np, pandas as pd
+    sys.path.insert(0, sys.argv[1])
+    from pipelines.detectors import make_detector
+    import torch, tqdm.auto  # noqa: F401  imported before the clock starts: a one-off cost, not training
+    from pipelines.deep import loop  # noqa: F401
+    name, users, features, epochs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    rng = np.random.default_rng(0)
+    cols = {}
+    for j in range(features):
+        kind = j % 3
+        if kind == 0:
+            cols[f"f{j}_7d"] = rng.lognormal(1.0, 1.0, users)
+        elif kind == 1:
+            cols[f"f{j}_28d"] = np.where(rng.random(users) < 0.8, 0.0, rng.gamma(2.0, 3.0, users))
+        else:
+            cols[f"f{j}_hist"] = rng.beta(1.0, 10.0, users)
+    X = pd.DataFrame(cols)
+    del cols
+    t0 = time.perf_counter()
+    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(X)
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    det.score(X)
+    score_s = time.perf_counter() - t1
+    print(json.dumps({"detector": name, "users": users, "features": features, "epochs": len(det.history_),
+                      "fit_s": fit_s, "s_per_epoch": fit_s / len(det.history_), "score_s": score_s,
+                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+""")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--features", type=int, default=120)
+    ap.add_argument("--detectors", default="autoencoder,vae")
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    import torch
+
+    print(f"{args.users:,} users x {args.features} features, {args.epochs} epochs, CPU, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    for name in args.detectors.split(","):
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(REPO), name, str(args.users), str(args.features),
+                               str(args.epochs)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}")
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {name:12s} fit {r['fit_s']:7.1f} s ({r['s_per_epoch']:.1f} s/epoch, {r['epochs']} epochs), "
+              f"score {r['score_s']:5.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
