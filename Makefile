@@ -6,7 +6,7 @@ export PATH := $(BIN):$(PATH)
 # DuckDB and sklearn use both cores; keep Airflow small on a 2-core machine.
 export AIRFLOW__CORE__PARALLELISM ?= 2
 
-.PHONY: setup demo test test-fast bench airflow clean-data
+.PHONY: setup tools demo test test-fast bench airflow clean-data
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,13 @@ demo: setup
 	$(BIN)/dvc repro
 	$(BIN)/python -m pipelines show --experiment --limit 15
 
-test: setup
+# Compose's own validator for docker/compose.yaml (tests/test_docker_files.py runs it; there
+# is no Docker engine here); Debian's package, installed once when missing (needs root).
+tools:
+	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+
+test: setup tools
 	$(BIN)/python -m pytest
 
 test-fast: setup
