@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import section
-from pipelines.detectors import Detector, make_detector
+from pipelines.detectors import Detector, get_detector_class, make_detector
 from pipelines.errors import UserError
 from pipelines.features import feature_columns
 from pipelines.split import holdout_mask
@@ -40,7 +40,7 @@ def train(features: pd.DataFrame, params: dict[str, Any],
     """Fit on the users not held out; `labels` are used only by a supervised detector."""
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
-    detector = make_detector(name, detector_params(p, name))
+    detector = make_detector(name, get_detector_class(name).params_from_train(p))
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
     training = features.loc[~held_out, columns]
@@ -53,8 +53,9 @@ def train(features: pd.DataFrame, params: dict[str, Any],
         detector.fit(training, y)
     else:
         detector.fit(training)
-    if hasattr(detector, "fit_report"):
-        extra["fit"] = detector.fit_report()
+    report = detector.fit_report()
+    if report:
+        extra["fit"] = report
     # what the model learned from, so a version can be traced to its data
     digest = hashlib.sha256(pd.util.hash_pandas_object(features.loc[~held_out, ["user_id", *columns]],
                                                        index=False).to_numpy().tobytes())
@@ -70,15 +71,3 @@ def train(features: pd.DataFrame, params: dict[str, Any],
     }
     return detector, info
 
-
-def detector_params(p: dict[str, Any], name: str) -> dict[str, Any]:
-    """The detector's section of train, with train.device for a deep detector; an ensemble
-    gets each member's own section the same way."""
-    from pipelines.detectors import get_detector_class
-
-    params = dict(p.get(name) or {})
-    if "device" in get_detector_class(name).defaults:
-        params["device"] = p["device"]
-    if name == "ensemble":
-        params["member_params"] = {m: detector_params(p, m) for m in params.get("members") or {}}
-    return params

@@ -8,6 +8,7 @@ lives here once. Each detector declares what it reads (`input_kind`), whether it
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -42,9 +43,13 @@ class _Registry(Mapping):
     the first time it is looked up, so using ecdf_tail never imports torch; listing the names
     imports nothing. Modules whose names start with `_` are shared helpers, not detectors."""
 
-    def _modules(self) -> list[str]:
-        package = Path(__file__).parent
-        return [m.name for m in pkgutil.iter_modules([str(package)]) if m.name != "base" and not m.name.startswith("_")]
+    @functools.cached_property
+    def _module_names(self) -> tuple[str, ...]:
+        package = Path(__file__).parent  # the package's files do not change while it runs: list them once
+        return tuple(m.name for m in pkgutil.iter_modules([str(package)]) if m.name != "base" and not m.name.startswith("_"))
+
+    def _modules(self) -> tuple[str, ...]:
+        return self._module_names
 
     def _names(self) -> list[str]:
         return sorted(set(self._modules()) | set(_CLASSES))
@@ -195,6 +200,19 @@ class Detector(ABC):
         """Anomaly score per row: higher is more anomalous."""
         self._check_fitted()
         return np.asarray(self._score(self._as_matrix(X)), dtype="float64")
+
+    @classmethod
+    def params_from_train(cls, train: dict[str, Any]) -> dict[str, Any]:
+        """This detector's parameters from the (validated) train section of params.yaml: its
+        own sub-section, plus train.device when the detector has a device knob."""
+        params = dict(train.get(cls.name) or {})
+        if "device" in cls.defaults:
+            params["device"] = train["device"]
+        return params
+
+    def fit_report(self) -> dict[str, Any]:
+        """What fitting found worth reporting in train.json (empty: nothing)."""
+        return {}
 
     def reasons(self, X: pd.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Per row, the signals behind its score, strongest first, one per base signal

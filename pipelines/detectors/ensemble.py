@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.detectors.base import Detector, Reason, base_signal, make_detector, register
+from pipelines.detectors.base import Detector, Reason, base_signal, get_detector_class, make_detector, register
 from pipelines.errors import UserError
 
 _POINTS = 2001
@@ -24,6 +24,14 @@ class EnsembleDetector(Detector):
     name = "ensemble"
     reasons_kind = "the members' reasons, weighted by each member's share of the score"
     defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}, "member_params": {}}
+
+    @classmethod
+    def params_from_train(cls, train: dict[str, Any]) -> dict[str, Any]:
+        """Its own section, and each member's the way that member would read it alone."""
+        params = super().params_from_train(train)
+        members = params.get("members") or cls.defaults["members"]
+        params["member_params"] = {m: get_detector_class(m).params_from_train(train) for m in members}
+        return params
 
     def __init__(self, **params: Any):
         super().__init__(**params)
