@@ -19,6 +19,10 @@ pipeline (pandas, DuckDB, Great Expectations, torch) is imported inside the task
     warehouse   $WAREHOUSE_URL, else connection pipelines_warehouse, else warehouse.url
     no champion $PIPELINES_SKIP_WITHOUT_CHAMPION / Variable pipelines_skip_without_champion
                 true: scoring skips; otherwise it fails with the one-line reason
+    training    choose_training_worker reads the same parameters when the run gets there and
+                sends training to the gpu queue when train.detector wants a GPU
+                (Detector.wants_gpu_for: the deep detectors, an ensemble with a deep member)
+                and train.device is not cpu; otherwise to the default queue
 
 The environment wins over Variables, as in Airflow's own secrets search path.
 """
@@ -40,8 +44,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 log = logging.getLogger("pipelines.airflow")
 
 OWNER = "fraud-pipelines"
-# Training runs only on Celery workers listening on this queue (`airflow celery worker -q gpu`),
-# and at most as many at once as the pool has slots (`airflow pools set gpu 1 "GPU training slots"`).
+# Training of a detector that wants a GPU runs only on Celery workers listening on this queue
+# (`airflow celery worker -q gpu`), and at most as many at once as the pool has slots
+# (`airflow pools set gpu 1 "GPU training slots"`); any other training runs on the default queue.
 GPU_QUEUE = "gpu"
 GPU_POOL = "gpu"
 TRAIN_TIMEOUT = dt.timedelta(hours=2)  # the Celery visibility timeout must be longer than this
@@ -300,6 +305,31 @@ def train_step(cfg: RunConfig) -> dict:
     return _stages().train_stage(cfg.params, cfg.as_of, labels=cfg.labels)
 
 
+def training_worker(params: dict[str, Any]) -> tuple[str, str]:
+    """("gpu" or "cpu", why) for training with these parameters: gpu when train.detector wants a
+    GPU for them (Detector.wants_gpu_for) and train.device is not cpu. Looking the class up
+    imports the detector's module, never torch (the deep detectors import it inside methods)."""
+    from pipelines.config import section
+    from pipelines.detectors import get_detector_class
+
+    train = section(params, "train")
+    name, device = train["detector"], train["device"]
+    wants = get_detector_class(name).wants_gpu_for(train)
+    if wants and device == "cpu":
+        return "cpu", f"train.detector {name} wants a GPU, but train.device is cpu"
+    if wants:
+        return "gpu", f"train.detector {name} wants a GPU (train.device {device})"
+    return "cpu", f"train.detector {name} does not want a GPU"
+
+
+def trained_model(*results: dict | None) -> dict:
+    """The result of whichever training task ran (the other one was skipped by the branch)."""
+    ran = [r for r in results if r]
+    if len(ran) != 1:
+        raise AirflowFailException(f"expected the result of exactly one training task, got {len(ran)}")
+    return ran[0]
+
+
 @pipeline_step
 def evaluate_step(cfg: RunConfig, trained: dict) -> dict:
     if not cfg.labels:
@@ -372,22 +402,45 @@ def features() -> dict:
     return features_step()
 
 
-@task(task_id="train", queue=GPU_QUEUE, pool=GPU_POOL, execution_timeout=TRAIN_TIMEOUT)
+TRAIN_TASKS = {"gpu": "train_on_gpu", "cpu": "train_on_cpu"}
+# after the branch one training task is skipped: the tasks after it run when nothing failed and
+# something (the training that ran) succeeded
+AFTER_TRAINING = "none_failed_min_one_success"
+
+
+@task.branch(task_id="choose_training_worker")
+def choose_training_worker() -> str:
+    """Send training to the gpu queue or the default one, by the parameters of this run."""
+    context = get_current_context()
+    with airflow_errors():
+        cfg = RunConfig.from_context(context)
+        worker, why = training_worker(cfg.params)
+    log.info("training for %s goes to %s: %s (parameters from %s)", cfg.as_of, TRAIN_TASKS[worker], why,
+             cfg.params_source)
+    return TRAIN_TASKS[worker]
+
+
+@task(execution_timeout=TRAIN_TIMEOUT)
 def train() -> dict:
-    """Fit the configured detector and register it as a new version (GPU queue and pool)."""
+    """Fit the configured detector and register it as a new version."""
     return train_step()
 
 
-@task(task_id="evaluate")
-def evaluate(trained: dict) -> dict:
+# one definition, two placements: the branch picks one, the other is skipped
+train_on_gpu = train.override(task_id=TRAIN_TASKS["gpu"], queue=GPU_QUEUE, pool=GPU_POOL)
+train_on_cpu = train.override(task_id=TRAIN_TASKS["cpu"])
+
+
+@task(task_id="evaluate", trigger_rule=AFTER_TRAINING)
+def evaluate(on_gpu: dict | None, on_cpu: dict | None) -> dict:
     """Held-out metrics of the new version; skipped when no labels are configured."""
-    return evaluate_step(trained)
+    return evaluate_step(trained_model(on_gpu, on_cpu))
 
 
-@task(task_id="promote", trigger_rule="none_failed")
-def promote(trained: dict) -> dict:
+@task(task_id="promote", trigger_rule=AFTER_TRAINING)
+def promote(on_gpu: dict | None, on_cpu: dict | None) -> dict:
     """The gate: the new version against the champion (runs when evaluate was skipped too)."""
-    return promote_step(trained)
+    return promote_step(trained_model(on_gpu, on_cpu))
 
 
 @task(task_id="publish_champion", outlets=[CHAMPION])

@@ -1,8 +1,11 @@
-"""Daily retraining: ingest -> clean -> features -> train (GPU) -> evaluate -> promote -> champion Asset.
+"""Daily retraining: ingest -> clean -> features -> train (on a GPU worker or not) -> evaluate ->
+promote -> champion Asset.
 
 Every step calls the same function of pipelines/stages.py as `dvc repro` and `python -m
 pipelines`, for the run's day (dags/README.md). Great Expectations validates each dataset
-inside its step. `evaluate` runs only when labels are configured (PIPELINES_LABELS or
+inside its step. `choose_training_worker` reads the run's parameters and picks `train_on_gpu`
+(queue and pool `gpu`) when train.detector wants a GPU and train.device is not cpu, else
+`train_on_cpu` (the default queue); both run the same train step, the other one is skipped. `evaluate` runs only when labels are configured (PIPELINES_LABELS or
 Variable pipelines_labels); `promote` is the gate; `publish_champion` emits the
 `pipelines_champion` Asset only when the gate promoted (skipped otherwise).
 """
@@ -32,10 +35,12 @@ import pipelines_tasks as t  # noqa: E402
     doc_md=__doc__,
 )
 def pipelines_retrain_daily():
-    trained = t.train()
-    t.ingest() >> t.clean() >> t.features() >> trained
-    decision = t.promote(trained)
-    t.evaluate(trained) >> decision
+    worker = t.choose_training_worker()
+    t.ingest() >> t.clean() >> t.features() >> worker
+    on_gpu, on_cpu = t.train_on_gpu(), t.train_on_cpu()
+    worker >> [on_gpu, on_cpu]
+    decision = t.promote(on_gpu, on_cpu)
+    t.evaluate(on_gpu, on_cpu) >> decision
     t.publish_champion(decision)
 
 

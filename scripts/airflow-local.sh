@@ -5,8 +5,9 @@
 # and REST API on http://localhost:8080 (user admin; the password is printed below and kept in
 # .airflow/simple_auth_manager_passwords.json.generated). The DAGs read the simulated events
 # (made here on first use) and write data/, reports/, models/ and data/warehouse.duckdb, the
-# same places as `python -m pipelines`. LocalExecutor ignores queues: `train` runs here like
-# every other task, still one at a time through the `gpu` pool. Ctrl-C stops everything.
+# same places as `python -m pipelines`. LocalExecutor ignores queues: training runs here like
+# every other task (`train_on_gpu`, for a detector that wants a GPU, still one at a time
+# through the `gpu` pool). Ctrl-C stops everything.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

@@ -3,8 +3,9 @@ for Airflow's metadata and the warehouse, Redis as the broker, the api-server, s
 dag-processor, a default worker and a `gpu` worker, each its own process started here.
 
 The test triggers retraining then scoring through the REST API v2 (as the UI does), checks
-that training ran on the gpu worker and nothing else did, reads the flagged users from
-PostgreSQL, then backfills three days with `airflow backfill create` and reruns one day.
+that training ran on the default worker for ecdf_tail and, once the parameters file names an
+autoencoder (no new DAG), on the gpu worker, and nothing else ever did; it reads the flagged
+users from PostgreSQL, then backfills three days with `airflow backfill create` and reruns one day.
 Everything it starts is stopped, on failure too; every wait is bounded.
 """
 from __future__ import annotations
@@ -200,6 +201,19 @@ class Cluster:
         found = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti for ti in found}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """The task's log files as the workers wrote them under AIRFLOW_HOME/logs."""
+        run_dir = self.root / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        files = sorted(run_dir.glob("*.log"))
+        assert files, f"no log of {task_id} under {run_dir}"
+        return "".join(f.read_text(errors="replace") for f in files)
+
+    def set_train(self, train: dict) -> None:
+        """Change the train section of the parameters file every task reads when it runs."""
+        params = yaml.safe_load((self.root / "params.yaml").read_text())
+        params["train"] = train
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params))
+
 
 def flagged_counts(url: str) -> dict[str, int]:
     import psycopg
@@ -262,16 +276,38 @@ def cluster(tmp_path_factory):
         flush_redis_db(c.redis_db)
 
 
-def test_training_runs_on_the_gpu_worker_and_scoring_publishes(cluster):
+def retrain(cluster) -> dict[str, dict]:
     run_id = cluster.trigger(RETRAIN, {"as_of": DAY})
     state = cluster.finished(RETRAIN, run_id)
     tis = cluster.task_instances(RETRAIN, run_id)
     assert state == "success", {k: v["state"] for k, v in tis.items()}
+    for ti in tis.values():
+        ti["run_id"] = run_id
+    return tis
+
+
+def test_training_goes_to_the_worker_its_detector_wants_and_scoring_publishes(cluster):
+    # ecdf_tail (the parameters file's detector) does not want a GPU: everything on the default worker
+    tis = retrain(cluster)
+    assert tis["train_on_gpu"]["state"] == "skipped"
     ran = {k: v for k, v in tis.items() if v["state"] == "success"}
-    assert ran["train"]["hostname"] == WORKERS["gpu"] and ran["train"]["queue"] == "gpu"
-    assert ran["train"]["pool"] == "gpu"
-    others = {k: v["hostname"] for k, v in ran.items() if k != "train"}
-    assert others and set(others.values()) == {WORKERS["cpu"]}, others
+    assert ran["train_on_cpu"]["queue"] == "default" and ran["train_on_cpu"]["pool"] == "default_pool"
+    assert {"choose_training_worker", "train_on_cpu", "promote"} <= set(ran)
+    assert {v["hostname"] for v in ran.values()} == {WORKERS["cpu"]}
+    log = cluster.task_log(RETRAIN, tis["train_on_cpu"]["run_id"], "choose_training_worker")
+    assert "goes to train_on_cpu: train.detector ecdf_tail does not want a GPU" in log
+
+    # the same DAG, another detector in the parameters file: the autoencoder trains on the gpu worker
+    cluster.set_train({"detector": "autoencoder", "autoencoder": {"epochs": 2, "progress": False}})
+    tis = retrain(cluster)
+    assert tis["train_on_cpu"]["state"] == "skipped"
+    ran = {k: v for k, v in tis.items() if v["state"] == "success"}
+    assert ran["train_on_gpu"]["hostname"] == WORKERS["gpu"] and ran["train_on_gpu"]["queue"] == "gpu"
+    assert ran["train_on_gpu"]["pool"] == "gpu"
+    others = {k: v["hostname"] for k, v in ran.items() if k != "train_on_gpu"}
+    assert {"choose_training_worker", "promote"} <= set(others) and set(others.values()) == {WORKERS["cpu"]}, others
+    log = cluster.task_log(RETRAIN, tis["train_on_gpu"]["run_id"], "choose_training_worker")
+    assert "goes to train_on_gpu: train.detector autoencoder wants a GPU (train.device auto)" in log
 
     run_id = cluster.trigger(SCORE, {"as_of": DAY})
     assert cluster.finished(SCORE, run_id) == "success"

@@ -1,5 +1,6 @@
 """The Airflow DAGs (dags/): they import cleanly and cheaply, every task has an owner, retries
-and its place in the graph, only training sits on the gpu queue and pool, pipeline errors map
+and its place in the graph, only training sits on the gpu queue and pool (and only when the
+run's detector wants a GPU: the branch choose_training_worker decides at run time), pipeline errors map
 to Airflow's fail/retry behaviour, and (slow) both DAGs run end to end through dag.test() on a
 small simulated data set with a SQLite metadata database.
 
@@ -29,9 +30,11 @@ RETRAIN_UPSTREAM = {
     "ingest": set(),
     "clean": {"ingest"},
     "features": {"clean"},
-    "train": {"features"},
-    "evaluate": {"train"},
-    "promote": {"train", "evaluate"},
+    "choose_training_worker": {"features"},
+    "train_on_gpu": {"choose_training_worker"},
+    "train_on_cpu": {"choose_training_worker"},
+    "evaluate": {"train_on_gpu", "train_on_cpu"},
+    "promote": {"train_on_gpu", "train_on_cpu", "evaluate"},
     "publish_champion": {"promote"},
 }
 SCORE_UPSTREAM = {
@@ -105,9 +108,27 @@ def test_every_task_has_retries_an_owner_and_a_failure_callback_and_every_dag_ta
 def test_only_training_runs_on_the_gpu_queue_and_pool(dagbag):
     on_gpu = {(d.dag_id, t.task_id) for d in dagbag.dags.values() for t in d.tasks if t.queue == "gpu"}
     in_pool = {(d.dag_id, t.task_id) for d in dagbag.dags.values() for t in d.tasks if t.pool == "gpu"}
-    assert on_gpu == in_pool == {(RETRAIN, "train")}
-    train = dagbag.dags[RETRAIN].get_task("train")
-    assert train.execution_timeout is not None and train.execution_timeout > dt.timedelta(0)
+    assert on_gpu == in_pool == {(RETRAIN, "train_on_gpu")}
+    retrain = dagbag.dags[RETRAIN]
+    on_gpu, on_cpu = retrain.get_task("train_on_gpu"), retrain.get_task("train_on_cpu")
+    assert on_cpu.queue == "default" and on_cpu.pool == "default_pool"
+    for train in (on_gpu, on_cpu):
+        assert train.execution_timeout is not None and train.execution_timeout > dt.timedelta(0)
+
+
+def test_a_branch_picks_one_of_two_placements_of_the_same_training(dagbag, tasks_module):
+    from airflow.providers.standard.operators.python import BranchPythonOperator
+
+    retrain = dagbag.dags[RETRAIN]
+    branch = retrain.get_task("choose_training_worker")
+    assert isinstance(branch, BranchPythonOperator)
+    assert branch.downstream_task_ids == set(tasks_module.TRAIN_TASKS.values()) == {"train_on_gpu", "train_on_cpu"}
+    on_gpu, on_cpu = retrain.get_task("train_on_gpu"), retrain.get_task("train_on_cpu")
+    # one function, no second copy of the training logic
+    assert on_gpu.python_callable is on_cpu.python_callable is tasks_module.train.function
+    # whichever of the two ran, the tasks after it run (the other one was skipped)
+    for task_id in ("evaluate", "promote"):
+        assert retrain.get_task(task_id).trigger_rule == "none_failed_min_one_success", task_id
 
 
 @pytest.mark.parametrize("dag_id, upstream", [(RETRAIN, RETRAIN_UPSTREAM), (SCORE, SCORE_UPSTREAM)])
@@ -120,7 +141,7 @@ def test_task_graph(dagbag, dag_id, upstream):
 
 def test_promote_runs_when_evaluate_is_skipped_and_assets_are_emitted_only_at_the_end(dagbag, tasks_module):
     retrain, score = dagbag.dags[RETRAIN], dagbag.dags[SCORE]
-    assert retrain.get_task("promote").trigger_rule == "none_failed"
+    assert retrain.get_task("promote").trigger_rule in ("none_failed", "none_failed_min_one_success")
     outlets = {(d.dag_id, t.task_id): [a.name for a in t.outlets] for d in (retrain, score) for t in d.tasks if t.outlets}
     assert outlets == {(RETRAIN, "publish_champion"): [tasks_module.CHAMPION.name],
                        (SCORE, "publish"): [tasks_module.SCORES.name]}
@@ -304,6 +325,72 @@ def test_failure_callback_logs_step_date_and_one_line_reason_without_secrets(tas
     assert "s3cret" not in caplog.text and len(lines) == 2
 
 
+@pytest.mark.parametrize("train, chosen, why", [
+    ("{detector: ecdf_tail}", "train_on_cpu", "train.detector ecdf_tail does not want a GPU"),
+    ("{detector: robust_zscore, device: cuda}", "train_on_cpu", "train.detector robust_zscore does not want a GPU"),
+    ("{detector: autoencoder}", "train_on_gpu", "train.detector autoencoder wants a GPU (train.device auto)"),
+    ("{detector: vae, device: cuda}", "train_on_gpu", "train.detector vae wants a GPU (train.device cuda)"),
+    ("{detector: autoencoder, device: cpu}", "train_on_cpu",
+     "train.detector autoencoder wants a GPU, but train.device is cpu"),
+    ("{detector: ensemble, ensemble: {members: {ecdf_tail: 1.0, autoencoder: 0.5}}}", "train_on_gpu",
+     "train.detector ensemble wants a GPU (train.device auto)"),
+    ("{detector: ensemble}", "train_on_cpu", "train.detector ensemble does not want a GPU"),  # ecdf_tail + isolation_forest
+])
+def test_the_branch_sends_training_where_the_runs_detector_wants_it(dagbag, tasks_module, monkeypatch, tmp_path,
+                                                                    caplog, train, chosen, why):
+    """The branch reads the parameters the way the train task does (here the file named by the
+    Variable pipelines_params_path), when the run gets there: a new file needs no new DAG."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train: {train}\n")
+    monkeypatch.setattr(tasks_module, "get_current_context",
+                        lambda: _context(data_interval_end=dt.datetime(2026, 11, 22, tzinfo=UTC)))
+    monkeypatch.setattr(tasks_module, "_variable", {"pipelines_params_path": str(params)}.get)
+    monkeypatch.setattr(tasks_module, "warehouse_url", lambda: None)
+    branch = dagbag.dags[RETRAIN].get_task("choose_training_worker")
+    with caplog.at_level(logging.INFO, logger="pipelines.airflow"):
+        assert branch.python_callable() == chosen
+    assert f"training for {DAY} goes to {chosen}: {why} (parameters from {params})" in caplog.text
+
+
+def test_the_branch_fails_at_once_on_a_detector_it_cannot_find(dagbag, tasks_module, monkeypatch, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {detector: ensemble, ensemble: {members: {ecdf_tail: 1.0, autoencodr: 1.0}}}\n")
+    monkeypatch.setattr(tasks_module, "get_current_context",
+                        lambda: _context(data_interval_end=dt.datetime(2026, 11, 22, tzinfo=UTC)))
+    monkeypatch.setattr(tasks_module, "_variable", lambda name: None)
+    monkeypatch.setattr(tasks_module, "warehouse_url", lambda: None)
+    monkeypatch.setenv("PIPELINES_PARAMS", str(params))
+    with pytest.raises(AirflowFailException, match=r"^unknown detector 'autoencodr'; available: .*autoencoder"):
+        dagbag.dags[RETRAIN].get_task("choose_training_worker").python_callable()
+
+
+def test_choosing_the_worker_for_a_deep_detector_does_not_import_torch(airflow_home):
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(DAGS)!r})
+        import pipelines_tasks as t
+        chosen = [t.training_worker({{"train": train}})[0] for train in (
+            {{"detector": "autoencoder"}}, {{"detector": "vae"}}, {{"detector": "supervised_mlp"}},
+            {{"detector": "ensemble", "ensemble": {{"members": {{"vae": 1.0, "isolation_forest": 1.0}}}}}})]
+        print(json.dumps({{"chosen": chosen, "torch": "torch" in sys.modules}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=airflow_env(airflow_home), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"chosen": ["gpu"] * 4, "torch": False}
+
+
+def test_the_steps_after_training_take_the_result_of_the_one_that_ran(tasks_module):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    trained = {"model_version": "ecdf_tail-00a41c8ef8e2"}
+    assert tasks_module.trained_model(None, trained) == trained == tasks_module.trained_model(trained, None)
+    with pytest.raises(AirflowFailException, match="exactly one training task, got 0"):
+        tasks_module.trained_model(None, None)
+
+
 def test_champion_asset_only_when_promoted(tasks_module):
     from airflow.sdk.exceptions import AirflowSkipException
 
@@ -390,10 +477,14 @@ def test_scoring_without_a_champion_skips_when_configured(scenario):
 @pytest.mark.slow
 def test_retraining_promotes_and_publishes_the_champion_asset_only_when_promoted(scenario):
     first, again = scenario["phases"]["retrain"], scenario["phases"]["retrain_again"]
-    assert first["state"] == "success" and set(_states(first).values()) == {"success"}
+    # ecdf_tail does not want a GPU: the branch skipped train_on_gpu, everything after train_on_cpu ran
+    assert first["state"] == "success"
+    assert _states(first) == {**{task: "success" for task in RETRAIN_UPSTREAM}, "train_on_gpu": "skipped"}
+    assert f"training for {DAY} goes to train_on_cpu: train.detector ecdf_tail does not want a GPU" in scenario["log"]
     # without labels evaluate skips, promote still decides; the same model again is not promoted
     assert again["state"] == "success"
     assert _states(again)["evaluate"] == "skipped" and _states(again)["promote"] == "success"
+    assert _states(again)["train_on_cpu"] == "success" and _states(again)["train_on_gpu"] == "skipped"
     assert _states(again)["publish_champion"] == "skipped"
     champions = [e for e in scenario["asset_events"] if e["asset"] == "pipelines_champion"]
     assert len(champions) == 1 and champions[0]["run_id"] == first["run_id"]

@@ -210,6 +210,11 @@ class Detector(ABC):
             params["device"] = train["device"]
         return params
 
+    @classmethod
+    def wants_gpu_for(cls, train: dict[str, Any]) -> bool:
+        """Whether training with this train section wants a GPU (the DAG routes it there)."""
+        return cls.wants_gpu
+
     def fit_report(self) -> dict[str, Any]:
         """What fitting found worth reporting in train.json (empty: nothing)."""
         return {}

@@ -33,6 +33,12 @@ class EnsembleDetector(Detector):
         params["member_params"] = {m: get_detector_class(m).params_from_train(train) for m in members}
         return params
 
+    @classmethod
+    def wants_gpu_for(cls, train: dict[str, Any]) -> bool:
+        """When any member wants one (what an instance sets `wants_gpu` to in __init__)."""
+        members = (train.get(cls.name) or {}).get("members") or cls.defaults["members"]
+        return any(get_detector_class(m).wants_gpu for m in members)
+
     def __init__(self, **params: Any):
         super().__init__(**params)
         members = self.params["members"]
