@@ -301,6 +301,11 @@ def features_step(cfg: RunConfig) -> dict:
 
 
 @pipeline_step
+def sequences_step(cfg: RunConfig) -> dict:
+    return _stages().sequences_stage(cfg.params, cfg.as_of)
+
+
+@pipeline_step
 def train_step(cfg: RunConfig) -> dict:
     return _stages().train_stage(cfg.params, cfg.as_of, labels=cfg.labels)
 
@@ -400,6 +405,13 @@ def clean() -> dict:
 def features() -> dict:
     """Per-user features as of the end of the day (DuckDB); GX suite `features`."""
     return features_step()
+
+
+@task(task_id="sequences")
+def sequences() -> dict:
+    """Each user's last events as tokens, for a sequence detector (DuckDB); GX suite `sequences`.
+    Built every day, whatever the detector: the champion that scores may read them."""
+    return sequences_step()
 
 
 TRAIN_TASKS = {"gpu": "train_on_gpu", "cpu": "train_on_cpu"}

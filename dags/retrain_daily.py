@@ -1,5 +1,5 @@
-"""Daily retraining: ingest -> clean -> features -> train (on a GPU worker or not) -> evaluate ->
-promote -> champion Asset.
+"""Daily retraining: ingest -> clean -> features + sequences -> train (on a GPU worker or not)
+-> evaluate -> promote -> champion Asset.
 
 Every step calls the same function of pipelines/stages.py as `dvc repro` and `python -m
 pipelines`, for the run's day (dags/README.md). Great Expectations validates each dataset
@@ -36,7 +36,7 @@ import pipelines_tasks as t  # noqa: E402
 )
 def pipelines_retrain_daily():
     worker = t.choose_training_worker()
-    t.ingest() >> t.clean() >> t.features() >> worker
+    t.ingest() >> t.clean() >> [t.features(), t.sequences()] >> worker
     on_gpu, on_cpu = t.train_on_gpu(), t.train_on_cpu()
     worker >> [on_gpu, on_cpu]
     decision = t.promote(on_gpu, on_cpu)

@@ -1,4 +1,5 @@
-"""Daily scoring: ingest -> clean -> features -> score (champion) -> publish -> the day's scores Asset.
+"""Daily scoring: ingest -> clean -> features + sequences -> score (champion) -> publish -> the
+day's scores Asset.
 
 Every step calls the same function of pipelines/stages.py as `python -m pipelines`, for the
 run's day (dags/README.md). ingest/clean/features are idempotent and atomic, so running them
@@ -34,7 +35,7 @@ import pipelines_tasks as t  # noqa: E402
     doc_md=__doc__,
 )
 def pipelines_score_daily():
-    t.ingest() >> t.clean() >> t.features() >> (scored := t.score())
+    t.ingest() >> t.clean() >> [t.features(), t.sequences()] >> (scored := t.score())
     t.publish(scored)
 
 

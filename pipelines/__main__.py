@@ -15,7 +15,7 @@ from pipelines.errors import UserError
 
 RAW_EVENTS = "data/raw/events.parquet"
 RAW_LABELS = "data/raw/labels.parquet"
-DAILY_STEPS = ("ingest", "clean", "features", "train", "evaluate", "promote", "score", "publish")
+DAILY_STEPS = ("ingest", "clean", "features", "sequences", "train", "evaluate", "promote", "score", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report")
 
     p = sub.add_parser("validate", help="run one Great Expectations suite on a Parquet file")
-    p.add_argument("--suite", required=True, choices=["raw", "clean", "features", "scores"])
+    p.add_argument("--suite", required=True, choices=["raw", "clean", "features", "sequences", "scores"])
     p.add_argument("--data", required=True)
     p.add_argument("--report-dir", default="reports/validation")
 
     p = daily("features", "per-user features as of the run date (params: features)")
+    p.add_argument("--in", dest="inp")
+    p.add_argument("--out")
+
+    p = daily("sequences", "each user's last events as tokens, for the sequence detectors (params: sequences)")
     p.add_argument("--in", dest="inp")
     p.add_argument("--out")
 
@@ -130,6 +134,8 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         return {k: summary[k] for k in ("suite", "success", "evaluated", "failed", "rows")}
     if args.step == "features":
         return stages.features_stage(params, as_of, args.inp, args.out)
+    if args.step == "sequences":
+        return stages.sequences_stage(params, as_of, args.inp, args.out)
     if args.step == "train":
         info = stages.train_stage(params, as_of, args.features, labels=args.labels)
         return {k: info[k] for k in ("as_of", "detector", "model_version", "users_trained_on", "users_held_out",

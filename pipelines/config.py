@@ -135,6 +135,11 @@ class FeaturesParams(_Section):
     threads: PositiveInt | None = None
 
 
+class SequencesParams(_Section):
+    max_events: int = Field(48, ge=2, le=4096)
+    threads: PositiveInt | None = None
+
+
 _VOLUME_EXCLUSIONS = [
     "n_events_*", "n_view_*", "n_cart_*", "n_remove_from_cart_*", "n_purchase_*", "n_login_*",
     "n_review_*", "n_refund_*", "distinct_sessions_*", "distinct_products_*", "distinct_active_hours_*",
@@ -155,6 +160,8 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
     "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}},
+    "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 5, "epochs": 20, "batch_size": 256,
+                             "learning_rate": 0.001, "patience": 3, "seed": 0},
 }
 
 
@@ -177,6 +184,7 @@ class TrainParams(_Section):
     vae: dict[str, Any] = _detector_section("vae")
     supervised_mlp: dict[str, Any] = _detector_section("supervised_mlp")
     ensemble: dict[str, Any] = _detector_section("ensemble")
+    sequence_autoencoder: dict[str, Any] = _detector_section("sequence_autoencoder")
     # where the deep detectors train: auto takes a CUDA device when torch sees one
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -262,6 +270,7 @@ class Params(_Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     clean: CleanParams = Field(default_factory=CleanParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)
+    sequences: SequencesParams = Field(default_factory=SequencesParams)
     train: TrainParams = Field(default_factory=TrainParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     score: ScoreParams = Field(default_factory=ScoreParams)

@@ -3,6 +3,7 @@
     <data>/ingested/as_of=2026-11-21/events.parquet
     <data>/clean/as_of=2026-11-21/events.parquet, quarantine.parquet
     <data>/features/as_of=2026-11-21/features.parquet
+    <data>/sequences/as_of=2026-11-21/sequences.parquet   (for the sequence detectors)
     <data>/scores/as_of=2026-11-21/scores.parquet
     <reports>/as_of=2026-11-21/{clean,features,train,promotion,score,publish}.json, metrics.json,
                                 plots/, validation/<suite>/
@@ -64,6 +65,9 @@ class Layout:
 
     def features(self, as_of: str) -> str:
         return io.join(self.partition("features", as_of), "features.parquet")
+
+    def sequences(self, as_of: str) -> str:
+        return io.join(self.partition("sequences", as_of), "sequences.parquet")
 
     def scores(self, as_of: str) -> str:
         return io.join(self.partition("scores", as_of), "scores.parquet")

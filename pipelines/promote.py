@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import UserError
-from pipelines.features import feature_columns
+from pipelines.sequences import model_input
 from pipelines.split import holdout_mask
 
 
 def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None, train_params: dict[str, Any],
-                  score_params: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
+                  score_params: dict[str, Any], sequences: Any = None) -> tuple[dict[str, Any], np.ndarray | None]:
     """(figures, held-out scores) of one model on one day's features. A model that cannot
     score these features (columns it was trained on are missing) gets {"error": ...}."""
     from pipelines.evaluate import evaluate
@@ -28,7 +28,7 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
 
     held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
     try:
-        scores = detector.score(features[feature_columns(features)])
+        scores = detector.score(model_input(detector, features, sequences))
     except UserError as exc:
         return {"error": str(exc)}, None
     finite = np.isfinite(scores)
@@ -98,14 +98,14 @@ def decide(candidate: str, cand: dict[str, Any], champion: str | None, champ: di
 
 
 def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame | None, as_of: str,
-         params: dict[str, Any], force: bool = False) -> dict[str, Any]:
+         params: dict[str, Any], force: bool = False, sequences: Any = None) -> dict[str, Any]:
     """Measure challenger and champion on the same day, decide, and record the decision (and the
     new champion when it promoted) in the registry, under the registry's lock."""
     from pipelines.config import section
 
     train_p, score_p, promote_p = section(params, "train"), section(params, "score"), section(params, "promote")
     challenger = registry.load(candidate)
-    cand, cand_scores = model_figures(challenger, features, labels, train_p, score_p)
+    cand, cand_scores = model_figures(challenger, features, labels, train_p, score_p, sequences)
     with registry.lock():
         champion = registry.champion_version(required=False)
         champ = champ_scores = None
@@ -115,7 +115,7 @@ def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame 
             except UserError as exc:
                 champ = {"error": str(exc)}
             else:
-                champ, champ_scores = model_figures(champion_model, features, labels, train_p, score_p)
+                champ, champ_scores = model_figures(champion_model, features, labels, train_p, score_p, sequences)
         agreement = rank_agreement(cand_scores, champ_scores)
         promoted, reason = decide(candidate, cand, champion, champ, agreement, promote_p)
         decision = {

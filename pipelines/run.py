@@ -16,9 +16,10 @@ from pipelines.layout import Layout
 
 def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str | None = None,
                  run_id: str | None = None, as_of: str | None = None) -> dict[str, Any]:
-    """Ingest, clean, validate, build features, fit and register the configured detector, make it
-    this folder's champion, score every user, publish the flagged users to the configured
-    warehouse, and evaluate when labels are given. `as_of` defaults to the day of the last event."""
+    """Ingest, clean, validate, build features (and event sequences for a sequence detector), fit
+    and register the configured detector, make it this folder's champion, score every user,
+    publish the flagged users to the configured warehouse, and evaluate when labels are given. `as_of` defaults to the day of the last event."""
+    from pipelines.detectors import get_detector_class
     from pipelines.features import resolve_as_of
 
     out = Path(out_dir)
@@ -37,17 +38,25 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
     day = str(resolve_as_of(str(work / "clean.parquet"), as_of))
     summary["features"] = stages.features_stage(params, day, events_in=str(work / "clean.parquet"),
                                                 out=str(out / "features.parquet"), validation_dir=validation)
+    sequences = None
+    if get_detector_class(params["train"]["detector"]).input_kind == "sequence":
+        sequences = str(out / "sequences.parquet")
+        summary["sequences"] = stages.sequences_stage(params, day, events_in=str(work / "clean.parquet"),
+                                                      out=sequences, validation_dir=validation)
     summary["train"] = stages.train_stage(params, day, features_in=str(out / "features.parquet"),
-                                          report_out=str(out / "train_report.json"), labels=labels)
+                                          report_out=str(out / "train_report.json"), labels=labels,
+                                          sequences_in=sequences)
     version = summary["train"]["model_version"]
     # the contract: `run` scores with the model it fits; the decision is recorded as forced
     summary["promote"] = stages.promote_stage(params, day, candidate=version, features_in=str(out / "features.parquet"),
-                                              labels=labels, force=True)
+                                              labels=labels, force=True, sequences_in=sequences)
     summary["score"] = stages.score_stage(params, day, features_in=str(out / "features.parquet"), model=version,
-                                          out=str(out / "scores.parquet"), validation_dir=validation)
+                                          out=str(out / "scores.parquet"), validation_dir=validation,
+                                          sequences_in=sequences)
     summary["publish"] = stages.publish_stage(params, day, scores_in=str(out / "scores.parquet"), run_id=run_id)
     if labels:
         metrics = stages.evaluate_stage(params, day, labels, features_in=str(out / "features.parquet"), model=version,
-                                        metrics_out=str(out / "metrics.json"), plots_dir=str(out / "plots"))
+                                        metrics_out=str(out / "metrics.json"), plots_dir=str(out / "plots"),
+                                        sequences_in=sequences)
         summary["evaluate"] = {k: metrics[k] for k in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k")}
     return summary

@@ -11,7 +11,7 @@ from pipelines.config import section
 from pipelines.detectors import Detector, Reason
 from pipelines.detectors.base import base_signal, format_reasons
 from pipelines.errors import UserError
-from pipelines.features import feature_columns
+from pipelines.sequences import model_input
 
 
 # A reviewer's first guess at the abuse behind a signal. Reasons name the signal; this only
@@ -53,11 +53,12 @@ def active_users(features: pd.DataFrame, within_days: int | None) -> np.ndarray:
 
 
 def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, Any], as_of: str,
-                explain: bool = True) -> pd.DataFrame:
+                explain: bool = True, sequences: Any = None) -> pd.DataFrame:
     """Contract section 3 columns (plus `anomaly_types`), ordered by rank. Without `explain`
-    (evaluation only needs the ranking) the reasons are left empty."""
+    (evaluation only needs the ranking) the reasons are left empty. A sequence detector reads
+    the users' `sequences` (EventSequences, or a function returning them) instead of features."""
     p = section({"score": params}, "score")
-    X = features[feature_columns(features)]
+    X = model_input(detector, features, sequences)
     scores = detector.score(X)
     ranks = rank_scores(scores, features["user_id"].to_numpy())
     reasons = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(X))]
@@ -105,6 +106,11 @@ def suspected_types(reasons: list[Reason]) -> str:
     """The reviewer's hints, from the detector's structured reasons (never parsed from text)."""
     hints = []
     for reason in reasons:
+        if reason.kind == "event":
+            for hint in _event_hints(reason):
+                if hint not in hints:
+                    hints.append(hint)
+            continue
         signal = base_signal(reason.feature)
         # a hint needs the telling side: an unusually low refund ratio is a reason the user
         # stands out, not a sign of refund abuse; gaps are telling when unusually short
@@ -113,3 +119,22 @@ def suspected_types(reasons: list[Reason]) -> str:
         if hint and hint not in hints:
             hints.append(hint)
     return ",".join(hints)
+
+
+# An unexpected event of these types (a sequence detector's reason) points to these abuses;
+# an unexpected event on a device or from a country new to the account points to a takeover.
+EVENT_HINTS: dict[str, str] = {
+    "login_failed": "account_takeover",
+    "payment_failed": "card_testing",
+    "refund": "refund_abuse",
+    "review": "fake_review_ring",
+}
+NEW_ACCESS_FLAGS = {"new_device", "new_country"}
+
+
+def _event_hints(reason: Reason) -> list[str]:
+    hints = [EVENT_HINTS[reason.feature]] if reason.feature in EVENT_HINTS else []
+    if NEW_ACCESS_FLAGS & set(reason.flags) and "account_takeover" not in hints:
+        hints.append("account_takeover")
+    return hints
+

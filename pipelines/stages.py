@@ -109,8 +109,24 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
     return info
 
 
+def sequences_stage(params: dict, as_of: str, events_in: str | None = None, out: str | None = None,
+                    report_out: str | None = None, validation_dir: str | None = None) -> dict:
+    """Each user's last events as tokens, for the sequence detectors (pipelines/sequences.py)."""
+    from pipelines.sequences import build_sequences
+
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    p = section(params, "sequences")
+    with io.local_copy(events_in or lay.clean(as_of)) as local_events:
+        frame = build_sequences(str(local_events), as_of, p["max_events"], p["threads"])
+    check(frame, "sequences", validation_dir or lay.validation(as_of))
+    io.write_parquet(frame, out or lay.sequences(as_of))
+    info = {"as_of": as_of, **frame.attrs["population"]}
+    io.write_json(info, report_out or lay.report(as_of, "sequences.json"))
+    return info
+
+
 def train_stage(params: dict, as_of: str, features_in: str | None = None, report_out: str | None = None,
-                labels: str | None = None) -> dict:
+                labels: str | None = None, sequences_in: str | None = None) -> dict:
     """Fit the configured detector (labels reach the fit only for a supervised detector) and
     register it as a version. With labels, the version's metadata also holds its held-out
     metrics. training_history.json holds a deep detector's losses per epoch (empty for others)."""
@@ -120,11 +136,12 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     features = _read_features(features_in or lay.features(as_of), as_of)
     label_frame = _read_labels(labels)
-    detector, info = train(features, section(params, "train"), label_frame)
+    sequences = _sequences_loader(sequences_in or lay.sequences(as_of), as_of)
+    detector, info = train(features, section(params, "train"), label_frame, sequences)
     history = info.get("fit", {}).pop("history", [])
     io.write_json(history, lay.report(as_of, "training_history.json"))
     figures, _ = model_figures(detector, features, label_frame, section(params, "train"),
-                               section(params, "score"))
+                               section(params, "score"), sequences)
     record = {
         "trained_as_of": as_of,
         "training_data": {"as_of": as_of, "users": info["users_total"], "rows_trained_on": info["users_trained_on"],
@@ -139,7 +156,8 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
 
 
 def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | None = None,
-                   model: str | None = None, metrics_out: str | None = None, plots_dir: str | None = None) -> dict:
+                   model: str | None = None, metrics_out: str | None = None, plots_dir: str | None = None,
+                   sequences_in: str | None = None) -> dict:
     """Held-out metrics and curves of a model version (default: the one trained for this date)."""
     from pipelines.evaluate import evaluate, read_labels
     from pipelines.score import score_users
@@ -148,7 +166,7 @@ def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | Non
     version = model or _trained_version(lay, as_of)
     features = _read_features(features_in or lay.features(as_of), as_of)
     scores = score_users(features, Registry(lay.models).load(version), section(params, "score"), as_of,
-                         explain=False)
+                         explain=False, sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     metrics, plots = evaluate(scores, read_labels(labels), section(params, "train"))
     plots_dir = plots_dir or lay.report(as_of, "plots")
     for name, rows in plots.items():
@@ -159,21 +177,24 @@ def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | Non
 
 
 def promote_stage(params: dict, as_of: str, candidate: str | None = None, features_in: str | None = None,
-                  labels: str | None = None, force: bool = False, report_out: str | None = None) -> dict:
+                  labels: str | None = None, force: bool = False, report_out: str | None = None,
+                  sequences_in: str | None = None) -> dict:
     """The gate: the candidate (default: the model trained for this date) against the champion."""
     from pipelines.promote import gate
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     candidate = candidate or _trained_version(lay, as_of)
     features = _read_features(features_in or lay.features(as_of), as_of)
-    decision = gate(Registry(lay.models), candidate, features, _read_labels(labels), as_of, params, force=force)
+    decision = gate(Registry(lay.models), candidate, features, _read_labels(labels), as_of, params, force=force,
+                    sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     io.write_json(decision, report_out or lay.report(as_of, "promotion.json"))
     return {k: decision[k] for k in ("as_of", "candidate", "champion_before", "champion_after", "promoted",
                                       "forced", "reason")}
 
 
 def score_stage(params: dict, as_of: str, features_in: str | None = None, model: str | None = None,
-                out: str | None = None, report_out: str | None = None, validation_dir: str | None = None) -> dict:
+                out: str | None = None, report_out: str | None = None, validation_dir: str | None = None,
+                sequences_in: str | None = None) -> dict:
     """Score, rank, explain and flag every user of the day with the champion (or `model`)."""
     from pipelines.score import active_users, score_users
 
@@ -183,7 +204,8 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     version = model or registry.champion_version(required=True)
     features = _read_features(features_in or lay.features(as_of), as_of)
     active = active_users(features, p["active_within_days"])
-    scores = score_users(features.loc[active].reset_index(drop=True), registry.load(version), p, as_of)
+    scores = score_users(features.loc[active].reset_index(drop=True), registry.load(version), p, as_of,
+                         sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     check(scores, "scores", validation_dir or lay.validation(as_of))
     out = out or lay.scores(as_of)
     io.write_parquet(scores, out)
@@ -259,6 +281,28 @@ def _read_features(path: str, as_of: str) -> pd.DataFrame:
         raise UserError(f"{path}: features are as of {recorded or 'an unknown day'}, not {as_of}; "
                         f"rebuild them with the features step")
     return features
+
+
+def _sequences_loader(path: str, as_of: str):
+    """Reads the day's sequences the first time a sequence detector asks for them (never for a
+    table detector: the sequences step need not have run)."""
+    loaded: list = []
+
+    def load():
+        from pipelines.sequences import EventSequences
+
+        if not loaded:
+            if not io.exists(path):
+                raise UserError(f"{path}: no event sequences for {as_of}; the detector reads them: run the "
+                                f"sequences step for that date first")
+            frame = io.read_parquet(path)
+            if frame.attrs.get("as_of") != as_of:
+                raise UserError(f"{path}: sequences are as of {frame.attrs.get('as_of') or 'an unknown day'}, "
+                                f"not {as_of}; rebuild them with the sequences step")
+            loaded.append(EventSequences.from_frame(frame))
+        return loaded[0]
+
+    return load
 
 
 def _read_labels(labels: str | None) -> pd.DataFrame | None:

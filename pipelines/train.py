@@ -12,6 +12,7 @@ from pipelines.config import section
 from pipelines.detectors import Detector, get_detector_class, make_detector
 from pipelines.errors import UserError
 from pipelines.features import feature_columns
+from pipelines.sequences import model_input
 from pipelines.split import holdout_mask
 
 
@@ -35,17 +36,20 @@ def training_labels(user_ids: pd.Series, labels: pd.DataFrame | None, detector: 
     return y.fillna(0).astype(int).to_numpy(), int(y.isna().sum())
 
 
-def train(features: pd.DataFrame, params: dict[str, Any],
-          labels: pd.DataFrame | None = None) -> tuple[Detector, dict[str, Any]]:
-    """Fit on the users not held out; `labels` are used only by a supervised detector."""
+def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame | None = None,
+          sequences: Any = None) -> tuple[Detector, dict[str, Any]]:
+    """Fit on the users not held out; `labels` are used only by a supervised detector, and
+    `sequences` (EventSequences, or a function returning them) only by a sequence detector."""
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
     detector = make_detector(name, get_detector_class(name).params_from_train(p))
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
-    training = features.loc[~held_out, columns]
-    if len(training) < 2:
-        raise UserError(f"only {len(training)} users left for training; need more users or a smaller holdout_fraction")
+    training_users = features.loc[~held_out]
+    if len(training_users) < 2:
+        raise UserError(f"only {len(training_users)} users left for training; need more users or a smaller holdout_fraction")
+    training = training_users[columns] if detector.input_kind == "table" else \
+        model_input(detector, training_users, sequences)
     extra: dict[str, Any] = {}
     if detector.supervised:
         y, unlabelled = training_labels(features.loc[~held_out, "user_id"], labels, name)
@@ -57,8 +61,10 @@ def train(features: pd.DataFrame, params: dict[str, Any],
     if report:
         extra["fit"] = report
     # what the model learned from, so a version can be traced to its data
-    digest = hashlib.sha256(pd.util.hash_pandas_object(features.loc[~held_out, ["user_id", *columns]],
+    digest = hashlib.sha256(pd.util.hash_pandas_object(training_users[["user_id", *columns]],
                                                        index=False).to_numpy().tobytes())
+    if detector.input_kind == "sequence":
+        digest.update(training.padded()[0].tobytes())
     info = {
         "detector": name,
         "params": detector.params,

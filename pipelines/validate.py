@@ -37,7 +37,7 @@ import pandas as pd
 from pipelines.errors import UserError, ValidationFailed
 from pipelines.io import is_s3, local_copy, write_json
 
-SUITES: tuple[str, ...] = ("raw", "clean", "features", "scores")
+SUITES: tuple[str, ...] = ("raw", "clean", "features", "sequences", "scores")
 DEFAULT_EXPECTATIONS_DIR = "expectations"
 # The suites shipped with the code, used when the default relative "expectations" folder is not
 # found in the working directory (e.g. a scheduler task started elsewhere).

@@ -30,7 +30,8 @@ RETRAIN_UPSTREAM = {
     "ingest": set(),
     "clean": {"ingest"},
     "features": {"clean"},
-    "choose_training_worker": {"features"},
+    "sequences": {"clean"},
+    "choose_training_worker": {"features", "sequences"},
     "train_on_gpu": {"choose_training_worker"},
     "train_on_cpu": {"choose_training_worker"},
     "evaluate": {"train_on_gpu", "train_on_cpu"},
@@ -41,7 +42,8 @@ SCORE_UPSTREAM = {
     "ingest": set(),
     "clean": {"ingest"},
     "features": {"clean"},
-    "score": {"features"},
+    "sequences": {"clean"},
+    "score": {"features", "sequences"},
     "publish": {"score"},
 }
 
@@ -458,8 +460,8 @@ def _states(phase):
 def test_scoring_without_a_champion_fails_once_with_the_one_line_reason(scenario):
     phase = scenario["phases"]["no_champion"]
     assert phase["state"] == "failed"
-    assert _states(phase) == {"ingest": "success", "clean": "success", "features": "success", "score": "failed",
-                              "publish": "upstream_failed"}
+    assert _states(phase) == {"ingest": "success", "clean": "success", "features": "success", "sequences": "success",
+                              "score": "failed", "publish": "upstream_failed"}
     assert phase["tasks"]["score"]["try_number"] == 1  # AirflowFailException: not retried
     reason = f"no champion model in {scenario['work']}/models yet: train and promote one first"
     assert f"AirflowFailException: {reason}" in scenario["log"]

@@ -55,7 +55,7 @@ def project(tmp_path_factory) -> Path:
 
 
 AS_OF = "2026-11-21"
-ALL_STAGES = ["simulate", "ingest", "clean", "features", "train", "evaluate", "promote", "score", "publish"]
+ALL_STAGES = ["simulate", "ingest", "clean", "features", "sequences", "train", "evaluate", "promote", "score", "publish"]
 
 
 def report(project: Path, name: str) -> dict:
@@ -66,7 +66,7 @@ def assert_in_order(ran: list[str], expected: list[str]) -> None:
     """DVC may run sibling stages (evaluate, promote) in either order; dependencies come first."""
     assert sorted(ran) == sorted(expected), ran
     position = {stage: i for i, stage in enumerate(ran)}
-    for before, after in [("train", "evaluate"), ("train", "promote"), ("promote", "score"), ("score", "publish")]:
+    for before, after in [("sequences", "train"), ("train", "evaluate"), ("train", "promote"), ("promote", "score"), ("score", "publish")]:
         if before in position and after in position:
             assert position[before] < position[after], ran
 

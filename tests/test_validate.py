@@ -95,7 +95,14 @@ def scores() -> pd.DataFrame:
     return df
 
 
-VALID = {"raw": raw_events, "clean": clean_events, "features": features, "scores": scores}
+def sequences() -> pd.DataFrame:
+    """What build_sequences makes of clean_events()."""
+    from pipelines.sequences import build_sequences
+
+    return build_sequences(clean_events(), "2024-03-01", 48, threads=1)
+
+
+VALID = {"raw": raw_events, "clean": clean_events, "features": features, "sequences": sequences, "scores": scores}
 
 
 # --------------------------------------------------------------------------------------------

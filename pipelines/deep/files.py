@@ -41,3 +41,31 @@ def load_weights(model: torch.nn.Module, path: Path, expected_sha256: str) -> to
         raise UserError(f"{path}: the weights do not fit the network described in its metadata "
                         f"({str(exc).splitlines()[0]})") from None
     return model.eval()
+
+
+def save_network(model: torch.nn.Module, directory: Path, **meta) -> None:
+    """weights.pt and network.json (format version, checksum and the detector's own `meta`)."""
+    import json
+
+    sha = save_weights(model, directory / "weights.pt")
+    (directory / "network.json").write_text(json.dumps({
+        "format_version": FORMAT_VERSION, "weights": "weights.pt", "weights_sha256": sha, **meta,
+    }, indent=2, sort_keys=True) + "\n")
+
+
+def network_meta(directory: Path) -> dict:
+    """network.json, once its format version is one this code reads."""
+    import json
+
+    path = directory / "network.json"
+    if not path.exists():
+        raise UserError(f"{directory}: network.json missing; retrain or restore the model folder")
+    meta = json.loads(path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{directory}: model file format {meta.get('format_version')} is not {FORMAT_VERSION}, "
+                        "the one this version reads; retrain the model")
+    return meta
+
+
+def load_network(model: torch.nn.Module, directory: Path, meta: dict) -> torch.nn.Module:
+    return load_weights(model, directory / meta["weights"], meta["weights_sha256"])

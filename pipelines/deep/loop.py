@@ -8,6 +8,7 @@ at once on the device.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -56,6 +57,9 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
+    # torch threads on a CPU: these networks are small, and more threads than free cores
+    # (a scheduler runs several tasks on one machine) made a step up to 50x slower
+    cpu_threads: int | None = 1
 
     @classmethod
     def from_params(cls, params: dict) -> "LoopConfig":
@@ -86,6 +90,19 @@ def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, threads: int | None):
+    if device.type != "cpu" or not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _autocast(device: torch.device):
     # bf16 needs no loss scaling; CPU training stays float32 so it is exactly repeatable
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" \
@@ -113,6 +130,12 @@ def fit(build: Callable[[], torch.nn.Module], row_loss: RowLoss, data: Batches, 
     minimise the mean of `row_loss`; returns it with the weights of its best validation epoch
     (on the CPU) and the history, one dict per epoch."""
     device = resolve_device(cfg.device)
+    with cpu_threads(device, cfg.cpu_threads):
+        return _fit(build, row_loss, data, cfg, label, device)
+
+
+def _fit(build, row_loss: RowLoss, data: Batches, cfg: LoopConfig, label: str,
+         device: torch.device) -> tuple[torch.nn.Module, list[dict]]:
     generator = seed_everything(cfg.seed)
     train_rows, val_rows = split_rows(len(data), cfg.validation_fraction, cfg.seed)
     if len(train_rows) == 0:
@@ -171,12 +194,12 @@ def fit(build: Callable[[], torch.nn.Module], row_loss: RowLoss, data: Batches, 
 
 
 def predict(model: torch.nn.Module, row_fn: RowLoss, data: Batches, batch_size: int = 4096,
-            device: str = "auto") -> np.ndarray:
+            device: str = "auto", threads: int | None = 1) -> np.ndarray:
     """`row_fn` over every row, in batches, as float64 numpy."""
     dev = resolve_device(device)
     model = model.to(dev).eval()
     out = []
-    with torch.no_grad(), _autocast(dev):
+    with torch.no_grad(), _autocast(dev), cpu_threads(dev, threads):
         for start in range(0, len(data), batch_size):
             rows = np.arange(start, min(start + batch_size, len(data)))
             out.append(row_fn(model, _to(data.get(rows), dev)).float().cpu().numpy())

@@ -8,7 +8,6 @@ can read a deep detector's name and defaults without loading torch.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ DEEP_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "progress": True,
+    "cpu_threads": 1,  # torch threads when training on a CPU; null = torch's default (every core)
     "scaling": "robust_log",  # robust_log | standard (see TableScaler)
     "clip": 8.0,
 }
@@ -114,7 +114,8 @@ class DeepTableDetector(Detector):
         from pipelines.deep import loop
 
         # scoring may run where training did not (a CPU worker): any device will do
-        return loop.predict(self.model_, fn, loop.ArrayBatches(self.scaler_.transform(X)), device="auto")
+        return loop.predict(self.model_, fn, loop.ArrayBatches(self.scaler_.transform(X)), device="auto",
+                            threads=self.params["cpu_threads"])
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._predict(X, self._row_score)
@@ -158,31 +159,21 @@ class DeepTableDetector(Detector):
 
     # -- model files ----------------------------------------------------------------------
     def _save_state(self, directory: Path) -> None:
-        from pipelines.deep.files import FORMAT_VERSION, save_weights
+        from pipelines.deep.files import save_network
 
         np.savez(directory / "scaler.npz", **self.scaler_.as_arrays())
-        sha = save_weights(self.model_, directory / "weights.pt")
-        (directory / "network.json").write_text(json.dumps({
-            "format_version": FORMAT_VERSION, "weights": "weights.pt", "weights_sha256": sha,
-            "n_inputs": int(len(self.scaler_.keep)), "history": self.history_,
-        }, indent=2, sort_keys=True) + "\n")
+        save_network(self.model_, directory, n_inputs=int(len(self.scaler_.keep)), history=self.history_)
 
     def _load_state(self, directory: Path) -> None:
-        from pipelines.deep.files import FORMAT_VERSION, load_weights
+        from pipelines.deep.files import load_network, network_meta
 
-        meta_path = directory / "network.json"
-        if not meta_path.exists():
-            raise UserError(f"{directory}: network.json missing; retrain or restore the model folder")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"{directory}: model file format {meta.get('format_version')} is not {FORMAT_VERSION}, "
-                            "the one this version reads; retrain the model")
+        meta = network_meta(directory)
         with np.load(directory / "scaler.npz") as a:
             self.scaler_ = TableScaler.from_arrays(a)
         if len(self.scaler_.keep) != meta["n_inputs"] or self.scaler_.keep.max(initial=-1) >= len(self.feature_names_):
             raise UserError(f"{directory}: the scaler does not match the feature list in meta.json; retrain")
         self.history_ = meta.get("history", [])
-        self.model_ = load_weights(self._network(meta["n_inputs"]), directory / meta["weights"], meta["weights_sha256"])
+        self.model_ = load_network(self._network(meta["n_inputs"]), directory, meta)
 
 
 def mlp(sizes: list[int], dropout: float = 0.0):

@@ -83,9 +83,14 @@ class Reason:
     value: float
     percentile: float
     contribution: float
-    kind: str = "feature"
+    kind: str = "feature"  # "feature", or "event": `feature` is the event type, `value` its loss
+    context: str = ""  # an event's time
+    flags: tuple[str, ...] = ()  # an event's flags (new_device, new_ip, new_country)
 
     def __str__(self) -> str:
+        if self.kind == "event":
+            flags = f" [{', '.join(self.flags)}]" if self.flags else ""
+            return f"{self.feature} at {self.context}{flags} (p{_fmt_pct(self.percentile)})"
         return f"{self.feature}={_fmt(self.value)} (p{_fmt_pct(self.percentile)})"
 
 
