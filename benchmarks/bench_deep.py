@@ -1,10 +1,13 @@
-"""CPU training speed and peak memory of the deep table detectors at a given number of users.
+"""CPU training speed and peak memory of the deep detectors at a given number of users.
 
-A synthetic feature table shaped like the pipeline's (the detector's ~120 columns after the
-volume exclusions, heavy-tailed and zero-inflated), so the figure measures the training loop,
-not the simulator. Each run is a fresh child process, so its peak RSS is the detector's alone.
+Table detectors: a synthetic feature table shaped like the pipeline's (the detector's ~120
+columns after the volume exclusions, heavy-tailed and zero-inflated), so the figure measures
+the training loop, not the simulator. The sequence detector: the simulator's events for that
+many users, then the sequences step (DuckDB, timed) and training. Each run is a fresh child
+process, so its peak RSS is that run's alone.
 
-    python benchmarks/bench_deep.py [--users 100000] [--features 120] [--detectors autoencoder,vae] [--epochs 5]
+    python benchmarks/bench_deep.py [--users 100000] [--features 120] [--epochs 5]
+                                    [--detectors autoencoder,vae,sequence_autoencoder]
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -49,25 +53,77 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+_SIMULATE_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from pipelines.clean import clean
+    from pipelines.config import default_params
+    from pipelines.simulate import simulate
+    params = default_params()
+    events, _ = simulate({**params["simulate"], "n_users": int(sys.argv[2])})
+    clean(events, params["clean"])[0].to_parquet(sys.argv[3])
+""")
+
+# the sequences step's work from the clean events file, as the pipeline does it (the simulator's
+# own memory is not part of the figure)
+_SEQUENCE_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from pipelines.config import default_params
+    from pipelines.detectors import make_detector
+    from pipelines.sequences import EventSequences, build_sequences
+    import torch, tqdm.auto  # noqa: F401
+    from pipelines.deep import loop  # noqa: F401
+    name, path, epochs = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    params = default_params()
+    t0 = time.perf_counter()
+    frame = build_sequences(path, params["simulate"]["end_date"], params["sequences"]["max_events"])
+    build_s = time.perf_counter() - t0
+    sequences = EventSequences.from_frame(frame)
+    del frame
+    t1 = time.perf_counter()
+    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(sequences)
+    fit_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    det.score(sequences)
+    score_s = time.perf_counter() - t2
+    print(json.dumps({"detector": name, "users": len(sequences), "events": int(sequences.lengths.sum()),
+                      "build_s": build_s, "epochs": len(det.history_), "fit_s": fit_s,
+                      "s_per_epoch": fit_s / len(det.history_), "score_s": score_s,
+                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+""")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--features", type=int, default=120)
-    ap.add_argument("--detectors", default="autoencoder,vae")
+    ap.add_argument("--detectors", default="autoencoder,vae,sequence_autoencoder")
     ap.add_argument("--epochs", type=int, default=5)
     args = ap.parse_args()
     import torch
 
     print(f"{args.users:,} users x {args.features} features, {args.epochs} epochs, CPU, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    from pipelines.detectors import get_detector_class
+
+    tmp = tempfile.TemporaryDirectory()
+    events = Path(tmp.name) / "clean.parquet"
     for name in args.detectors.split(","):
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(REPO), name, str(args.users), str(args.features),
-                               str(args.epochs)], capture_output=True, text=True)
+        sequence = get_detector_class(name).input_kind == "sequence"
+        if sequence and not events.exists():
+            subprocess.run([sys.executable, "-c", _SIMULATE_CHILD, str(REPO), str(args.users), str(events)], check=True)
+        argv = [str(REPO), name, str(events), str(args.epochs)] if sequence else \
+            [str(REPO), name, str(args.users), str(args.features), str(args.epochs)]
+        proc = subprocess.run([sys.executable, "-c", _SEQUENCE_CHILD if sequence else _CHILD, *argv],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}")
             return 1
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  {name:12s} fit {r['fit_s']:7.1f} s ({r['s_per_epoch']:.1f} s/epoch, {r['epochs']} epochs), "
+        built = (f"sequences of {r['users']:,} users ({r['events']:,} events kept) built in {r['build_s']:.1f} s, "
+                 if sequence else "")
+        print(f"  {name:12s} {built}fit {r['fit_s']:7.1f} s ({r['s_per_epoch']:.1f} s/epoch, {r['epochs']} epochs), "
               f"score {r['score_s']:5.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB")
     return 0
 

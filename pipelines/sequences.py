@@ -124,13 +124,16 @@ class EventSequences:
         vocab = frame.attrs.get("vocabulary")
         if not vocab:
             raise UserError("the sequences carry no vocabulary; rebuild them with the sequences step")
-        users = frame["user_id"].to_numpy(dtype=object)
-        boundary = np.flatnonzero(users[1:] != users[:-1]) + 1 if len(users) else np.zeros(0, dtype=np.int64)
-        starts = np.r_[0, boundary].astype(np.int64) if len(users) else np.zeros(0, dtype=np.int64)
-        lengths = np.diff(np.r_[starts, len(users)]).astype(np.int64)
+        # a user's events start at step 0 (rows are sorted by user, then step): no per-event
+        # Python strings, which at tens of millions of events would outweigh everything else
+        starts = np.flatnonzero(frame["step"].to_numpy() == 0).astype(np.int64)
+        lengths = np.diff(np.r_[starts, len(frame)]).astype(np.int64)
+        users = frame["user_id"].iloc[starts].to_numpy(dtype=str)
+        if len(users) != len(set(users)):
+            raise UserError("the sequences are not sorted by user and step; rebuild them with the sequences step")
         tokens = frame[list(TOKEN_FIELDS)].to_numpy(dtype=np.int16)
         times = pd.to_datetime(frame["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
-        return cls(users[starts].astype(str), starts, lengths, tokens, times, dict(vocab))
+        return cls(users, starts, lengths, tokens, times, dict(vocab))
 
     def __len__(self) -> int:
         return len(self.user_ids)

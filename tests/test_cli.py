@@ -86,8 +86,7 @@ def test_rerunning_a_day_replaces_its_rows(tmp_path, simulated_files):
 @pytest.mark.parametrize("sample", ["rees46_2019-Oct-sample.csv", "taobao_UserBehavior_sample.csv"])
 def test_run_on_real_public_samples(tmp_path, sample):
     path = SHARED / "ecommerce" / sample
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    assert path.exists(), f"{path} is missing: the shared samples are part of the checkout"
     proc = cli("run", "--events", str(path), "--out", "out", "--warehouse", f"duckdb:///{tmp_path}/wh.duckdb",
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -131,8 +130,7 @@ def test_run_rejects_events_where_every_row_is_bad(tmp_path):
 
 def test_benchmark_on_adbench_file(tmp_path):
     path = SHARED / "adbench" / "6_cardio.npz"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    assert path.exists(), f"{path} is missing: the shared samples are part of the checkout"
     proc = cli("benchmark", "--npz", str(path), "--detectors", "isolation_forest,robust_zscore,supervised_mlp,pyod:ECOD",
                "--out", "m.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -49,20 +49,28 @@ class TableScaler:
     def fit(cls, X: np.ndarray, clip: float, mode: str = "robust_log") -> "TableScaler":
         if mode not in cls.MODES:
             raise UserError(f"scaling must be one of {', '.join(cls.MODES)}, not {mode!r}")
-        L = signed_log1p(X) if mode == "robust_log" else X
-        keep = np.flatnonzero(L.max(axis=0) > L.min(axis=0))
+        # signed_log1p keeps order, so a column is constant after it exactly when before it
+        keep = np.flatnonzero(X.max(axis=0) > X.min(axis=0))
         if len(keep) == 0:
             raise UserError("every feature is constant among the training users: nothing to learn")
-        L = L[:, keep]
-        if mode == "robust_log":
-            center = np.median(L, axis=0)
-            return cls(keep, center, robust_scale(L, center), clip, mode)
-        return cls(keep, L.mean(axis=0), L.std(axis=0), clip, mode)
+        center, scale = np.empty(len(keep)), np.empty(len(keep))
+        for k, j in enumerate(keep):  # a column at a time: no copy of the whole table
+            column = signed_log1p(X[:, j]) if mode == "robust_log" else X[:, j]
+            if mode == "robust_log":
+                center[k] = np.median(column)
+                scale[k] = robust_scale(column[:, None], center[k:k + 1])[0]
+            else:
+                center[k], scale[k] = column.mean(), column.std()
+        return cls(keep, center, scale, clip, mode)
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        L = X[:, self.keep]
-        Z = ((signed_log1p(L) if self.mode == "robust_log" else L) - self.center) / self.scale
-        return np.clip(Z, -self.clip, self.clip).astype(np.float32)
+    def transform(self, X: np.ndarray, rows: int = 65536) -> np.ndarray:
+        """float32, computed a block of rows at a time (the float64 intermediates stay small)."""
+        out = np.empty((len(X), len(self.keep)), dtype=np.float32)
+        for start in range(0, len(X), rows):
+            L = X[start:start + rows, self.keep]
+            Z = ((signed_log1p(L) if self.mode == "robust_log" else L) - self.center) / self.scale
+            out[start:start + rows] = np.clip(Z, -self.clip, self.clip)
+        return out
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"keep": self.keep, "center": self.center, "scale": self.scale, "clip": np.array(self.clip),

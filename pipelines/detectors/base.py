@@ -113,8 +113,13 @@ class FeatureReference:
 
     @classmethod
     def fit(cls, X: np.ndarray) -> "FeatureReference":
-        quantiles = np.quantile(X, np.linspace(0, 1, _QUANTILE_POINTS), axis=0)
-        median = np.median(X, axis=0)
+        # column by column: quantiles over a whole matrix copy it, and at a million users
+        # the copies, not the model, set the peak memory
+        points = np.linspace(0, 1, _QUANTILE_POINTS)
+        quantiles = np.empty((_QUANTILE_POINTS, X.shape[1]))
+        for j in range(X.shape[1]):
+            quantiles[:, j] = np.quantile(X[:, j], points)
+        median = np.array([np.median(X[:, j]) for j in range(X.shape[1])])
         return cls(quantiles, median, robust_scale(X, median))
 
     def percentiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,11 +151,14 @@ def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
     Zero-inflated features (most users never refund) have MAD = IQR = 0; falling back keeps
     their z-scores finite instead of making every non-zero value infinitely anomalous.
     """
-    mad = _MAD_TO_SIGMA * np.median(np.abs(X - median), axis=0)
-    q75, q25 = np.quantile(X, [0.75, 0.25], axis=0)
-    iqr = (q75 - q25) / 1.349
-    std = X.std(axis=0)
-    scale = np.where(mad > 0, mad, np.where(iqr > 0, iqr, np.where(std > 0, std, 1.0)))
+    scale = np.ones(X.shape[1])
+    for j in range(X.shape[1]):  # a column at a time: no copy of the whole matrix
+        column = X[:, j]
+        mad = _MAD_TO_SIGMA * np.median(np.abs(column - median[j]))
+        q75, q25 = np.quantile(column, [0.75, 0.25])
+        iqr = (q75 - q25) / 1.349
+        std = column.std()
+        scale[j] = mad if mad > 0 else iqr if iqr > 0 else std if std > 0 else 1.0
     return scale
 
 
