@@ -7,6 +7,17 @@ same held-out users with the same review budget (score.top_k scaled to the simul
 Simulation-only figures: the labels are the simulator's.
 
     python benchmarks/bench_detectors_sim.py [--sim frozen|dev] [--detectors a,b] [--out FILE]
+        [--set KEY=VALUE ...] [--variant NAME KEY=VALUE [KEY=VALUE ...]] ...
+
+`--set` changes params for the whole run (before the simulation is built), e.g.
+`--set simulate.n_users=3000` for a quick look. `--variant` adds a named configuration, fitted
+on the same simulation and features, with its own train.* settings, e.g.
+
+    --variant ens_ae 'train.detector=ensemble' 'train.ensemble.members={ecdf_tail: 1.0, autoencoder: 0.5}'
+
+A VALUE is read as YAML (so JSON too); every key goes through pipelines.config.override and
+its validation. With variants and no --detectors, only the variants run. The deep detectors
+train on the CPU with their progress bars off (`--set train.device=auto` to use a GPU).
 """
 from __future__ import annotations
 
@@ -31,7 +42,21 @@ def main() -> int:
     ap.add_argument("--sim", choices=sorted(SIMULATIONS), default="frozen")
     ap.add_argument("--detectors", help="comma-separated (default: every table detector)")
     ap.add_argument("--out", help="write the figures as JSON")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override for the whole run, VALUE read as YAML (repeatable)")
+    ap.add_argument("--variant", dest="variants", action="append", nargs="+", default=[],
+                    metavar="NAME KEY=VALUE", help="a named configuration: its name, then train.* "
+                    "overrides, VALUE read as YAML (repeatable)")
     args = ap.parse_args()
+    sets = [_key_value(item) for item in args.sets]
+    variants: dict[str, list[tuple[str, object]]] = {}
+    for name, *items in args.variants:
+        if "=" in name or not items or name in variants:
+            ap.error(f"--variant {name}: give a new name, then at least one KEY=VALUE")
+        variants[name] = [_key_value(item) for item in items]
+        bad = [k for k, _ in variants[name] if not k.startswith("train.")]
+        if bad:
+            ap.error(f"--variant {name}: only train.* keys can differ between variants, not {', '.join(bad)}")
 
     from pipelines import stages
     from pipelines.config import default_params, override
@@ -42,15 +67,32 @@ def main() -> int:
 
     params = default_params()
     sim = {**params["simulate"], **SIMULATIONS[args.sim]}
-    names = args.detectors.split(",") if args.detectors else \
-        [n for n in sorted(REGISTRY) if REGISTRY[n].input_kind == "table"]
+    if args.detectors:
+        names = args.detectors.split(",")
+    elif variants:
+        names = []
+    else:
+        names = [n for n in sorted(REGISTRY) if REGISTRY[n].input_kind == "table"]
+    clash = sorted(set(names) & set(variants))
+    if clash:
+        ap.error(f"--variant {clash[0]}: the name of a detector that runs as well; name the variant otherwise")
+    # what runs: (name in the tables, train.detector, train.* overrides)
+    runs = [(n, n, []) for n in names] + [(v, None, kv) for v, kv in variants.items()]
     with tempfile.TemporaryDirectory() as tmp:
         for key, value in {"storage.data": f"{tmp}/data", "storage.reports": f"{tmp}/reports",
                            "storage.models": f"{tmp}/models", "ingest.source": f"{tmp}/raw/events.parquet",
-                           "simulate": sim}.items():
+                           "simulate": sim, "train.device": "cpu",
+                           **{f"train.{n}.progress": False for n in sorted(REGISTRY)
+                              if "progress" in REGISTRY[n].defaults}}.items():
             params = override(params, key, value, source="bench")
+        for key, value in sets:
+            params = override(params, key, value, source="--set")
+        sim = params["simulate"]
         # the daily budget, scaled from the default 100 flags per 20,000 users
-        top_k = max(1, round(params["score"]["top_k"] * sim["n_users"] / 20000))
+        if "score.top_k" in dict(sets):
+            top_k = params["score"]["top_k"]
+        else:
+            top_k = max(1, round(params["score"]["top_k"] * sim["n_users"] / 20000))
         params = override(params, "score.top_k", top_k, source="bench")
         day = sim["end_date"]
         t0 = time.perf_counter()
@@ -64,15 +106,22 @@ def main() -> int:
         features = pd.read_parquet(f"{tmp}/data/features/as_of={day}/features.parquet")
         labels = read_labels(f"{tmp}/raw/labels.parquet")
         results = {}
-        for name in names:
+        configs = {}
+        for name, detector, changes in runs:
+            run_params = params if detector is None else override(params, "train.detector", detector, source="bench")
+            for key, value in changes:
+                run_params = override(run_params, key, value, source=f"--variant {name}")
+            configs[name] = _config_of(run_params["train"])
+            if changes:
+                print(f"{name}: {configs[name]}", flush=True)
             t = time.perf_counter()
-            det, info = train(features, override(params, "train.detector", name, source="bench")["train"], labels)
+            det, info = train(features, run_params["train"], labels)
             fit_s = time.perf_counter() - t
             scores = score_users(features, det, params["score"], day, explain=False)
-            metrics, _ = evaluate(scores, labels, params["train"])
+            metrics, _ = evaluate(scores, labels, run_params["train"])
             results[name] = {"fit_s": round(fit_s, 1), **{k: metrics[k] for k in (
                 "roc_auc", "pr_auc", "precision_at_k", "recall_at_k", "k", "recall_per_type", "roc_auc_per_type")},
-                "epochs": info.get("fit", {}).get("epochs_run")}
+                "epochs": info.get("fit", {}).get("epochs_run"), "config": configs[name]}
             r = results[name]
             print(f"{name:16s} ROC-AUC {r['roc_auc']:.3f}  PR-AUC {r['pr_auc']:.3f}  P@k {r['precision_at_k']:.3f}  "
                   f"R@k {r['recall_at_k']:.3f} (k={r['k']})  fit {fit_s:.1f} s", flush=True)
@@ -90,8 +139,29 @@ def main() -> int:
         for name, r in results.items():
             print(f"{name:16s}", " ".join(f"{r['recall_per_type'].get(t, float('nan')):16.2f}" for t in types))
     if args.out:
-        Path(args.out).write_text(json.dumps({"simulation": sim, "top_k": top_k, "detectors": results}, indent=2))
+        Path(args.out).write_text(json.dumps({"simulation": sim, "top_k": top_k, "set": dict(sets),
+                                              "detectors": results}, indent=2, default=str))
     return 0
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """'train.ensemble.members={ecdf_tail: 1, autoencoder: 0.5}' -> (key, value read as YAML)."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise SystemExit(f"error: {item!r} is not KEY=VALUE")
+    return key.strip(), yaml.safe_load(text)
+
+
+def _config_of(train: dict) -> dict:
+    """The detector and its section (an ensemble's with its members' sections), for the JSON."""
+    name = train["detector"]
+    out = {"detector": name, name: train.get(name)}
+    if name == "ensemble":
+        for member in train["ensemble"]["members"]:
+            out[member] = train.get(member)
+    return out
 
 
 def _hist_gradient_boosting(features, labels, params, day, columns) -> dict:
