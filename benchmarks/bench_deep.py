@@ -6,7 +6,7 @@ the training loop, not the simulator. The sequence detector: the simulator's eve
 many users, then the sequences step (DuckDB, timed) and training. Each run is a fresh child
 process, so its peak RSS is that run's alone.
 
-    python benchmarks/bench_deep.py [--users 100000] [--features 120] [--epochs 5]
+    python benchmarks/bench_deep.py [--users 100000] [--features 120] [--epochs 5] [--days 28]
                                     [--detectors autoencoder,vae,sequence_autoencoder]
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ _SIMULATE_CHILD = textwrap.dedent("""
     from pipelines.config import default_params
     from pipelines.simulate import simulate
     params = default_params()
-    events, _ = simulate({**params["simulate"], "n_users": int(sys.argv[2])})
+    events, _ = simulate({**params["simulate"], "n_users": int(sys.argv[2]), "days": int(sys.argv[4])})
     clean(events, params["clean"])[0].to_parquet(sys.argv[3])
 """)
 
@@ -100,6 +100,8 @@ def main() -> int:
     ap.add_argument("--features", type=int, default=120)
     ap.add_argument("--detectors", default="autoencoder,vae,sequence_autoencoder")
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--days", type=int, default=28, help="days the simulator spans for the sequence detector "
+                    "(about 2.8 events per user per day; at 1M users use 2)")
     args = ap.parse_args()
     import torch
 
@@ -112,7 +114,8 @@ def main() -> int:
     for name in args.detectors.split(","):
         sequence = get_detector_class(name).input_kind == "sequence"
         if sequence and not events.exists():
-            subprocess.run([sys.executable, "-c", _SIMULATE_CHILD, str(REPO), str(args.users), str(events)], check=True)
+            subprocess.run([sys.executable, "-c", _SIMULATE_CHILD, str(REPO), str(args.users), str(events),
+                            str(args.days)], check=True)
         argv = [str(REPO), name, str(events), str(args.epochs)] if sequence else \
             [str(REPO), name, str(args.users), str(args.features), str(args.epochs)]
         proc = subprocess.run([sys.executable, "-c", _SEQUENCE_CHILD if sequence else _CHILD, *argv],

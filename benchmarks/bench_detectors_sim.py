@@ -1,4 +1,4 @@
-"""Every table detector on a simulation, held-out users, figures per abuse type.
+"""Every detector (table and sequence) on a simulation, held-out users, figures per abuse type.
 
 Two simulations: `dev` is params.yaml's (the one detectors were tuned on) and `frozen` is
 another seed, size and date range that nothing was tuned on; report the frozen figures.
@@ -40,7 +40,7 @@ SIMULATIONS = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sim", choices=sorted(SIMULATIONS), default="frozen")
-    ap.add_argument("--detectors", help="comma-separated (default: every table detector)")
+    ap.add_argument("--detectors", help="comma-separated (default: every detector)")
     ap.add_argument("--out", help="write the figures as JSON")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a params override for the whole run, VALUE read as YAML (repeatable)")
@@ -72,7 +72,7 @@ def main() -> int:
     elif variants:
         names = []
     else:
-        names = [n for n in sorted(REGISTRY) if REGISTRY[n].input_kind == "table"]
+        names = sorted(REGISTRY)
     clash = sorted(set(names) & set(variants))
     if clash:
         ap.error(f"--variant {clash[0]}: the name of a detector that runs as well; name the variant otherwise")
@@ -100,11 +100,14 @@ def main() -> int:
         stages.ingest_stage(params, day)
         stages.clean_stage(params, day)
         stages.features_stage(params, day)
+        stages.sequences_stage(params, day)
         print(f"simulation {args.sim} {sim}: built in {time.perf_counter() - t0:.0f} s; top_k {top_k}", flush=True)
         import pandas as pd
 
         features = pd.read_parquet(f"{tmp}/data/features/as_of={day}/features.parquet")
         labels = read_labels(f"{tmp}/raw/labels.parquet")
+        # read once, and only if a sequence detector runs
+        sequences = stages.sequences_loader(f"{tmp}/data/sequences/as_of={day}/sequences.parquet", day)
         results = {}
         configs = {}
         for name, detector, changes in runs:
@@ -115,9 +118,9 @@ def main() -> int:
             if changes:
                 print(f"{name}: {configs[name]}", flush=True)
             t = time.perf_counter()
-            det, info = train(features, run_params["train"], labels)
+            det, info = train(features, run_params["train"], labels, sequences)
             fit_s = time.perf_counter() - t
-            scores = score_users(features, det, params["score"], day, explain=False)
+            scores = score_users(features, det, params["score"], day, explain=False, sequences=sequences)
             metrics, _ = evaluate(scores, labels, run_params["train"])
             results[name] = {"fit_s": round(fit_s, 1), **{k: metrics[k] for k in (
                 "roc_auc", "pr_auc", "precision_at_k", "recall_at_k", "k", "recall_per_type", "roc_auc_per_type")},

@@ -42,7 +42,7 @@ def run_sample(path: Path, names: list[str], top: int) -> dict:
         stages.sequences_stage(params, day, events_in=f"{tmp}/clean.parquet", out=f"{tmp}/sequences.parquet",
                                report_out=f"{tmp}/sequences.json", validation_dir=f"{tmp}/v")
         features = io.read_parquet(f"{tmp}/features.parquet")
-        sequences = stages._sequences_loader(f"{tmp}/sequences.parquet", day)
+        sequences = stages.sequences_loader(f"{tmp}/sequences.parquet", day)
         out: dict = {"as_of": day, "users": int(len(features)), "detectors": {}}
         for name in names:
             p = {**params["train"], "detector": name}

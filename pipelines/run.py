@@ -39,7 +39,7 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
     summary["features"] = stages.features_stage(params, day, events_in=str(work / "clean.parquet"),
                                                 out=str(out / "features.parquet"), validation_dir=validation)
     sequences = None
-    if get_detector_class(params["train"]["detector"]).input_kind == "sequence":
+    if get_detector_class(params["train"]["detector"]).reads_sequences_for(params["train"]):
         sequences = str(out / "sequences.parquet")
         summary["sequences"] = stages.sequences_stage(params, day, events_in=str(work / "clean.parquet"),
                                                       out=sequences, validation_dir=validation)

@@ -182,16 +182,31 @@ def check_vocabulary(trained: dict[str, Any], data: dict[str, Any], where: str) 
                             "rebuild the sequences with the params the model was trained with, or retrain")
 
 
-def model_input(detector: Any, features: pd.DataFrame, sequences: Any = None) -> Any:
-    """What `detector` reads for the users of `features`, in their order: their feature columns,
-    or their event sequences. `sequences` is an EventSequences, or a function returning one
-    (called only when the detector reads them, so a table detector never loads them)."""
+@dataclass
+class TableAndSequences:
+    """The same users' feature columns and event sequences, row for row (what a detector with
+    input_kind "table+sequence" reads)."""
+
+    table: pd.DataFrame
+    sequences: EventSequences
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def model_input(detector: Any, features: pd.DataFrame, sequences: Any = None, columns: list[str] | None = None) -> Any:
+    """What `detector` reads for the users of `features`, in their order: their feature columns
+    (`columns`, default all), their event sequences, or both. `sequences` is an EventSequences,
+    or a function returning one (called only when the detector reads them, so a table detector
+    never loads them)."""
     from pipelines.features import feature_columns
 
-    if detector.input_kind != "sequence":
-        return features[feature_columns(features)]
+    table = features[columns if columns is not None else feature_columns(features)]
+    if detector.input_kind == "table":
+        return table
     if callable(sequences):
         sequences = sequences()
     if sequences is None:
         raise UserError(f"detector {detector.name} reads event sequences: run the sequences step for this day first")
-    return sequences.for_users(features["user_id"])
+    users = sequences.for_users(features["user_id"])
+    return users if detector.input_kind == "sequence" else TableAndSequences(table, users)

@@ -136,7 +136,7 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     features = _read_features(features_in or lay.features(as_of), as_of)
     label_frame = _read_labels(labels)
-    sequences = _sequences_loader(sequences_in or lay.sequences(as_of), as_of)
+    sequences = sequences_loader(sequences_in or lay.sequences(as_of), as_of)
     detector, info = train(features, section(params, "train"), label_frame, sequences)
     history = info.get("fit", {}).pop("history", [])
     io.write_json(history, lay.report(as_of, "training_history.json"))
@@ -166,7 +166,7 @@ def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | Non
     version = model or _trained_version(lay, as_of)
     features = _read_features(features_in or lay.features(as_of), as_of)
     scores = score_users(features, Registry(lay.models).load(version), section(params, "score"), as_of,
-                         explain=False, sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+                         explain=False, sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     metrics, plots = evaluate(scores, read_labels(labels), section(params, "train"))
     plots_dir = plots_dir or lay.report(as_of, "plots")
     for name, rows in plots.items():
@@ -186,7 +186,7 @@ def promote_stage(params: dict, as_of: str, candidate: str | None = None, featur
     candidate = candidate or _trained_version(lay, as_of)
     features = _read_features(features_in or lay.features(as_of), as_of)
     decision = gate(Registry(lay.models), candidate, features, _read_labels(labels), as_of, params, force=force,
-                    sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+                    sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     io.write_json(decision, report_out or lay.report(as_of, "promotion.json"))
     return {k: decision[k] for k in ("as_of", "candidate", "champion_before", "champion_after", "promoted",
                                       "forced", "reason")}
@@ -205,7 +205,7 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     features = _read_features(features_in or lay.features(as_of), as_of)
     active = active_users(features, p["active_within_days"])
     scores = score_users(features.loc[active].reset_index(drop=True), registry.load(version), p, as_of,
-                         sequences=_sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+                         sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     check(scores, "scores", validation_dir or lay.validation(as_of))
     out = out or lay.scores(as_of)
     io.write_parquet(scores, out)
@@ -283,7 +283,7 @@ def _read_features(path: str, as_of: str) -> pd.DataFrame:
     return features
 
 
-def _sequences_loader(path: str, as_of: str):
+def sequences_loader(path: str, as_of: str):
     """Reads the day's sequences the first time a sequence detector asks for them (never for a
     table detector: the sequences step need not have run)."""
     loaded: list = []

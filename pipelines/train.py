@@ -48,8 +48,7 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     training_users = features.loc[~held_out]
     if len(training_users) < 2:
         raise UserError(f"only {len(training_users)} users left for training; need more users or a smaller holdout_fraction")
-    training = training_users[columns] if detector.input_kind == "table" else \
-        model_input(detector, training_users, sequences)
+    training = model_input(detector, training_users, sequences, columns)
     extra: dict[str, Any] = {}
     if detector.supervised:
         y, unlabelled = training_labels(features.loc[~held_out, "user_id"], labels, name)
@@ -63,8 +62,9 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     # what the model learned from, so a version can be traced to its data
     digest = hashlib.sha256(pd.util.hash_pandas_object(training_users[["user_id", *columns]],
                                                        index=False).to_numpy().tobytes())
-    if detector.input_kind == "sequence":
-        digest.update(training.padded()[0].tobytes())
+    if detector.input_kind != "table":
+        read = training if detector.input_kind == "sequence" else training.sequences
+        digest.update(read.padded()[0].tobytes())
     info = {
         "detector": name,
         "params": detector.params,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipelines.schema import EVENT_DTYPES
+
 END = pd.Timestamp("2026-11-21", tz="UTC")
 
 
@@ -72,4 +74,5 @@ def event_log(seed: int, n_normal: int = 300, n_planted: int = 10, shuffled: boo
         rows += user_rows
     events = pd.DataFrame(rows)
     events["event_id"] = [f"e{i}" for i in range(len(events))]
-    return events, planted
+    # every column of the contract, typed as the clean step leaves them, so features build too
+    return events.reindex(columns=list(EVENT_DTYPES)).astype(EVENT_DTYPES), planted

@@ -269,7 +269,7 @@ def test_ensemble_puts_members_on_one_scale_and_uses_their_sections(normal_featu
     features = X.assign(user_id=[f"u{i:03d}" for i in range(len(X))])
     det, _ = train(features, {"detector": "ensemble", "exclude_features": [], "isolation_forest": {"n_estimators": 17}})
     assert det.members_["isolation_forest"].params["n_estimators"] == 17  # the member's own section of train
-    with pytest.raises(UserError, match="only unsupervised table detectors"):
+    with pytest.raises(UserError, match="only unsupervised table or sequence detectors"):
         make_detector("ensemble", {"members": {"supervised_mlp": 1.0}})
     with pytest.raises(UserError, match="at least one weight"):
         make_detector("ensemble", {"members": {"ecdf_tail": 0.0}})

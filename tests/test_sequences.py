@@ -248,3 +248,39 @@ def test_run_with_the_sequence_detector_end_to_end(tmp_path):
     assert len(scores) == len(labels) and scores["model_version"].str.startswith("sequence_autoencoder-").all()
     assert scores.loc[scores["flagged"], "reasons"].str.contains(r" at 2026-11-\d\d ").any()
     assert (out / "sequences.parquet").exists() and "roc_auc" in summary["evaluate"]
+
+
+def test_an_ensemble_of_a_table_and_a_sequence_detector(planted, tmp_path):
+    """An ensemble member may read sequences: the ensemble then reads features and sequences
+    of the same users, saves and loads both kinds of member, and merges feature and event reasons."""
+    from pipelines.config import default_params
+    from pipelines.detectors import Detector
+    from pipelines.features import build_features
+    from pipelines.sequences import TableAndSequences, model_input
+    from pipelines.train import train
+
+    log, users = event_log(0)
+    features = build_features(log, {"as_of": DAY, "threads": 1})
+    sequences, _ = planted
+    params = {**default_params()["train"], "detector": "ensemble", "holdout_fraction": 0.0,
+              "ensemble": {"members": {"ecdf_tail": 1.0, "sequence_autoencoder": 1.0}},
+              "sequence_autoencoder": FAST}
+    assert get_detector_class("ensemble").reads_sequences_for(params)
+    detector, info = train(features, params, None, lambda: sequences)
+    assert detector.input_kind == "table+sequence" and info["features"] == len(detector.feature_names_) > 6
+    X = model_input(detector, features, sequences)
+    assert isinstance(X, TableAndSequences) and list(X.sequences.user_ids) == list(features["user_id"])
+    scores = detector.score(X)
+    top = set(features["user_id"].to_numpy()[np.argsort(-scores)[:10]])
+    assert len(top & set(users)) >= 8
+    detector.save(tmp_path / "ens")
+    loaded = Detector.load(tmp_path / "ens")
+    np.testing.assert_array_equal(loaded.score(X), scores)
+    planted_rows = features.index[features["user_id"].isin(users)].to_numpy()
+    reasons = loaded.reasons(model_input(loaded, features.iloc[planted_rows], sequences), top_n=4)
+    kinds = {r.kind for rs in reasons for r in rs}
+    assert kinds == {"feature", "event"}
+    assert all(abs(sum(r.contribution for r in rs) - 1) < 1e-9 for rs in reasons if rs)
+    with pytest.raises(UserError, match="sequence member"):
+        loaded.score(X.table)
+

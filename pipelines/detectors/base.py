@@ -165,7 +165,9 @@ def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
 class Detector(ABC):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
-    input_kind: ClassVar[str] = "table"  # "table": the per-user features; "sequence": ordered events
+    # "table": the per-user features; "sequence": ordered events (pipelines.sequences);
+    # "table+sequence": both, as sequences.TableAndSequences (an ensemble with members of each)
+    input_kind: ClassVar[str] = "table"
     supervised: ClassVar[bool] = False  # needs labels in fit; training passes them only then
     wants_gpu: ClassVar[bool] = False  # training benefits from a GPU (the DAG routes it there)
     # what explain's reasons are: the detector's own attribution, or a proxy beside it
@@ -227,6 +229,11 @@ class Detector(ABC):
     def wants_gpu_for(cls, train: dict[str, Any]) -> bool:
         """Whether training with this train section wants a GPU (the DAG routes it there)."""
         return cls.wants_gpu
+
+    @classmethod
+    def reads_sequences_for(cls, train: dict[str, Any]) -> bool:
+        """Whether this detector, with this train section, reads the sequences step's output."""
+        return cls.input_kind == "sequence"
 
     def fit_report(self) -> dict[str, Any]:
         """What fitting found worth reporting in train.json (empty: nothing)."""

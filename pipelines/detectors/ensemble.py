@@ -5,9 +5,13 @@ mean of those. Reasons merge the members' reasons,
 each weighted by its member's share of the ensemble score.
 
 Members and weights come from params.yaml (`train.ensemble.members`); each member uses its
-own section of `train` (train.py passes them as `member_params`)."""
+own section of `train` (train.py passes them as `member_params`). A sequence member (e.g.
+sequence_autoencoder) reads the users' event sequences; the ensemble then reads the features
+and the sequences together (sequences.TableAndSequences)."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +57,52 @@ class EnsembleDetector(Detector):
             raise UserError("ensemble.members: at least one weight must be above 0")
         self.members_ = {n: make_detector(n, (self.params["member_params"] or {}).get(n) or {}) for n in members}
         for name, member in self.members_.items():
-            if member.supervised or member.input_kind != "table":
-                raise UserError(f"ensemble member {name}: only unsupervised table detectors can be members")
+            if member.supervised or member.input_kind not in ("table", "sequence"):
+                raise UserError(f"ensemble member {name}: only unsupervised table or sequence detectors can be members")
         self.wants_gpu = any(m.wants_gpu for m in self.members_.values())
+        # with a sequence member the ensemble reads both (sequences.TableAndSequences)
+        self.input_kind = "table+sequence" if any(m.input_kind == "sequence" for m in self.members_.values()) \
+            else "table"
+        self._sequences = None  # the sequence members' input during one fit/score/reasons call
+
+    @classmethod
+    def reads_sequences_for(cls, train: dict[str, Any]) -> bool:
+        members = (train.get(cls.name) or {}).get("members") or cls.defaults["members"]
+        return any(get_detector_class(m).input_kind == "sequence" for m in members)
+
+    # the table part goes through Detector's checks; the sequence members read the rest
+    def fit(self, X, y: Any = None) -> "EnsembleDetector":
+        with self._reading(X) as table:
+            return super().fit(table, y)
+
+    def score(self, X) -> np.ndarray:
+        with self._reading(X) as table:
+            return super().score(table)
+
+    def reasons(self, X, top_n: int = 3) -> list[list[Reason]]:
+        with self._reading(X) as table:
+            return super().reasons(table, top_n)
+
+    @contextlib.contextmanager
+    def _reading(self, X):
+        from pipelines.sequences import TableAndSequences
+
+        if self.input_kind == "table":
+            yield X
+            return
+        if not isinstance(X, TableAndSequences):
+            raise UserError("this ensemble has a sequence member: it reads the users' features and event "
+                            "sequences (run the sequences step for the day)")
+        if len(X.sequences) != len(X.table):
+            raise UserError("the ensemble's features and sequences are not the same users")
+        self._sequences = X.sequences
+        try:
+            yield X.table
+        finally:
+            self._sequences = None
+
+    def _member_input(self, member: Detector, frame):
+        return self._sequences if member.input_kind == "sequence" else frame
 
     @property
     def weights(self) -> np.ndarray:
@@ -66,14 +113,15 @@ class EnsembleDetector(Detector):
         import pandas as pd
 
         frame = pd.DataFrame(X, columns=self.feature_names_)
-        train_scores = np.column_stack([m.fit(frame).score(frame) for m in self.members_.values()])
+        train_scores = np.column_stack([m.fit(self._member_input(m, frame)).score(self._member_input(m, frame))
+                                        for m in self.members_.values()])
         self.quantiles_ = np.quantile(train_scores, np.linspace(0, 1, _POINTS), axis=0)
 
     def _member_rarity(self, X: np.ndarray) -> np.ndarray:
         import pandas as pd
 
         frame = pd.DataFrame(X, columns=self.feature_names_)
-        raw = np.column_stack([m.score(frame) for m in self.members_.values()])
+        raw = np.column_stack([m.score(self._member_input(m, frame)) for m in self.members_.values()])
         rarity = np.empty_like(raw)
         spread = np.maximum(self.quantiles_[-1] - self.quantiles_[_POINTS // 2], 1e-12)
         for j in range(raw.shape[1]):
@@ -94,24 +142,27 @@ class EnsembleDetector(Detector):
         frame = pd.DataFrame(matrix, columns=self.feature_names_)
         parts = self._member_rarity(matrix) * self.weights
         shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-12)
-        member_reasons = [m.reasons(frame, top_n) for m in self.members_.values()]
+        member_reasons = [m.reasons(self._member_input(m, frame), top_n) for m in self.members_.values()]
         out = []
         for i in range(len(matrix)):
-            merged: dict[str, Reason] = {}
-            weight: dict[str, float] = {}
+            # a feature counts once whichever members name it; an event is its own reason
+            merged: dict[tuple, Reason] = {}
+            weight: dict[tuple, float] = {}
             for j, reasons in enumerate(member_reasons):
                 for r in reasons[i]:
-                    merged.setdefault(r.feature, r)
-                    weight[r.feature] = weight.get(r.feature, 0.0) + shares[i, j] * r.contribution
-            seen: set[str] = set()
+                    key = (r.kind, r.feature, r.context)
+                    merged.setdefault(key, r)
+                    weight[key] = weight.get(key, 0.0) + shares[i, j] * r.contribution
+            seen: set[tuple] = set()
             picked = []
-            for feature in sorted(weight, key=lambda f: (-weight[f], f)):
-                if base_signal(feature) in seen or len(picked) >= top_n:
+            for key in sorted(weight, key=lambda k: (-weight[k], k)):
+                signal = (key[0], base_signal(key[1]) if key[0] == "feature" else key)
+                if signal in seen or len(picked) >= top_n:
                     continue
-                seen.add(base_signal(feature))
-                picked.append(feature)
-            total = sum(weight[f] for f in picked) or 1.0
-            out.append([Reason(f, merged[f].value, merged[f].percentile, weight[f] / total) for f in picked])
+                seen.add(signal)
+                picked.append(key)
+            total = sum(weight[k] for k in picked) or 1.0
+            out.append([dataclasses.replace(merged[k], contribution=weight[k] / total) for k in picked])
         return out
 
     def _save_state(self, directory: Path) -> None:
@@ -123,6 +174,6 @@ class EnsembleDetector(Detector):
         self.quantiles_ = np.load(directory / "score_quantiles.npy")
         for name in list(self.members_):
             loaded = Detector.load(directory / "members" / name)
-            if loaded.feature_names_ != self.feature_names_:
+            if loaded.input_kind == "table" and loaded.feature_names_ != self.feature_names_:
                 raise UserError(f"{directory}: member {name} was trained on other features; retrain the ensemble")
             self.members_[name] = loaded
