@@ -136,7 +136,7 @@ class FeaturesParams(_Section):
 
 
 class SequencesParams(_Section):
-    max_events: int = Field(48, ge=2, le=4096)
+    max_events: int = Field(128, ge=2, le=4096)
     threads: PositiveInt | None = None
 
 
@@ -160,7 +160,7 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
     "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}},
-    "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 5, "epochs": 20, "batch_size": 256,
+    "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 2, "epochs": 20, "batch_size": 256,
                              "learning_rate": 0.001, "patience": 3, "seed": 0},
 }
 

@@ -21,7 +21,7 @@ _LOOP_ONLY = {k: v for k, v in DEEP_DEFAULTS.items() if k not in ("scaling", "cl
 class SequenceAutoencoderDetector(SequenceDetector):
     name = "sequence_autoencoder"
     wants_gpu = True
-    defaults = {**_LOOP_ONLY, "hidden": 32, "latent": 8, "score_top_events": 5, "batch_size": 256, "epochs": 20,
+    defaults = {**_LOOP_ONLY, "hidden": 32, "latent": 8, "score_top_events": 2, "batch_size": 256, "epochs": 20,
                 "patience": 3}
 
     def _network(self):
