@@ -71,7 +71,7 @@ def main() -> int:
     args = ap.parse_args()
     from pipelines.detectors import REGISTRY
 
-    names = args.detectors.split(",") if args.detectors else sorted(REGISTRY)
+    names = args.detectors.split(",") if args.detectors else REGISTRY.packaged()
     results = {}
     for sample, name in FILES.items():
         results[sample] = run_sample(SAMPLES / name, names, args.top)

@@ -16,7 +16,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from pipelines.detectors import REGISTRY, make_detector
+from pipelines.detectors import REGISTRY, get_detector_class, make_detector
+from pipelines.config import section
 from pipelines.errors import UserError
 
 SEEDS = (0, 1, 2)
@@ -88,7 +89,9 @@ def benchmark(X: np.ndarray, y: np.ndarray, detectors: list[str], params: dict[s
         runs = []
         for seed in SEEDS:
             X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
-            detector = _PyOD(name, seed) if name in PYOD else make_detector(name, params.get(name) or {})
+            # each of ours with its own section of train, as training reads it (an ensemble's members too)
+            detector = _PyOD(name, seed) if name in PYOD else \
+                make_detector(name, get_detector_class(name).params_from_train(section({"train": params}, "train")))
             if detector.supervised:
                 detector.fit(pd.DataFrame(X_tr, columns=columns), y_tr)
             else:

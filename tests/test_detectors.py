@@ -273,3 +273,25 @@ def test_ensemble_puts_members_on_one_scale_and_uses_their_sections(normal_featu
         make_detector("ensemble", {"members": {"supervised_mlp": 1.0}})
     with pytest.raises(UserError, match="at least one weight"):
         make_detector("ensemble", {"members": {"ecdf_tail": 0.0}})
+
+
+def test_benchmark_builds_each_detector_from_its_train_section(monkeypatch):
+    """`pipelines benchmark` measures the detectors as training would build them: an
+    ensemble's members with their own sections of train, not the class defaults."""
+    import pipelines.benchmark as bench
+
+    built = {}
+    real = bench.make_detector
+
+    def recording(name, params):
+        built[name] = params
+        return real(name, params)
+
+    monkeypatch.setattr(bench, "make_detector", recording)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 4)), (rng.random(200) < 0.1).astype(int)
+    result = bench.benchmark(X, y, ["ensemble"], {"ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 2.0}},
+                                                  "isolation_forest": {"n_estimators": 23}})
+    assert built["ensemble"]["member_params"]["isolation_forest"]["n_estimators"] == 23
+    assert built["ensemble"]["members"] == {"ecdf_tail": 1.0, "isolation_forest": 2.0}
+    assert 0 <= result["detectors"]["ensemble"]["roc_auc"] <= 1

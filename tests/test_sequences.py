@@ -116,7 +116,7 @@ def test_max_events_must_be_sensible():
 def test_every_registered_detector_has_its_conformance_tests():
     from test_detectors import DETECTORS
 
-    assert set(DETECTORS) | set(SEQUENCE_DETECTORS) == set(REGISTRY)
+    assert set(DETECTORS) | set(SEQUENCE_DETECTORS) == set(REGISTRY.packaged())
     assert SEQUENCE_DETECTORS == ["sequence_autoencoder"]
     cls = get_detector_class("sequence_autoencoder")
     assert cls.wants_gpu and not cls.supervised and "events" in cls.reasons_kind

@@ -51,6 +51,10 @@ class _Registry(Mapping):
     def _modules(self) -> tuple[str, ...]:
         return self._module_names
 
+    def packaged(self) -> list[str]:
+        """The detectors that ship with the package (a module each), without any registered at run time."""
+        return sorted(self._modules())
+
     def _names(self) -> list[str]:
         return sorted(set(self._modules()) | set(_CLASSES))
 
