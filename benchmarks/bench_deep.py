@@ -39,16 +39,20 @@ _CHILD = textwrap.dedent("""
             cols[f"f{j}_28d"] = np.where(rng.random(users) < 0.8, 0.0, rng.gamma(2.0, 3.0, users))
         else:
             cols[f"f{j}_hist"] = rng.beta(1.0, 10.0, users)
-    X = pd.DataFrame(cols)
+    data = pd.DataFrame(cols)
     del cols
-    t0 = time.perf_counter()
-    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(X)
-    fit_s = time.perf_counter() - t0
+    figures = {"users": users, "features": features}
+""")
+
+# the end of every child: fit `name` on `data`, score it, print the figures as one JSON line
+_FIT_AND_SCORE = textwrap.dedent("""
     t1 = time.perf_counter()
-    det.score(X)
-    score_s = time.perf_counter() - t1
-    print(json.dumps({"detector": name, "users": users, "features": features, "epochs": len(det.history_),
-                      "fit_s": fit_s, "s_per_epoch": fit_s / len(det.history_), "score_s": score_s,
+    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(data)
+    fit_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    det.score(data)
+    print(json.dumps({"detector": name, **figures, "epochs": len(det.history_), "fit_s": fit_s,
+                      "s_per_epoch": fit_s / len(det.history_), "score_s": time.perf_counter() - t2,
                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """)
 
@@ -79,18 +83,9 @@ _SEQUENCE_CHILD = textwrap.dedent("""
     t0 = time.perf_counter()
     frame = build_sequences(path, params["simulate"]["end_date"], params["sequences"]["max_events"])
     build_s = time.perf_counter() - t0
-    sequences = EventSequences.from_frame(frame)
+    data = EventSequences.from_frame(frame)
     del frame
-    t1 = time.perf_counter()
-    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(sequences)
-    fit_s = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    det.score(sequences)
-    score_s = time.perf_counter() - t2
-    print(json.dumps({"detector": name, "users": len(sequences), "events": int(sequences.lengths.sum()),
-                      "build_s": build_s, "epochs": len(det.history_), "fit_s": fit_s,
-                      "s_per_epoch": fit_s / len(det.history_), "score_s": score_s,
-                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    figures = {"users": len(data), "events": int(data.lengths.sum()), "build_s": build_s}
 """)
 
 
@@ -118,7 +113,7 @@ def main() -> int:
                             str(args.days)], check=True)
         argv = [str(REPO), name, str(events), str(args.epochs)] if sequence else \
             [str(REPO), name, str(args.users), str(args.features), str(args.epochs)]
-        proc = subprocess.run([sys.executable, "-c", _SEQUENCE_CHILD if sequence else _CHILD, *argv],
+        proc = subprocess.run([sys.executable, "-c", (_SEQUENCE_CHILD if sequence else _CHILD) + _FIT_AND_SCORE, *argv],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}")
