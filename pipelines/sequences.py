@@ -169,6 +169,17 @@ class EventSequences:
         out[~inside] = 0
         return out, lengths
 
+    def event_rows(self) -> np.ndarray:
+        """The rows of `tokens` that hold these users' events, user by user."""
+        ends = np.cumsum(self.lengths)
+        return np.repeat(self.starts - (ends - self.lengths), self.lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+    def update_digest(self, digest) -> None:
+        """Feed these users' ids, lengths and tokens to a hashlib digest (no padding)."""
+        digest.update("\0".join(self.user_ids.tolist()).encode())
+        digest.update(self.lengths.tobytes())
+        digest.update(np.ascontiguousarray(self.tokens[self.event_rows()]).tobytes())
+
     def event_times(self, row: int) -> np.ndarray:
         s = self.starts[row]
         return self.times[s:s + self.lengths[row]]

@@ -9,6 +9,7 @@ reads and writes the partitions of that date (pipelines/layout.py). Steps return
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import tempfile
@@ -286,21 +287,18 @@ def _read_features(path: str, as_of: str) -> pd.DataFrame:
 def sequences_loader(path: str, as_of: str):
     """Reads the day's sequences the first time a sequence detector asks for them (never for a
     table detector: the sequences step need not have run)."""
-    loaded: list = []
-
+    @functools.cache
     def load():
         from pipelines.sequences import EventSequences
 
-        if not loaded:
-            if not io.exists(path):
-                raise UserError(f"{path}: no event sequences for {as_of}; the detector reads them: run the "
-                                f"sequences step for that date first")
-            frame = io.read_parquet(path)
-            if frame.attrs.get("as_of") != as_of:
-                raise UserError(f"{path}: sequences are as of {frame.attrs.get('as_of') or 'an unknown day'}, "
-                                f"not {as_of}; rebuild them with the sequences step")
-            loaded.append(EventSequences.from_frame(frame))
-        return loaded[0]
+        if not io.exists(path):
+            raise UserError(f"{path}: no event sequences for {as_of}; the detector reads them: run the "
+                            f"sequences step for that date first")
+        frame = io.read_parquet(path)
+        if frame.attrs.get("as_of") != as_of:
+            raise UserError(f"{path}: sequences are as of {frame.attrs.get('as_of') or 'an unknown day'}, "
+                            f"not {as_of}; rebuild them with the sequences step")
+        return EventSequences.from_frame(frame)
 
     return load
 

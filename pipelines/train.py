@@ -63,8 +63,7 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     digest = hashlib.sha256(pd.util.hash_pandas_object(training_users[["user_id", *columns]],
                                                        index=False).to_numpy().tobytes())
     if detector.input_kind != "table":
-        read = training if detector.input_kind == "sequence" else training.sequences
-        digest.update(read.padded()[0].tobytes())
+        (training if detector.input_kind == "sequence" else training.sequences).update_digest(digest)
     info = {
         "detector": name,
         "params": detector.params,

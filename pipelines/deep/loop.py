@@ -58,7 +58,7 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
     # torch threads on a CPU: these networks are small, and more threads than free cores
-    # (a scheduler runs several tasks on one machine) made a step up to 50x slower
+    # (a scheduler runs several tasks on one machine) made each step many times slower
     cpu_threads: int | None = 1
 
     @classmethod

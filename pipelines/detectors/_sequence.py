@@ -71,15 +71,20 @@ class SequenceDetector(Detector):
 
         self._check_fitted()
         sequences = self._checked(X)
+        per_user = self._event_losses(sequences)
+        if not per_user:
+            return []
+        # one lookup for every event of every user, then split back per user
+        every, _ = self.reference_.percentiles(np.concatenate(per_user).reshape(-1, 1))
+        percentiles = np.split(every[:, 0], np.cumsum([len(x) for x in per_user])[:-1])
         out = []
-        for row, losses in enumerate(self._event_losses(sequences)):
-            percentile, _ = self.reference_.percentiles(losses.reshape(-1, 1))
+        for row, (losses, percentile) in enumerate(zip(per_user, percentiles)):
             start = sequences.starts[row]
             total = float(losses.sum()) or 1.0
             seen: set[tuple] = set()
             parts: list[Reason] = []
             for step in np.argsort(-losses, kind="stable"):
-                if percentile[step, 0] < REASON_PERCENTILE or len(parts) >= top_n:
+                if percentile[step] < REASON_PERCENTILE or len(parts) >= top_n:
                     break
                 tokens = sequences.tokens[start + step]
                 kind = EVENT_TYPES[int(tokens[0])]
@@ -88,7 +93,7 @@ class SequenceDetector(Detector):
                     continue
                 seen.add((kind, flags))
                 when = pd.Timestamp(int(sequences.times[start + step]), unit="us", tz="UTC")
-                parts.append(Reason(kind, float(losses[step]), float(percentile[step, 0]), float(losses[step]) / total,
+                parts.append(Reason(kind, float(losses[step]), float(percentile[step]), float(losses[step]) / total,
                                     kind="event", context=f"{when:%Y-%m-%d %H:%M:%S}", flags=flags))
             out.append(parts)
         return out
