@@ -278,6 +278,88 @@ def write_bytes(data: bytes, uri: str | os.PathLike) -> None:
         fs.pipe_file(path, bytes(data))  # one PUT: atomic per object
 
 
+class WriteConflict(UserError):
+    """A conditional write found the object changed since it was read (another writer got there
+    first); nothing was written. Rerunning the step decides again against the new object."""
+
+
+def _s3_key(uri: str) -> tuple[Any, str, str]:
+    """(s3fs filesystem, bucket, key) for a single-object s3:// URI; UserError for anything else."""
+    if not is_s3(uri):
+        raise UserError(f"{uri}: conditional reads and writes need an s3:// URI")
+    _require_key(uri)
+    fs, path = _fs(uri)
+    bucket, key, _ = fs.split_path(path)
+    return fs, bucket, key
+
+
+def read_bytes_tagged(uri: str | os.PathLike) -> tuple[bytes, str] | None:
+    """The object at an s3:// `uri` and its ETag from the same GET, or None when there is none.
+
+    Body and tag come from one response, so the tag names exactly the bytes returned: a later
+    write_bytes_if(..., tag) replaces the object only if it is still what the caller decided on.
+    """
+    from fsspec.asyn import sync
+
+    text = _str(uri)
+    fs, bucket, key = _s3_key(text)
+
+    async def get() -> tuple[bytes, str] | None:
+        try:
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        try:
+            return await resp["Body"].read(), resp["ETag"]
+        finally:
+            resp["Body"].close()
+
+    with _user_errors(text, "read"):
+        return sync(fs.loop, get)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether S3 refused a conditional PUT: 412 PreconditionFailed, or 409 ConditionalRequestConflict
+    (AWS's answer while another conditional write of the key is in flight). s3fs turns both into
+    OSErrors and keeps botocore's error as the cause."""
+    if isinstance(exc, FileExistsError):  # s3fs's translation of a failed If-None-Match
+        return True
+    cause = getattr(exc, "__cause__", None)
+    response = getattr(cause, "response", None) or getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code", ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409") or status in (409, 412)
+
+
+def write_bytes_if(data: bytes, uri: str | os.PathLike, expected_tag: str | None) -> None:
+    """Replace the object at an s3:// `uri` only if it is unchanged since it was read.
+
+    `expected_tag` is the ETag that read_bytes_tagged returned (PUT with If-Match), or None when the
+    caller saw no object (PUT with If-None-Match: *, so a concurrent creator is not overwritten).
+    Raises WriteConflict, having written nothing, when S3 finds the object changed.
+    """
+    from fsspec.asyn import sync
+
+    text = _str(uri)
+    fs, bucket, key = _s3_key(text)
+    condition = {"IfNoneMatch": "*"} if expected_tag is None else {"IfMatch": expected_tag}
+
+    async def put() -> None:
+        await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=bytes(data), **condition)
+
+    with _user_errors(text, "upload"):
+        try:
+            sync(fs.loop, put)
+        except _remote_errors() as exc:
+            if _precondition_failed(exc):
+                seen = "no object" if expected_tag is None else f"ETag {expected_tag}"
+                raise WriteConflict(f"{text}: changed on {_store(text)} since it was read ({seen}); "
+                                    f"another writer replaced it first, nothing was written") from exc
+            raise
+        finally:
+            fs.invalidate_cache(f"{bucket}/{key}")
+
+
 def read_text(uri: str | os.PathLike) -> str:
     return read_bytes(uri).decode("utf-8")
 
@@ -504,9 +586,11 @@ def lock(uri: str | os.PathLike) -> Iterator[None]:
     Local paths: an exclusive fcntl.flock on `<uri>.lock` beside the file (created if needed, never
     removed; the lock is released when the block exits or the process dies). POSIX only.
 
-    Object stores: a no-op. S3 and friends have no locks; concurrent writers of the same key get
+    Object stores: a no-op. S3 and friends have no locks; plain writes of the same key get
     last-writer-wins (each PUT is atomic, so a reader sees one whole version, but a read-decide-
-    write by two processes at once can lose one decision). Run such writers one at a time.
+    write by two processes at once can lose one decision). A read-decide-write that must not lose
+    one reads with read_bytes_tagged and writes with write_bytes_if (S3's conditional PUT), as the
+    registry does for champion.json.
     """
     text = _str(uri)
     local = _local_target(text)
@@ -531,6 +615,7 @@ def lock(uri: str | os.PathLike) -> Iterator[None]:
 
 __all__ = [
     "COMPLETE_MARKER",
+    "WriteConflict",
     "atomic_dir",
     "atomic_path",
     "detect_format",
@@ -544,11 +629,13 @@ __all__ = [
     "lock",
     "put_dir",
     "read_bytes",
+    "read_bytes_tagged",
     "read_json",
     "read_parquet",
     "read_text",
     "remove",
     "write_bytes",
+    "write_bytes_if",
     "write_json",
     "write_parquet",
     "write_text",

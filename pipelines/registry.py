@@ -9,6 +9,14 @@ uses, and the history of every promotion decision.
 
 A version is `<detector>-<12 hex digits>`, a hash of the fitted model's files, parameters and
 feature list: the same model trained twice is one version, and a version never changes.
+
+Readers never see half a model: a version is complete once its meta.json is there (io.put_dir
+writes it last, on S3 too), incomplete versions are invisible to exists/load/versions, and
+champion.json, the only object ever replaced, is pointed only at a complete version.
+Replacing it is a read-decide-write: locally it runs under a file lock; on S3, which has no
+locks, the new champion.json is a conditional PUT on the ETag the decision read (If-Match, or
+If-None-Match when there was none), so of two promoters deciding at once one wins and the
+other's decision is recorded as not applied and fails with io.WriteConflict.
 """
 from __future__ import annotations
 
@@ -39,14 +47,28 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _parse_json(data: bytes, uri: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{uri}: not valid JSON ({exc})") from exc
+
+
 def _now() -> str:
     # a timestamp of when a decision was taken: metadata only, never a run date
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# What a Registry saw of champion.json on S3 before any read: nothing, so a write must read first.
+_UNREAD = object()
+
+
 class Registry:
     def __init__(self, root: str):
         self.root = str(root)
+        # champion.json's ETag (None: absent) as last read by this instance, on S3 only: the state
+        # a decision is based on, which the conditional replace of champion.json requires.
+        self._champion_tag: object = _UNREAD
 
     # -- versions ----------------------------------------------------------------------
     def version_dir(self, version: str) -> str:
@@ -104,6 +126,10 @@ class Registry:
         return io.join(self.root, "champion.json")
 
     def champion(self) -> dict[str, Any] | None:
+        if io.is_s3(self.champion_path):
+            found = io.read_bytes_tagged(self.champion_path)
+            self._champion_tag = None if found is None else found[1]
+            return None if found is None else _parse_json(found[0], self.champion_path)
         if not io.exists(self.champion_path):
             return None
         return io.read_json(self.champion_path)
@@ -118,23 +144,48 @@ class Registry:
         return champ["version"]
 
     def lock(self):
-        """Held while a decision reads the champion and may replace it."""
+        """Held while a decision reads the champion and may replace it (a file lock locally; on S3
+        a no-op, where record()'s conditional PUT keeps concurrent decisions from being lost)."""
         return io.lock(self.champion_path)
 
     def record(self, decision: dict[str, Any]) -> dict[str, Any]:
-        """Append a decision to the history; when it promoted, make its candidate the champion."""
+        """Append a decision to the history; when it promoted, make its candidate the champion.
+
+        On S3 the champion is replaced only if champion.json is still what this registry last read
+        (the champion the decision was measured against); otherwise the decision is rewritten as
+        not applied and io.WriteConflict is raised.
+        """
         decision = {**decision, "decided_at": _now()}
+        if decision["promoted"] and not self.exists(decision["candidate"]):
+            raise UserError(f"model {decision['candidate']} is not complete in the registry at {self.root} "
+                            f"(no meta.json): the champion can only point at a complete version")
         stamp = decision["decided_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
         name = f"{decision['as_of']}_{stamp}_{decision['candidate']}_{uuid.uuid4().hex[:6]}.json"
         path = io.join(self.root, "promotions", name)
         io.write_json(decision, path)
         if decision["promoted"]:
-            io.write_json(
-                {"version": decision["candidate"], "as_of": decision["as_of"], "promoted_at": decision["decided_at"],
-                 "forced": decision.get("forced", False), "decision": name},
-                self.champion_path,
-            )
+            pointer = {"version": decision["candidate"], "as_of": decision["as_of"],
+                       "promoted_at": decision["decided_at"], "forced": decision.get("forced", False),
+                       "decision": name}
+            try:
+                self._replace_champion(pointer)
+            except io.WriteConflict as exc:
+                io.write_json({**decision, "promoted": False, "applied": False,
+                               "reason": f"{decision['reason']}; not applied: {exc}"}, path)
+                raise io.WriteConflict(f"{exc}; the decision for {decision['candidate']} is recorded as not "
+                                       f"applied: rerun promote to decide against the new champion") from exc
         return {**decision, "decision_file": path}
+
+    def _replace_champion(self, pointer: dict[str, Any]) -> None:
+        if not io.is_s3(self.champion_path):
+            io.write_json(pointer, self.champion_path)  # under self.lock(): atomic rename
+            return
+        if self._champion_tag is _UNREAD:  # a decision taken without reading the champion
+            self.champion()
+        expected = self._champion_tag
+        data = (json.dumps(pointer, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+        io.write_bytes_if(data, self.champion_path, expected)  # type: ignore[arg-type]
+        self._champion_tag = _UNREAD  # our own write's ETag is unknown: read again before the next one
 
     def decisions(self) -> list[dict[str, Any]]:
         """Every decision, oldest first."""

@@ -1,0 +1,199 @@
+"""S3 for real deployments, against a moto S3 server on 127.0.0.1 (tests/conftest.py's `s3`):
+a model version is whole or invisible, the champion pointer is replaced only after its version is
+complete and never by a promoter that decided against an outdated champion, credentials come from
+boto's chain (never params.yaml), and the CLI reads events from and writes every artifact to S3."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines import io
+from pipelines.config import default_params, override
+from pipelines.errors import UserError
+from pipelines.registry import Registry
+from pipelines.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = "s3://events/models"
+
+
+def fitted(features, detector="ecdf_tail"):
+    model, info = train(features, override(default_params(), "train.detector", detector)["train"])
+    return model, {"trained_as_of": "2026-11-21", "training_data": {"sha256": info["training_data_sha256"]}}
+
+
+def promote(registry: Registry, version: str) -> dict:
+    """What promote.gate does around the decision: read the champion, then record."""
+    before = registry.champion_version(required=False)
+    return registry.record({"as_of": "2026-11-21", "candidate": version, "champion_before": before,
+                            "promoted": True, "reason": "test"})
+
+
+def keys(s3, prefix: str = "") -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="events", Prefix=prefix).get("Contents", []))
+
+
+@contextlib.contextmanager
+def failing_upload_of(suffix: str) -> Iterator[list[str]]:
+    """Within the block s3fs's single-file upload (behind put and put_file) fails for keys ending
+    in `suffix`; yields the keys that did upload."""
+    import s3fs
+
+    done: list[str] = []
+    real = s3fs.S3FileSystem._put_file
+
+    async def put_file(self, lpath, rpath, *args, **kwargs):
+        if rpath.endswith(suffix):
+            raise ConnectionResetError(f"connection reset while uploading {rpath}")
+        await real(self, lpath, rpath, *args, **kwargs)
+        done.append(rpath)
+
+    # instances bind their methods when built (fsspec's sync mirrors): build new ones on both sides
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(s3fs.S3FileSystem, "_put_file", put_file)
+            yield done
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+# --- conditional writes (io) ------------------------------------------------------------------
+
+
+def test_conditional_put_replaces_only_what_was_read(s3):
+    uri = "s3://events/state/pointer.json"
+    assert io.read_bytes_tagged(uri) is None
+    io.write_bytes_if(b"v1", uri, None)  # created: nobody had
+    with pytest.raises(io.WriteConflict, match="no object"):
+        io.write_bytes_if(b"other", uri, None)  # a second creator does not overwrite the first
+    data, tag = io.read_bytes_tagged(uri)
+    assert data == b"v1"
+    io.write_bytes_if(b"v2", uri, tag)
+    with pytest.raises(io.WriteConflict, match=re.escape(tag)):
+        io.write_bytes_if(b"stale", uri, tag)  # decided on v1, but v2 is there now
+    assert io.read_bytes(uri) == b"v2"
+    with pytest.raises(UserError, match="need an s3:// URI"):
+        io.write_bytes_if(b"x", "/tmp/local.json", None)
+
+
+# --- the registry on S3 -----------------------------------------------------------------------
+
+
+def test_failed_upload_midway_leaves_the_champion_on_the_previous_complete_version(s3, sim_features):
+    registry = Registry(MODELS)
+    model, record = fitted(sim_features)
+    first = registry.register(model, record)
+    promote(registry, first)
+    expected = model.score(sim_features)
+
+    other, record2 = fitted(sim_features, "robust_zscore")
+    # the connection drops before the last object: every file of the version but meta.json is there
+    with failing_upload_of("/meta.json") as uploaded, pytest.raises(UserError, match="cannot upload to S3"):
+        registry.register(other, record2)
+    assert any(k.endswith("/registry.json") for k in uploaded) and len(uploaded) >= 2
+    second = next(k.split("/")[2] for k in keys(s3, "models/registry/") if not k.startswith(f"models/registry/{first}/"))
+    assert f"models/registry/{second}/meta.json" not in keys(s3)
+    assert not registry.exists(second)
+    assert [m["version"] for m in registry.versions()] == [first]  # the half version is invisible
+    with pytest.raises(UserError, match="not complete in the registry"):
+        promote(registry, second)
+    assert registry.champion_version() == first
+
+    # a fresh reader (as another process would start) loads the champion from S3 and scores
+    reader = Registry(MODELS)
+    loaded = reader.load(reader.champion_version())
+    np.testing.assert_allclose(loaded.score(sim_features), expected)
+
+    # the retry uploads the whole version again, meta.json last, and then it can be promoted
+    assert registry.register(other, record2) == second
+    assert registry.exists(second)
+    promote(registry, second)
+    assert Registry(MODELS).champion_version() == second
+
+
+def test_two_promoters_deciding_at_once_cannot_both_replace_the_champion(s3, sim_features):
+    setup = Registry(MODELS)
+    a_model, record = fitted(sim_features)
+    b_model, _ = fitted(sim_features, "robust_zscore")
+    c_model, _ = fitted(sim_features, "isolation_forest")
+    a, b, c = (setup.register(m, record) for m in (a_model, b_model, c_model))
+
+    # the very first champion: both see none; the second creator must not overwrite the first
+    one, two = Registry(MODELS), Registry(MODELS)
+    assert one.champion_version(required=False) is None and two.champion_version(required=False) is None
+    one.record({"as_of": "2026-11-21", "candidate": a, "promoted": True, "reason": "no champion yet"})
+    with pytest.raises(io.WriteConflict, match="rerun promote"):
+        two.record({"as_of": "2026-11-21", "candidate": b, "promoted": True, "reason": "no champion yet"})
+    assert Registry(MODELS).champion_version() == a
+
+    # both measure against champion a; the first to write wins, the other is told and recorded
+    one, two = Registry(MODELS), Registry(MODELS)
+    assert one.champion_version() == two.champion_version() == a
+    one.record({"as_of": "2026-11-22", "candidate": b, "promoted": True, "reason": "better than a"})
+    with pytest.raises(io.WriteConflict, match="changed on S3 since it was read"):
+        two.record({"as_of": "2026-11-22", "candidate": c, "promoted": True, "reason": "better than a"})
+    assert Registry(MODELS).champion_version() == b
+    decisions = {(d["candidate"], d["as_of"]): d for d in Registry(MODELS).decisions()}
+    assert decisions[(c, "2026-11-22")]["promoted"] is False
+    assert decisions[(c, "2026-11-22")]["applied"] is False
+    assert "not applied" in decisions[(c, "2026-11-22")]["reason"]
+    assert decisions[(b, "2026-11-22")]["promoted"] is True
+
+    # rerun: the loser reads the new champion and its decision now applies
+    two.champion_version()
+    two.record({"as_of": "2026-11-22", "candidate": c, "promoted": True, "reason": "better than b"})
+    assert Registry(MODELS).champion_version() == c
+
+
+def test_the_gate_on_s3_promotes_then_keeps_the_champion(s3, sim, sim_features):
+    """promote.gate end to end on S3 (reads, decides, conditional replace): a first model becomes
+    champion, the same model again is not promoted and leaves champion.json alone."""
+    from pipelines.promote import gate
+
+    params = default_params()
+    registry = Registry(MODELS)
+    model, record = fitted(sim_features)
+    version = registry.register(model, record)
+    first = gate(registry, version, sim_features, sim[1], "2026-11-21", params)
+    assert first["promoted"] and registry.champion_version() == version
+    pointer = io.read_bytes_tagged(f"{MODELS}/champion.json")
+    again = gate(Registry(MODELS), version, sim_features, sim[1], "2026-11-22", params)
+    assert not again["promoted"]
+    assert io.read_bytes_tagged(f"{MODELS}/champion.json") == pointer
+
+
+# --- credentials stay out of the parameters --------------------------------------------------------
+
+
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_key|credential|api_key|private)", re.I)
+
+
+def _keys_and_values(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield f"{path}.{k}".lstrip("."), v
+            yield from _keys_and_values(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _keys_and_values(v, f"{path}[{i}]")
+
+
+def test_params_yaml_holds_no_credentials():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in _keys_and_values(params):
+        assert not _SECRET_KEY.search(key.rsplit(".", 1)[-1]), f"params.yaml: {key} looks like a secret"
+        if isinstance(value, str):
+            assert not re.search(r"\bAKIA[0-9A-Z]{16}\b", value), f"params.yaml: {key} holds an AWS key id"
+            assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"params.yaml: {key} holds a password in a URL"
