@@ -197,3 +197,61 @@ def test_params_yaml_holds_no_credentials():
         if isinstance(value, str):
             assert not re.search(r"\bAKIA[0-9A-Z]{16}\b", value), f"params.yaml: {key} holds an AWS key id"
             assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"params.yaml: {key} holds a password in a URL"
+
+
+# --- the CLI on S3: events read from the bucket, every artifact written to it ------------------------
+
+
+@pytest.mark.slow
+def test_the_daily_steps_read_events_from_s3_and_write_every_artifact_there(s3, tmp_path, sim):
+    """`python -m pipelines <step>` in processes of their own, configured like a deployment: only
+    the endpoint and boto's credential variables in the environment (the `s3` fixture's
+    AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID=testing...), every storage root and the event source on
+    s3://, and a working folder that must stay empty."""
+    events, labels = sim
+    day = "2026-11-21"
+    io.write_parquet(events, "s3://events/raw/events.parquet")
+    io.write_parquet(labels, "s3://events/raw/labels.parquet")
+    work = tmp_path / "work"
+    work.mkdir()
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "as_of": day,
+        "storage": {"data": "s3://events/lake", "reports": "s3://events/reports", "models": "s3://events/models"},
+        "ingest": {"source": "s3://events/raw/events.parquet"},
+        "features": {"threads": 1},
+        "score": {"top_k": 20},
+    }))
+    assert not _SECRET_KEY.search(params.read_text())  # credentials come from the environment only
+
+    def step(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(params), *args],
+                              cwd=work, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{args}: {proc.stderr[-3000:]}"
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    for name in ("ingest", "clean", "features"):
+        step(name)
+    trained = step("train")
+    version = trained["model_version"]
+    decision = step("promote", "--labels", "s3://events/raw/labels.parquet")
+    assert decision["promoted"] and decision["champion_after"] == version
+    scored = step("score")
+
+    stored = set(keys(s3))
+    for dataset, name in (("ingested", "events"), ("clean", "events"), ("clean", "quarantine"),
+                          ("features", "features"), ("scores", "scores")):
+        assert f"lake/{dataset}/as_of={day}/{name}.parquet" in stored
+    for report in ("clean_report.json", "features.json", "train.json", "promotion.json", "score.json"):
+        assert f"reports/as_of={day}/{report}" in stored
+    assert f"reports/as_of={day}/validation/scores/scores.json" in stored
+    assert f"models/registry/{version}/meta.json" in stored and f"models/registry/{version}/registry.json" in stored
+    assert json.loads(s3.get_object(Bucket="events", Key="models/champion.json")["Body"].read())["version"] == version
+    assert list(work.iterdir()) == []  # nothing went to the local disk instead
+
+    scores = io.read_parquet(f"s3://events/lake/scores/as_of={day}/scores.parquet")
+    features = io.read_parquet(f"s3://events/lake/features/as_of={day}/features.parquet", columns=["user_id"])
+    assert scored["users_scored"] == len(scores) == scores["user_id"].nunique() == len(features) > 500
+    assert scores["model_version"].eq(version).all() and scored["flagged"] == int(scores["flagged"].sum()) == 20
+    abusers = set(labels.loc[labels["is_anomaly"].astype(bool), "user_id"])
+    assert len(set(scores.loc[scores["flagged"], "user_id"]) & abusers) >= 10  # it found abusers, not noise
