@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from pipelines.errors import UserError
+from pipelines.errors import TransientWarehouseError, UserError
 
 RAW_EVENTS = "data/raw/events.parquet"
 RAW_LABELS = "data/raw/labels.parquet"
@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--as-of", help="default: the day of the file's last event")
 
+    p = sub.add_parser("warehouse", help="set up the warehouse: migrations (owner role) and roles (PostgreSQL)")
+    wsub = p.add_subparsers(dest="warehouse_command", required=True, metavar="COMMAND")
+    for name, help in (("migrate", "apply the pending schema migrations, in order (run as the owner role)"),
+                       ("grant-reader", "create or update a read-only role: SELECT on the tables and views"),
+                       ("grant-writer", "create or update the publishing role: SELECT, INSERT, DELETE, no DDL")):
+        w = wsub.add_parser(name, help=help)
+        if name != "migrate":
+            w.add_argument("name", metavar="NAME", help="the PostgreSQL role")
+        w.add_argument("--warehouse", help="the URL (default: WAREHOUSE_URL or warehouse.url)")
+        w.add_argument("--experiment", action="store_true", help="the experiment warehouse (warehouse.experiment_url)")
+
     p = sub.add_parser("benchmark", help="detectors on an ADBench-style .npz (contract section 6)")
     p.add_argument("--npz", required=True)
     p.add_argument("--detectors", help="comma-separated, ours or pyod:IForest, pyod:ECOD, pyod:AutoEncoder, "
@@ -115,7 +126,7 @@ def dispatch(args: argparse.Namespace) -> dict | None:
     from pipelines import stages
     from pipelines.config import load_params, override, section
 
-    params = load_params(args.params, required=args.step not in ("run", "benchmark", "validate"))
+    params = load_params(args.params, required=args.step not in ("run", "benchmark", "validate", "warehouse"))
     if getattr(args, "as_of", None):
         params = override(params, "as_of", args.as_of)
     as_of = params.get("as_of")
@@ -156,6 +167,14 @@ def dispatch(args: argparse.Namespace) -> dict | None:
             os.environ["WAREHOUSE_URL"] = args.warehouse
         return run_pipeline(args.events, args.out, params, labels=args.labels, run_id=args.run_id,
                             as_of=args.as_of)
+    if args.step == "warehouse":
+        from pipelines import warehouse
+
+        target = warehouse.Target.from_params(params, url=args.warehouse, experiment=args.experiment)
+        if args.warehouse_command == "migrate":
+            return warehouse.migrate(target)
+        grant = warehouse.grant_reader if args.warehouse_command == "grant-reader" else warehouse.grant_writer
+        return grant(target, args.name)
     if args.step == "benchmark":
         from pathlib import Path
 
@@ -192,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TransientWarehouseError as exc:  # worth retrying as it is: a distinct status for schedulers
+        print(f"error (temporary, retry later): {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     if result is not None:

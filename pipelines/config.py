@@ -17,6 +17,7 @@ import datetime as dt
 import difflib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -257,10 +258,19 @@ class ScoreParams(_Section):
         return self
 
 
-class WarehouseParams(_Section):
-    url: NonEmptyStr = DEFAULT_WAREHOUSE_URL
-    table: Annotated[str, AfterValidator(_plain_identifier)] = "flagged_users"
-    experiment_url: NonEmptyStr = DEFAULT_EXPERIMENT_URL
+with warnings.catch_warnings():
+    # `schema` shadows BaseModel.schema(), pydantic v1's deprecated method, which nothing here calls
+    warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+    class WarehouseParams(_Section):
+        url: NonEmptyStr = DEFAULT_WAREHOUSE_URL
+        table: Annotated[str, AfterValidator(_plain_identifier)] = "flagged_users"
+        experiment_url: NonEmptyStr = DEFAULT_EXPERIMENT_URL
+        # None: the backend's default schema (public on PostgreSQL, main on DuckDB)
+        schema: Annotated[str, AfterValidator(_plain_identifier)] | None = None
+        user_scores: bool = False  # also keep every user's score of the day in user_scores_table
+        user_scores_table: Annotated[str, AfterValidator(_plain_identifier)] = "user_scores"
+        lock_timeout_s: float = Field(600.0, gt=0)  # PostgreSQL: wait this long for another writer of the day
 
 
 class Params(_Section):

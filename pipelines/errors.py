@@ -7,3 +7,12 @@ class UserError(Exception):
 
 class ValidationFailed(UserError):
     """A Great Expectations suite failed; the message is the human summary."""
+
+
+class TransientWarehouseError(Exception):
+    """The warehouse is unreachable, busy or locked right now (connection refused, serialization
+    failure, deadlock, lock timeout, a DuckDB file locked by another process): the same command
+    may succeed later. Not a UserError, so schedulers retry it; the CLI prints it on one line and
+    exits EXIT_TEMPFAIL."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h)

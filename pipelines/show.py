@@ -34,12 +34,11 @@ def print_registry(params: dict[str, Any], limit: int = 1) -> None:
 
 def show(params: dict[str, Any], as_of: str | None, limit: int, experiment: bool = False,
          url: str | None = None) -> None:
-    from pipelines.config import experiment_warehouse_target, warehouse_target
-    from pipelines.warehouse import read_table
+    from pipelines.warehouse import Target, read_table
 
     print_registry(params)
-    target, table_name = experiment_warehouse_target(params) if experiment else warehouse_target(params)
-    table = read_table(url or target, table_name)
+    target = Target.from_params(params, url=url, experiment=experiment)
+    table = read_table(target.url, target.table, schema=target.schema)
     if table.empty:
         print("no flagged users in the warehouse yet")
         return

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines import io
-from pipelines.config import experiment_warehouse_target, section, warehouse_target
+from pipelines.config import section
 from pipelines.errors import UserError
 from pipelines.layout import Layout, parse_as_of
 from pipelines.registry import Registry
@@ -227,21 +227,39 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
 def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id: str | None = None,
                   experiment: bool = False, url: str | None = None, report_out: str | None = None) -> dict:
     """Make the day's flagged users the only rows of that day in the warehouse table, in one
-    transaction. `experiment` publishes to warehouse.experiment_url (what DVC uses)."""
-    from pipelines.warehouse import flagged_rows, replace_day
+    transaction. `experiment` publishes to warehouse.experiment_url (what DVC uses). The scores
+    are read in batches, so memory does not grow with the number of users."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipelines import warehouse
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
-    scores = io.read_parquet(scores_in or lay.scores(as_of))
-    days = {str(d) for d in pd.to_datetime(scores["as_of"]).dt.date.unique()}
-    if days - {as_of}:
-        raise UserError(f"the scores to publish are as of {', '.join(sorted(days))}, not {as_of}")
-    target_url, table = experiment_warehouse_target(params) if experiment else warehouse_target(params)
-    target_url = url or target_url
+    target = warehouse.Target.from_params(params, url=url, experiment=experiment)
+    src = scores_in or lay.scores(as_of)
+    if not io.exists(src):
+        raise UserError(f"{src}: no scores for {as_of}; run the score step for that date first")
     run_id = run_id or os.environ.get("PIPELINES_RUN_ID") or uuid.uuid4().hex
-    rows = flagged_rows(scores, run_id, pd.Timestamp(dt.datetime.now(dt.timezone.utc)))
-    written = replace_day(rows, target_url, table, as_of)
-    info = {"as_of": as_of, "rows": written, "table": table, "warehouse": redact(target_url), "run_id": run_id,
-            "experiment": experiment}
+    scored_at = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
+    fs, path = io._fs(src)  # io's filesystem (local, or s3:// with its endpoint and credentials)
+    with fs.open(path, "rb") as fh:
+        scores = pq.ParquetFile(fh)
+
+        def batches():
+            for batch in scores.iter_batches(batch_size=65536):
+                days = {str(d) for d in pc.unique(batch.column("as_of")).to_pylist()}
+                if days - {as_of}:
+                    raise UserError(f"the scores to publish are as of {', '.join(sorted(days))}, not {as_of}")
+                yield batch
+
+        flagged = warehouse.flagged_batches(batches(), run_id, scored_at)
+        everyone = warehouse.score_batches(batches(), run_id, scored_at) if target.user_scores else None
+        written = warehouse.publish(target, as_of, flagged, everyone,
+                                    lock_timeout_s=section(params, "warehouse")["lock_timeout_s"])
+    info = {"as_of": as_of, "rows": written["rows"], "table": target.table, "schema": target.schema,
+            "warehouse": redact(target.url), "run_id": run_id, "experiment": experiment}
+    if "user_scores_rows" in written:
+        info["user_scores_rows"] = written["user_scores_rows"]
     io.write_json(info, report_out or lay.report(as_of, "publish.json"))
     return info
 
@@ -320,7 +338,7 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def redact(url: str) -> str:
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The URL with any password hidden (SQLAlchemy's rendering; see pipelines.warehouse.redact)."""
+    from pipelines.warehouse import redact as warehouse_redact
+
+    return warehouse_redact(url)

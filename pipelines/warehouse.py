@@ -1,35 +1,235 @@
 """The flagged_users table: embedded DuckDB by default, PostgreSQL through a SQLAlchemy URL.
 
-Re-scoring a day replaces that day's rows in one transaction, so a reader sees the old rows
-or the new ones, never a mix or a gap.
+- The schema is made by versioned migrations (`MIGRATIONS`, applied in order and recorded in
+  `<schema>.schema_migrations`), run by the owner with `python -m pipelines warehouse migrate`.
+  Writes run no DDL; on PostgreSQL a database that is behind stops publishing with one line
+  that says to migrate. The embedded DuckDB default migrates itself (one process, one file, no
+  roles), so it needs no setup.
+- Re-publishing a day replaces that day's rows in one transaction that first takes a per-day
+  lock, so a reader sees the old rows or the new ones, never a mix or a gap, and a writer that
+  dies mid-load leaves the old day. Rows go in with COPY (PostgreSQL) or from Arrow (DuckDB),
+  batch by batch, so publishing a million users never holds them all in pandas.
+- Names from configuration are checked and double-quoted; values are bound parameters.
+- A database that is down, busy or locked raises TransientWarehouseError (retry later); a bad
+  URL, name or missing migration raises UserError (fix the configuration).
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import io as _io
 import re
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipelines.errors import UserError
+from pipelines.errors import TransientWarehouseError, UserError
 from pipelines.schema import FLAGGED_USERS_COLUMNS
 
-LOCK_WAIT_S = 60.0
+LOCK_WAIT_S = 60.0  # DuckDB: how long to wait for another process's lock on the file
+DEFAULT_LOCK_TIMEOUT_S = 600.0  # PostgreSQL: how long to wait for another writer of the same day
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MIGRATIONS_TABLE = "schema_migrations"
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS {table} (
-    as_of DATE NOT NULL,
-    user_id VARCHAR NOT NULL,
-    score DOUBLE PRECISION NOT NULL,
-    rank BIGINT NOT NULL,
-    reasons VARCHAR,
-    anomaly_types VARCHAR,
-    model_version VARCHAR NOT NULL,
-    run_id VARCHAR NOT NULL,
-    scored_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    PRIMARY KEY (as_of, user_id)
-)"""
+FLAGGED_ARROW = pa.schema([
+    ("as_of", pa.date32()),
+    ("user_id", pa.string()),
+    ("score", pa.float64()),
+    ("rank", pa.int64()),
+    ("reasons", pa.string()),
+    ("anomaly_types", pa.string()),
+    ("model_version", pa.string()),
+    ("run_id", pa.string()),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+assert tuple(FLAGGED_ARROW.names) == FLAGGED_USERS_COLUMNS
+
+USER_SCORES_ARROW = pa.schema([
+    ("as_of", pa.date32()),
+    ("user_id", pa.string()),
+    ("score", pa.float64()),
+    ("rank", pa.int64()),
+    ("flagged", pa.bool_()),
+    ("model_version", pa.string()),
+    ("run_id", pa.string()),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    option: str | None = None  # applied only when this option is on (e.g. user_scores)
+
+    def checksum(self) -> str:
+        # of the templates, not the rendered SQL: the same migration under another name is the same
+        return hashlib.sha256("\n;\n".join(self.statements).encode()).hexdigest()[:16]
+
+
+# Never edit an applied migration (migrate refuses a changed checksum): add the next number.
+# Placeholders are quoted, schema-qualified names. Migration 1 is the DDL the pipeline used to
+# run on every write, so a table made by that code is adopted as it is.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "flagged_users", ("""
+        CREATE TABLE IF NOT EXISTS {table} (
+            as_of DATE NOT NULL,
+            user_id VARCHAR NOT NULL,
+            score DOUBLE PRECISION NOT NULL,
+            rank BIGINT NOT NULL,
+            reasons VARCHAR,
+            anomaly_types VARCHAR,
+            model_version VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            scored_at TIMESTAMP WITH TIME ZONE NOT NULL,
+            PRIMARY KEY (as_of, user_id)
+        )""",)),
+    # by day (the primary key leads with as_of too; this one also gives the day in rank order),
+    # by user (a user's history) and by score
+    Migration(2, "flagged_users_indexes", (
+        "CREATE INDEX IF NOT EXISTS {ix_day} ON {table} (as_of, rank)",
+        "CREATE INDEX IF NOT EXISTS {ix_user} ON {table} (user_id, as_of)",
+        "CREATE INDEX IF NOT EXISTS {ix_score} ON {table} (score)",
+    )),
+    Migration(3, "flagged_users_latest_view", ("""
+        CREATE OR REPLACE VIEW {latest} AS
+        SELECT DISTINCT ON (user_id)
+               as_of, user_id, score, rank, reasons, anomaly_types, model_version, run_id, scored_at
+        FROM {table}
+        ORDER BY user_id, as_of DESC""",)),
+    Migration(4, "user_scores", ("""
+        CREATE TABLE IF NOT EXISTS {scores} (
+            as_of DATE NOT NULL,
+            user_id VARCHAR NOT NULL,
+            score DOUBLE PRECISION NOT NULL,
+            rank BIGINT NOT NULL,
+            flagged BOOLEAN NOT NULL,
+            model_version VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            scored_at TIMESTAMP WITH TIME ZONE NOT NULL,
+            PRIMARY KEY (as_of, user_id)
+        )""", "CREATE INDEX IF NOT EXISTS {ix_scores_user} ON {scores} (user_id, as_of)"), option="user_scores"),
+)
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def _name(value: str, what: str) -> str:
+    """A configured SQL name, folded to lower case as unquoted SQL folds it (so a table the old
+    unquoted DDL made is found), then always double-quoted: reserved words work too."""
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise UserError(f"{what} {value!r} must be a plain SQL name (letters, digits, underscores, "
+                        f"at most 63, not starting with a digit)")
+    return value.lower()
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'  # safe: _name admits no quote character
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the tables live: a URL, a schema (None: the backend's default, `public` on
+    PostgreSQL, `main` on DuckDB), the flagged-users table and the optional user_scores table."""
+
+    url: str
+    table: str = "flagged_users"
+    schema: str | None = None
+    user_scores: bool = False
+    user_scores_table: str = "user_scores"
+
+    def __post_init__(self):
+        kind, target = parse_url(self.url)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "location", target)
+        object.__setattr__(self, "table", _name(self.table, "warehouse.table"))
+        object.__setattr__(self, "user_scores_table", _name(self.user_scores_table, "warehouse.user_scores_table"))
+        schema = self.schema if self.schema is not None else ("main" if kind == "duckdb" else "public")
+        object.__setattr__(self, "schema", _name(schema, "warehouse.schema"))
+        for derived in self.names().values():
+            if len(derived) > 63:
+                raise UserError(f"warehouse.table {self.table!r} is too long: {derived!r} (derived from it) "
+                                f"exceeds 63 characters")
+
+    @classmethod
+    def from_params(cls, params: dict, url: str | None = None, experiment: bool = False) -> Target:
+        from pipelines.config import experiment_warehouse_target, section, warehouse_target
+
+        default_url, table = experiment_warehouse_target(params) if experiment else warehouse_target(params)
+        w = section(params, "warehouse")
+        return cls(url or default_url, table, w.get("schema"), bool(w.get("user_scores", False)),
+                   w.get("user_scores_table", "user_scores"))
+
+    def names(self) -> dict[str, str]:
+        t = self.table
+        return {"table": t, "latest": f"{t}_latest", "ix_day": f"{t}_as_of_rank_idx",
+                "ix_user": f"{t}_user_id_idx", "ix_score": f"{t}_score_idx", "scores": self.user_scores_table,
+                "ix_scores_user": f"{self.user_scores_table}_user_id_idx"}
+
+    def sql_names(self) -> dict[str, str]:
+        """Quoted names for the migration templates: tables and views schema-qualified, indexes
+        bare (an index lives in its table's schema)."""
+        s = _quote(self.schema)
+        return {k: (_quote(v) if k.startswith("ix_") else f"{s}.{_quote(v)}") for k, v in self.names().items()}
+
+    def qualified(self, key: str = "table") -> str:
+        return self.sql_names()[key]
+
+    def options(self) -> set[str]:
+        return {"user_scores"} if self.user_scores else set()
+
+    def wanted(self, options: set[str] | None = None) -> list[Migration]:
+        options = self.options() if options is None else options
+        return [m for m in MIGRATIONS if m.option is None or m.option in options]
+
+    @property
+    def safe_url(self) -> str:
+        return redact(self.url)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """('duckdb', file path) or ('sqlalchemy', URL)."""
+    if url.startswith("duckdb:///"):
+        return "duckdb", url[len("duckdb:///"):]
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+        return "sqlalchemy", url
+    if "://" not in url:
+        return "duckdb", url
+    raise UserError(f"warehouse.url {redact(url)!r}: use duckdb:///path/file.duckdb or postgresql://user@host/db")
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, as SQLAlchemy renders it. A password with an unescaped
+    `@` (which SQLAlchemy would read as part of the host) hides everything before the last `@`."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = str(url)
+    try:
+        parsed = make_url(text)
+    except (ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None and "@" not in (parsed.host or "") and "@" not in (parsed.database or ""):
+        return parsed.render_as_string(hide_password=True)
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return text
+
+
+# ----------------------------------------------------------------------------- rows
 
 
 def flagged_rows(scores: pd.DataFrame, run_id: str, scored_at: pd.Timestamp) -> pd.DataFrame:
@@ -41,115 +241,487 @@ def flagged_rows(scores: pd.DataFrame, run_id: str, scored_at: pd.Timestamp) -> 
     return rows[list(FLAGGED_USERS_COLUMNS)].reset_index(drop=True)
 
 
-def replace_day(rows: pd.DataFrame, url: str, table: str, as_of) -> int:
-    """Atomically make `rows` the only rows of `table` for `as_of`. Returns rows written."""
-    _check_identifier(table)
+def flagged_batches(batches: Iterable[pa.RecordBatch], run_id: str, scored_at) -> Iterator[pa.RecordBatch]:
+    """Score batches (the score step's columns) -> the flagged users among them, as table rows."""
+    for batch in batches:
+        batch = batch.filter(pc.fill_null(batch.column("flagged"), False))
+        if batch.num_rows:
+            yield _with_run(batch, run_id, scored_at, FLAGGED_ARROW)
+
+
+def score_batches(batches: Iterable[pa.RecordBatch], run_id: str, scored_at) -> Iterator[pa.RecordBatch]:
+    """Score batches -> user_scores rows (every user, flagged or not)."""
+    for batch in batches:
+        if batch.num_rows:
+            yield _with_run(batch, run_id, scored_at, USER_SCORES_ARROW)
+
+
+def _with_run(batch: pa.RecordBatch, run_id: str, scored_at, schema: pa.Schema) -> pa.RecordBatch:
+    n, names = batch.num_rows, batch.schema.names
+    added = {"run_id": pa.array([run_id] * n, pa.string()),
+             "scored_at": pa.array([pd.Timestamp(scored_at).to_pydatetime()] * n, pa.timestamp("us", tz="UTC"))}
+    if "anomaly_types" not in names:  # scores from before the reviewer's hint existed
+        added["anomaly_types"] = pa.array([""] * n, pa.string())
+    columns = {name: batch.column(name) for name in names if name not in added} | added
+    kept = [f.name for f in schema if f.name in columns]
+    return _conform(pa.RecordBatch.from_arrays([columns[k] for k in kept], names=kept), schema)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch with exactly the schema's columns, in order, cast to its types."""
+    missing = [f.name for f in schema if f.name not in batch.schema.names]
+    if missing:
+        raise ValueError(f"rows to write lack column(s) {', '.join(missing)}")
+    arrays = []
+    for field in schema:
+        column = batch.column(field.name)
+        if column.type != field.type:
+            # timestamps may arrive in ns: dropping sub-microsecond digits is intended
+            column = pc.cast(column, field.type, safe=not pa.types.is_timestamp(field.type))
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _batches(rows: Any, schema: pa.Schema, as_of: dt.date, counter: list[int]) -> Iterator[pa.RecordBatch]:
+    """Any accepted input (a DataFrame, an Arrow table or batch, or an iterable of those) as
+    conformed record batches, each checked to be of `as_of`; counts rows into counter[0]."""
+    if isinstance(rows, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+        rows = [rows]
+    day = pa.scalar(as_of, pa.date32())
+    for part in rows:
+        if isinstance(part, pd.DataFrame):
+            part = pa.Table.from_pandas(part, preserve_index=False)
+        for batch in part.to_batches() if isinstance(part, pa.Table) else [part]:
+            if batch.num_rows == 0:
+                continue
+            batch = _conform(batch, schema)
+            same_day = pc.sum(pc.equal(batch.column("as_of"), day)).as_py() or 0
+            if same_day != batch.num_rows:
+                raise ValueError("every row written for a day must carry that as_of")
+            counter[0] += batch.num_rows
+            yield batch
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def replace_day(rows: Any, url: str, table: str, as_of, *, schema: str | None = None,
+                user_scores: Any = None, user_scores_table: str = "user_scores",
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+    """Atomically make `rows` the only rows of `table` for `as_of`; returns the rows written.
+
+    `rows` (and `user_scores`, every user's score when that table is wanted) may be a pandas
+    DataFrame, a pyarrow Table or RecordBatch, or an iterable of those, consumed once."""
+    target = Target(url, table, schema, user_scores is not None, user_scores_table)
+    return publish(target, as_of, rows, user_scores, lock_timeout_s=lock_timeout_s)["rows"]
+
+
+def publish(target: Target, as_of, rows: Any, user_scores: Any = None,
+            lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> dict[str, int]:
+    """replace_day on a Target: {"rows": flagged rows written, "user_scores_rows": ...}."""
     as_of = pd.Timestamp(as_of).date()
-    if len(rows) and not (pd.to_datetime(rows["as_of"]).dt.date == as_of).all():
-        raise ValueError("every row written for a day must carry that as_of")
-    kind, target = parse_url(url)
-    if kind == "duckdb":
-        return _replace_day_duckdb(rows, target, table, as_of)
-    return _replace_day_sqlalchemy(rows, target, table, as_of)
+    if user_scores is not None and not target.user_scores:
+        raise ValueError("user_scores rows given for a target without the user_scores table")
+    counts = {"rows": [0], "user_scores_rows": [0]}
+    flagged = _batches(rows, FLAGGED_ARROW, as_of, counts["rows"])
+    scores = _batches(user_scores, USER_SCORES_ARROW, as_of, counts["user_scores_rows"]) \
+        if user_scores is not None else None
+    if target.kind == "duckdb":
+        _duckdb_replace(target, as_of, flagged, scores)
+    else:
+        _pg_replace(target, as_of, flagged, scores, lock_timeout_s)
+    result = {"rows": counts["rows"][0]}
+    if scores is not None:
+        result["user_scores_rows"] = counts["user_scores_rows"][0]
+    return result
 
 
-def read_table(url: str, table: str, as_of=None) -> pd.DataFrame:
-    _check_identifier(table)
-    kind, target = parse_url(url)
+def read_table(url: str, table: str, as_of=None, *, schema: str | None = None) -> pd.DataFrame:
+    target = Target(url, table, schema)
     where, args = ("WHERE as_of = ?", [pd.Timestamp(as_of).date()]) if as_of is not None else ("", [])
-    query = f"SELECT * FROM {table} {where} ORDER BY as_of, rank"
-    if kind == "duckdb":
-        if target != ":memory:" and not Path(target).exists():
-            raise UserError(f"{target}: warehouse file not found; run the publish step first")
-        with _connect_duckdb(target, read_only=True) as con:
-            return con.sql(query, params=args).to_arrow_table().to_pandas()
-    from sqlalchemy import create_engine, text
+    query = f"SELECT * FROM {target.qualified()} {where} ORDER BY as_of, rank"
+    if target.kind == "duckdb":
+        path = target.location
+        if path != ":memory:" and not Path(path).exists():
+            raise UserError(f"{path}: warehouse file not found; run the publish step first")
+        import duckdb
 
-    engine = create_engine(target)
-    try:
-        with engine.connect() as conn:
-            params = {"as_of": args[0]} if args else {}
-            return pd.read_sql(text(query.replace("?", ":as_of")), conn, params=params)
-    finally:
-        engine.dispose()
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """('duckdb', file path) or ('sqlalchemy', URL)."""
-    if url.startswith("duckdb:///"):
-        return "duckdb", url[len("duckdb:///") :]
-    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
-        return "sqlalchemy", url
-    if "://" not in url:
-        return "duckdb", url
-    raise UserError(f"warehouse.url {url!r}: use duckdb:///path/file.duckdb or postgresql://user@host/db")
+        with _connect_duckdb(path, read_only=True) as con:
+            try:
+                return con.sql(query, params=args).to_arrow_table().to_pandas()
+            except duckdb.CatalogException as exc:
+                raise UserError(f"{path}: no table {target.schema}.{target.table}; run the publish step first") from exc
+    with _pg_errors(target, "read from"), _pg_connect(target) as con:
+        cur = con.execute(query.replace("?", "%s"), args)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
 
 
-def _check_identifier(table: str) -> None:
-    if not _IDENTIFIER.match(table):
-        raise UserError(f"warehouse.table {table!r} must be a plain SQL name (letters, digits, underscores)")
+def migrate(target: Target) -> dict[str, Any]:
+    """Apply the pending migrations in order, each recorded in schema_migrations; safe to rerun
+    and to run twice at once (the second waits, then finds nothing to do)."""
+    if target.kind == "duckdb":
+        with _connect_duckdb(_duckdb_path(target)) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                applied = _migrate(_DuckSession(con), target)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+    else:
+        with _pg_errors(target, "migrate"), _pg_connect(target) as con:
+            session = _PgSession(con)
+            session.exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [_lock_key(target, "migrate")])
+            applied = _migrate(session, target)
+            con.commit()
+    return {"warehouse": target.safe_url, "schema": target.schema, "table": target.table, "applied": applied,
+            "version": max(m.version for m in target.wanted())}
 
 
-def _connect_duckdb(path: str, read_only: bool = False, wait_s: float = LOCK_WAIT_S):
+def grant_reader(target: Target, role: str) -> dict[str, Any]:
+    """Create the PostgreSQL role `role` (LOGIN, no password: set one with ALTER ROLE, or grant
+    the role to people) if it does not exist, and make its rights exactly: read every table and
+    view in the schema, now and later (default privileges of the schema's owner)."""
+    return _grant(target, role, "reader")
+
+
+def grant_writer(target: Target, role: str) -> dict[str, Any]:
+    """Like grant_reader, for the publishing role: SELECT, INSERT and DELETE on the schema's
+    tables (not the migration record), no DDL."""
+    return _grant(target, role, "writer")
+
+
+# ----------------------------------------------------------------------------- migration engine
+
+
+class _DuckSession:
+    def __init__(self, con):
+        self.con = con
+
+    def exec(self, sql: str, params: list | None = None) -> None:
+        self.con.execute(sql, params or [])
+
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def schema_exists(self, schema: str) -> bool:
+        return bool(self.rows("SELECT 1 FROM duckdb_schemas() WHERE database_name = current_database() "
+                              "AND schema_name = ?", [schema]))
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return bool(self.rows("SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+                              "AND schema_name = ? AND table_name = ?", [schema, table]))
+
+
+class _PgSession:
+    def __init__(self, con):
+        self.con = con
+
+    def exec(self, sql: str, params: list | None = None) -> None:
+        self.con.execute(sql.replace("?", "%s"), params or None)
+
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql.replace("?", "%s"), params or None).fetchall()
+
+    def schema_exists(self, schema: str) -> bool:
+        return bool(self.rows("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = ?", [schema]))
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        # the catalog, not information_schema: that hides tables the role has no right on, and
+        # a missing right must read as one, not as a database that was never migrated
+        return bool(self.rows("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = ? AND tablename = ?",
+                              [schema, table]))
+
+
+def _applied(session, target: Target) -> dict[int, str] | None:
+    """version -> checksum of what is recorded for this table; None without a migration record."""
+    if not session.table_exists(target.schema, _MIGRATIONS_TABLE):
+        return None
+    return dict(session.rows(f"SELECT version, checksum FROM {_quote(target.schema)}.{_quote(_MIGRATIONS_TABLE)} "
+                             f"WHERE subject = ?", [target.table]))
+
+
+def _pending(session, target: Target) -> list[Migration]:
+    applied = _applied(session, target) or {}
+    return [m for m in target.wanted() if m.version not in applied]
+
+
+def _migrate(session, target: Target) -> list[str]:
+    s = _quote(target.schema)
+    # checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists
+    if not session.schema_exists(target.schema):
+        session.exec(f"CREATE SCHEMA {s}")
+    session.exec(f"""CREATE TABLE IF NOT EXISTS {s}.{_quote(_MIGRATIONS_TABLE)} (
+        subject VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        name VARCHAR NOT NULL,
+        checksum VARCHAR NOT NULL,
+        applied_at TIMESTAMP WITH TIME ZONE NOT NULL,
+        PRIMARY KEY (subject, version))""")
+    applied = _applied(session, target) or {}
+    for m in MIGRATIONS:
+        if m.version in applied and applied[m.version] != m.checksum():
+            raise UserError(f"warehouse migration {m.version:04d}_{m.name} has changed since it was applied to "
+                            f"{target.schema}.{target.table}; add a new migration instead of editing one")
+    done = []
+    names = target.sql_names()
+    for m in target.wanted():
+        if m.version in applied:
+            continue
+        for statement in m.statements:
+            session.exec(statement.format(**names))
+        session.exec(f"INSERT INTO {s}.{_quote(_MIGRATIONS_TABLE)} (subject, version, name, checksum, applied_at) "
+                     f"VALUES (?, ?, ?, ?, ?)", [target.table, m.version, m.name, m.checksum(),
+                                                 dt.datetime.now(dt.timezone.utc)])
+        done.append(f"{m.version:04d}_{m.name}")
+    columns = [r[0] for r in session.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position", [target.schema, target.table])]
+    if tuple(columns) != FLAGGED_USERS_COLUMNS:
+        raise UserError(f"{target.schema}.{target.table} exists with columns {', '.join(columns)}, not the "
+                        f"contract's {', '.join(FLAGGED_USERS_COLUMNS)}; rename it or pick another warehouse.table")
+    return done
+
+
+def _behind_message(target: Target, pending: list[Migration]) -> str:
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+    return (f"the warehouse at {target.safe_url} is not set up for {target.schema}.{target.table} "
+            f"(pending migrations: {names}); run `python -m pipelines warehouse migrate` as the owner role")
+
+
+# ----------------------------------------------------------------------------- DuckDB
+
+
+def _duckdb_path(target: Target) -> str:
+    path = target.location
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _connect_duckdb(path: str, read_only: bool = False, wait_s: float | None = None):
     """DuckDB lets one process write a file at a time: another process that meets the lock
-    waits with back-off, then gets a one-line error instead of a traceback."""
+    waits with back-off, then gets a one-line (transient) error instead of a traceback."""
     import duckdb
 
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     delay, waited = 0.05, 0.0
     while True:
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise
+                raise UserError(f"{path}: cannot open the warehouse file: {str(exc).splitlines()[0]}") from exc
             if waited >= wait_s:
-                raise UserError(f"{path}: the warehouse file is locked by another process "
-                                f"(waited {waited:.0f} s); try again when it has finished") from exc
+                raise TransientWarehouseError(f"{path}: the warehouse file is locked by another process "
+                                              f"(waited {waited:.0f} s); try again when it has finished") from exc
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 1.0)
 
 
-def _replace_day_duckdb(rows: pd.DataFrame, path: str, table: str, as_of) -> int:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with _connect_duckdb(path) as con:
-        con.execute(_DDL.format(table=table))
-        con.register("incoming", rows)
+def _duckdb_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch],
+                    scores: Iterator[pa.RecordBatch] | None) -> None:
+    with _connect_duckdb(_duckdb_path(target)) as con:
+        session = _DuckSession(con)
+        # The embedded default sets itself up: the file lock already makes this process the
+        # only writer, so migrating here cannot race another publisher.
+        if _pending(session, target):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                _migrate(session, target)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"DELETE FROM {table} WHERE as_of = ?", [as_of])
-            con.execute(f"INSERT INTO {table} ({', '.join(FLAGGED_USERS_COLUMNS)}) "
-                        f"SELECT {', '.join(FLAGGED_USERS_COLUMNS)} FROM incoming")
+            _duckdb_load(con, target, "table", FLAGGED_ARROW, as_of, flagged)
+            _checkpoint("loaded")
+            if scores is not None:
+                _duckdb_load(con, target, "scores", USER_SCORES_ARROW, as_of, scores)
+            _checkpoint("before_commit")
             con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             con.execute("ROLLBACK")
             raise
-    return len(rows)
 
 
-def _replace_day_sqlalchemy(rows: pd.DataFrame, url: str, table: str, as_of) -> int:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
+def _duckdb_load(con, target: Target, key: str, schema: pa.Schema, as_of, batches) -> None:
+    table, columns = target.qualified(key), ", ".join(schema.names)
+    con.execute(f"DELETE FROM {table} WHERE as_of = ?", [as_of])
+    failures: list[BaseException] = []
 
-    engine = create_engine(url)
-    records = rows.astype(object).where(rows.notna(), None).to_dict("records")
-    placeholders = ", ".join(f":{c}" for c in FLAGGED_USERS_COLUMNS)
+    def watched():
+        try:
+            yield from batches
+        except BaseException as exc:  # DuckDB wraps it in its own error: kept to re-raise as it was
+            failures.append(exc)
+            raise
+
+    con.register("incoming_rows", pa.RecordBatchReader.from_batches(schema, watched()))
     try:
-        with engine.begin() as conn:  # one transaction: delete and insert commit together
-            conn.execute(text(_DDL.format(table=table)))
-            # Two runs of one day at once would each delete only what their snapshot saw and
-            # then collide on the primary key: take turns per (table, day) instead.
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"{table}/{as_of}"})
-            conn.execute(text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of})
-            if records:
-                conn.execute(
-                    text(f"INSERT INTO {table} ({', '.join(FLAGGED_USERS_COLUMNS)}) VALUES ({placeholders})"), records
-                )
-    except OperationalError as exc:
-        raise UserError(f"cannot write to the warehouse at {engine.url.render_as_string(hide_password=True)}: "
-                        f"{str(exc.orig).splitlines()[0]}") from exc
-    finally:
-        engine.dispose()
-    return len(rows)
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming_rows")
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
+    con.unregister("incoming_rows")  # not after a failure: the aborted transaction refuses it
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def _checkpoint(stage: str) -> None:
+    """Called inside the replace's transaction ("loaded": the day is deleted and the new rows
+    copied in; "before_commit"). Tests replace it to pause a writer there; it does nothing."""
+
+
+def _lock_key(target: Target, what: str) -> str:
+    return f"pipelines.warehouse/{target.schema}.{target.table}/{what}"
+
+
+def _libpq_url(target: Target) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(target.location)
+    if "@" in (url.host or "") or "@" in (url.database or ""):
+        raise UserError(f"warehouse.url {target.safe_url}: percent-encode special characters of the password "
+                        f"(@ as %40)")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pg_connect(target: Target, autocommit: bool = False):
+    import psycopg
+
+    return psycopg.connect(_libpq_url(target), autocommit=autocommit, connect_timeout=10,
+                           application_name="pipelines-warehouse")
+
+
+# SQLSTATEs worth retrying: serialization failure, deadlock, lock not available (lock_timeout),
+# query canceled (statement_timeout), server shutting down or starting, too many connections;
+# class 08 is any connection exception.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
+# A connection attempt that fails without a SQLSTATE: these say the configuration is wrong.
+_CONFIG_CONNECT_FAILURES = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
+                            "authentication", "failed to resolve host", "invalid", "role")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a psycopg error is worth retrying later, unchanged (not a configuration problem)."""
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None)
+    if state:
+        return state in _TRANSIENT_SQLSTATES or state.startswith("08")
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    message = str(exc)
+    return not any(s in message for s in _CONFIG_CONNECT_FAILURES)
+
+
+class _pg_errors:
+    """psycopg errors -> TransientWarehouseError or UserError, one line, password hidden."""
+
+    def __init__(self, target: Target, doing: str):
+        self.target, self.doing = target, doing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        import psycopg
+
+        if exc is None or not isinstance(exc, psycopg.Error):
+            return False
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = f"cannot {self.doing} the warehouse at {self.target.safe_url}: {first}"
+        if is_transient(exc):
+            raise TransientWarehouseError(message) from exc
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            raise UserError(f"{message} (the role lacks a right: migrate needs the owner; publish needs "
+                            f"`python -m pipelines warehouse grant-writer ROLE`)") from exc
+        if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
+            raise UserError(f"{message}; run `python -m pipelines warehouse migrate`") from exc
+        if isinstance(exc, (psycopg.OperationalError, psycopg.ProgrammingError, psycopg.InterfaceError)):
+            raise UserError(message) from exc
+        return False  # data errors (a duplicate key, a NULL score) surface as themselves
+
+
+def _pg_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch],
+                scores: Iterator[pa.RecordBatch] | None, lock_timeout_s: float) -> None:
+    with _pg_errors(target, "write to"), _pg_connect(target, autocommit=True) as con:
+        # session setting, outside the transaction, so that the day lock is its first statement
+        con.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(lock_timeout_s * 1000)}ms"])
+        con.autocommit = False
+        session = _PgSession(con)
+        # Two runs of one day at once take turns here, before anything else touches the tables.
+        session.exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [_lock_key(target, str(as_of))])
+        pending = _pending(session, target)
+        if pending:
+            raise UserError(_behind_message(target, pending))
+        with con.cursor() as cur:
+            _pg_load(cur, target, "table", FLAGGED_ARROW, as_of, flagged)
+            _checkpoint("loaded")
+            if scores is not None:
+                _pg_load(cur, target, "scores", USER_SCORES_ARROW, as_of, scores)
+        _checkpoint("before_commit")
+        con.commit()
+
+
+def _pg_load(cur, target: Target, key: str, schema: pa.Schema, as_of, batches) -> None:
+    """Delete the day, then COPY the new rows in as CSV rendered by Arrow (no Python per row).
+    CSV keeps NULL (unquoted empty) apart from '' (quoted) and floats at full precision."""
+    import pyarrow.csv as pacsv
+
+    table = target.qualified(key)
+    cur.execute(f"DELETE FROM {table} WHERE as_of = %s", [as_of])
+    options = pacsv.WriteOptions(include_header=False, batch_size=8192)
+    with cur.copy(f"COPY {table} ({', '.join(schema.names)}) FROM STDIN (FORMAT csv)") as copy:
+        for batch in batches:
+            buffer = _io.BytesIO()
+            pacsv.write_csv(batch, buffer, options)
+            copy.write(buffer.getbuffer())
+
+
+# ----------------------------------------------------------------------------- roles
+
+
+def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
+    if target.kind == "duckdb":
+        raise UserError("roles exist only on PostgreSQL: point --warehouse (or WAREHOUSE_URL) at postgresql://...")
+    role = _name(role, "role name")
+    r, s = _quote(role), _quote(target.schema)
+    with _pg_errors(target, f"grant {kind} rights on"), _pg_connect(target) as con:
+        session = _PgSession(con)
+        session.exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [_lock_key(target, "migrate")])
+        pending = _pending(session, target)
+        if pending:
+            raise UserError(_behind_message(target, pending))
+        owner = session.rows("SELECT tableowner FROM pg_tables WHERE schemaname = ? AND tablename = ?",
+                             [target.schema, target.table])[0][0]
+        created = not session.rows("SELECT 1 FROM pg_roles WHERE rolname = ?", [role])
+        if created:
+            session.exec(f"CREATE ROLE {r} LOGIN")
+        database, may_grant_connect = session.rows(
+            "SELECT current_database(), has_database_privilege(current_database(), 'CONNECT WITH GRANT OPTION')")[0]
+        if may_grant_connect:  # otherwise CONNECT is PUBLIC's (PostgreSQL's default) or the DBA's to grant
+            session.exec(f"GRANT CONNECT ON DATABASE {_quote_any(database)} TO {r}")
+        session.exec(f"GRANT USAGE ON SCHEMA {s} TO {r}")
+        # start from nothing on the schema's tables, so a rerun also takes back what no longer applies
+        session.exec(f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {r}")
+        session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} REVOKE ALL ON TABLES FROM {r}")
+        rights = "SELECT" if kind == "reader" else "SELECT, INSERT, DELETE"
+        session.exec(f"GRANT {rights} ON ALL TABLES IN SCHEMA {s} TO {r}")
+        # new tables and views the owner makes in the schema (later migrations) are covered too
+        session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} GRANT {rights} ON TABLES TO {r}")
+        if kind == "writer":
+            session.exec(f"REVOKE INSERT, DELETE ON {s}.{_quote(_MIGRATIONS_TABLE)} FROM {r}")
+        con.commit()
+    return {"warehouse": target.safe_url, "role": role, "kind": kind, "created": created, "schema": target.schema,
+            "rights": rights, "owner": owner}
+
+
+def _quote_any(name: str) -> str:
+    """A name read from the catalog (a database, the owner role): quoted with quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'

@@ -2,6 +2,8 @@
 
 Re-running a day must replace that day's rows atomically (contract section 4): readers see the
 old rows or the new ones, never a mix or a gap, and a failed write leaves the old rows.
+PostgreSQL tables are made by `migrate` first, as a deployment does; DuckDB sets itself up.
+Migrations, roles, killed writers and error classes: tests/test_warehouse_pg.py.
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from pipelines.errors import UserError
+from pipelines import warehouse
+from pipelines.errors import TransientWarehouseError, UserError
 from pipelines.schema import FLAGGED_USERS_COLUMNS
-from pipelines.warehouse import flagged_rows, parse_url, read_table, replace_day
+from pipelines.warehouse import Target, flagged_rows, migrate, parse_url, read_table, replace_day
 
 D1, D2 = "2024-03-10", "2024-03-11"
 REAL_DUCKDB_CONNECT = duckdb.connect
@@ -53,7 +56,13 @@ def backend(request, tmp_path):
     table = f"flagged_{uuid.uuid4().hex[:10]}"
     if request.param == "duckdb":
         return Backend("duckdb", f"duckdb:///{tmp_path}/wh/warehouse.duckdb", table)
-    return Backend("postgres", request.getfixturevalue("pg_url"), table)
+    return pg_backend(request.getfixturevalue("pg_url"), table)
+
+
+def pg_backend(pg_url: str, table: str | None = None) -> Backend:
+    table = table or f"flagged_{uuid.uuid4().hex[:10]}"
+    migrate(Target(pg_url, table))
+    return Backend("postgres", pg_url, table)
 
 
 # --- both backends --------------------------------------------------------------------------------
@@ -134,7 +143,7 @@ def test_bad_table_names_are_user_errors(backend, flagged, table):
 
 
 def test_read_table_postgres(pg_url, flagged):
-    table = f"flagged_{uuid.uuid4().hex[:10]}"
+    table = pg_backend(pg_url).table
     replace_day(flagged(D1, ["a", "b"], "r1"), pg_url, table, D1)
     replace_day(flagged(D2, ["c"], "r2"), pg_url, table, D2)
     everything = read_table(pg_url, table)
@@ -160,10 +169,11 @@ def test_read_table_duckdb_missing_file_is_a_user_error(tmp_path):
         read_table(f"duckdb:///{tmp_path}/nothing.duckdb", "flagged_users")
 
 
-def test_unreachable_postgres_is_a_user_error(flagged):
+def test_unreachable_postgres_is_a_transient_error(flagged):
     url = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
-    with pytest.raises(UserError, match="cannot write to the warehouse"):
+    with pytest.raises(TransientWarehouseError, match="cannot write to the warehouse at postgresql://postgres@"):
         replace_day(flagged(D1, ["a"], "r"), url, "flagged_users", D1)
+    assert not issubclass(TransientWarehouseError, UserError)  # schedulers retry it, not a UserError
 
 
 def test_parse_url():
@@ -209,18 +219,18 @@ def test_flagged_rows_selects_flagged_users_in_contract_columns():
 
 
 class Checkpoints:
-    """Lets a writer thread stop after chosen statements until the test has looked."""
+    """Stands in for warehouse._checkpoint: the writer thread stops at chosen stages inside its
+    transaction until the test has looked."""
 
-    def __init__(self, prefixes=("DELETE", "INSERT")):
-        self.prefixes = prefixes
+    def __init__(self, stages=("loaded",)):
+        self.stages = stages
         self.reached = threading.Semaphore(0)
         self.go_on = threading.Semaphore(0)
         self.seen: list[str] = []
 
-    def after(self, statement: str) -> None:
-        head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-        if head in self.prefixes and threading.current_thread().name == "writer":
-            self.seen.append(head)
+    def __call__(self, stage: str) -> None:
+        if stage in self.stages and threading.current_thread().name == "writer":
+            self.seen.append(stage)
             self.reached.release()
             assert self.go_on.acquire(timeout=20), "test never released the writer"
 
@@ -245,73 +255,48 @@ def run_writer(fn, name: str = "writer") -> tuple[threading.Thread, list]:
     return thread, errors
 
 
-def _assert_old_then_new(backend, read, checkpoints, flagged, old_day):
+def _assert_old_then_new(backend, read, flagged, old_day, monkeypatch):
+    checkpoints = Checkpoints(stages=("loaded", "before_commit"))
+    monkeypatch.setattr(warehouse, "_checkpoint", checkpoints)
     thread, errors = run_writer(lambda: replace_day(flagged(D1, ["n1", "n2", "n3"], "new"), backend.url,
                                                     backend.table, D1))
-    for step in ("DELETE", "INSERT"):
+    for stage in ("loaded", "before_commit"):
         checkpoints.wait()
-        # inside the replace's transaction, after its DELETE / INSERT: readers still see every old row
-        assert read() == old_day, f"a reader saw a partial replace after {step}"
+        # inside the replace's transaction, the day deleted and the new rows in: readers still see every old row
+        assert read() == old_day, f"a reader saw a partial replace at {stage}"
         checkpoints.release()
     thread.join(timeout=20)
     assert not thread.is_alive() and not errors, errors
-    assert checkpoints.seen == ["DELETE", "INSERT"]
+    assert checkpoints.seen == ["loaded", "before_commit"]
     assert read() == {"n1": "new", "n2": "new", "n3": "new"}
 
 
-def pause_sqlalchemy_statements(monkeypatch, checkpoints: Checkpoints) -> None:
-    import sqlalchemy
-    from sqlalchemy import event
-
-    real_create_engine = sqlalchemy.create_engine
-
-    def create_engine(*args, **kwargs):
-        engine = real_create_engine(*args, **kwargs)
-        event.listen(engine, "after_cursor_execute", lambda conn, cur, statement, *rest: checkpoints.after(statement))
-        return engine
-
-    monkeypatch.setattr(sqlalchemy, "create_engine", create_engine)
-
-
 def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged, monkeypatch):
-    backend = Backend("postgres", pg_url, f"flagged_{uuid.uuid4().hex[:10]}")
+    import psycopg
+
+    backend = pg_backend(pg_url)
     replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
     old_day = backend.day(D1)
-    checkpoints = Checkpoints()
-    pause_sqlalchemy_statements(monkeypatch, checkpoints)
+    reader = psycopg.connect(pg_url, autocommit=True)  # another connection, open across the replace
+    try:
+        def read():
+            got = dict(reader.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s",
+                                      [dt.date(2024, 3, 10)]).fetchall())
+            latest = dict(reader.execute(f"SELECT user_id, run_id FROM {backend.table}_latest").fetchall())
+            assert latest == got, "the latest view disagrees with the table"
+            via_project = read_table(backend.url, backend.table, D1)  # the project's reader, its own connection
+            assert dict(zip(via_project["user_id"], via_project["run_id"])) == got
+            return got
 
-    def read():  # the project's own reader, through its own connection
-        df = read_table(backend.url, backend.table, D1)
-        return dict(zip(df["user_id"], df["run_id"]))
-
-    _assert_old_then_new(backend, read, checkpoints, flagged, old_day)
+        _assert_old_then_new(backend, read, flagged, old_day, monkeypatch)
+    finally:
+        reader.close()
 
 
 def test_duckdb_reader_sees_old_rows_until_the_replace_commits(tmp_path, flagged, monkeypatch):
     backend = Backend("duckdb", f"duckdb:///{tmp_path}/w.duckdb", "flagged_users")
     replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
     old_day = backend.day(D1)
-    checkpoints = Checkpoints()
-
-    class PausingConnection:
-        def __init__(self, con):
-            self._con = con
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self._con.__exit__(*exc)
-
-        def __getattr__(self, name):
-            return getattr(self._con, name)
-
-        def execute(self, statement, *args, **kwargs):
-            result = self._con.execute(statement, *args, **kwargs)
-            checkpoints.after(statement)
-            return result
-
-    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: PausingConnection(REAL_DUCKDB_CONNECT(*a, **k)))
     # one reader connection to the same file, held open across the replace
     reader = REAL_DUCKDB_CONNECT(parse_url(backend.url)[1])
     try:
@@ -319,7 +304,7 @@ def test_duckdb_reader_sees_old_rows_until_the_replace_commits(tmp_path, flagged
             return dict(reader.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = ?",
                                        [dt.date(2024, 3, 10)]).fetchall())
 
-        _assert_old_then_new(backend, read, checkpoints, flagged, old_day)
+        _assert_old_then_new(backend, read, flagged, old_day, monkeypatch)
     finally:
         reader.close()
 
@@ -378,25 +363,25 @@ def test_concurrent_readers_never_see_a_mix_or_a_gap(backend, flagged):
 def test_postgres_overlapping_reruns_of_a_day_both_succeed(pg_url, flagged, monkeypatch):
     import psycopg
 
-    backend = Backend("postgres", pg_url, f"flagged_{uuid.uuid4().hex[:10]}")
+    backend = pg_backend(pg_url)
     users = [f"u{i}" for i in range(5)]
     replace_day(flagged(D1, users, "old"), backend.url, backend.table, D1)
-    checkpoints = Checkpoints(prefixes=("DELETE",))  # only the thread named "writer" stops
-    pause_sqlalchemy_statements(monkeypatch, checkpoints)
+    checkpoints = Checkpoints()  # only the thread named "writer" stops
+    monkeypatch.setattr(warehouse, "_checkpoint", checkpoints)
 
     first, first_errors = run_writer(lambda: replace_day(flagged(D1, users, "first"), backend.url, backend.table, D1))
-    checkpoints.wait()  # the first re-run has deleted the day, not yet committed
+    checkpoints.wait()  # the first re-run has deleted the day and copied its rows, not yet committed
     second, second_errors = run_writer(
         lambda: replace_day(flagged(D1, users, "second"), backend.url, backend.table, D1), name="writer2")
     try:
         with psycopg.connect(backend.url, autocommit=True) as con:  # wait until the second one blocks
             for _ in range(200):
                 waiting = con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      "AND wait_event_type = 'Lock'").fetchone()[0]
+                                      "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0]
                 if waiting:
                     break
                 threading.Event().wait(0.05)
-            assert waiting, "the second re-run never waited for the first"
+            assert waiting, "the second re-run never waited on the day's lock"
     finally:
         checkpoints.release()
         first.join(timeout=20)
