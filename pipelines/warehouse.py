@@ -463,6 +463,8 @@ def _migrate(session, target: Target) -> list[str]:
         if m.version in applied and applied[m.version] != m.checksum():
             raise UserError(f"warehouse migration {m.version:04d}_{m.name} has changed since it was applied to "
                             f"{target.schema}.{target.table}; add a new migration instead of editing one")
+    if session.table_exists(target.schema, target.table):  # before any index or view is built on it
+        _check_columns(session, target)
     done = []
     names = target.sql_names()
     for m in target.wanted():
@@ -474,13 +476,17 @@ def _migrate(session, target: Target) -> list[str]:
                      f"VALUES (?, ?, ?, ?, ?)", [target.table, m.version, m.name, m.checksum(),
                                                  dt.datetime.now(dt.timezone.utc)])
         done.append(f"{m.version:04d}_{m.name}")
+    _check_columns(session, target)
+    return done
+
+
+def _check_columns(session, target: Target) -> None:
     columns = [r[0] for r in session.rows(
         "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
         "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position", [target.schema, target.table])]
     if tuple(columns) != FLAGGED_USERS_COLUMNS:
         raise UserError(f"{target.schema}.{target.table} exists with columns {', '.join(columns)}, not the "
                         f"contract's {', '.join(FLAGGED_USERS_COLUMNS)}; rename it or pick another warehouse.table")
-    return done
 
 
 def _behind_message(target: Target, pending: list[Migration]) -> str:

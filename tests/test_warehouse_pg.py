@@ -1,0 +1,601 @@
+"""The warehouse for real deployments, against this machine's PostgreSQL (a throwaway database,
+see conftest.pg_url; these tests fail, never skip, when it does not answer): migrations from
+empty and from the schema the old code made, roles (owner, writer, reader), a writer killed
+mid-load, reserved-word names, passwords kept out of messages, transient vs configuration
+errors, the CLI, and the whole pipeline published to PostgreSQL. DuckDB's counterparts
+(self-migration, the cross-process lock) are here too."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import warehouse
+from pipelines.errors import TransientWarehouseError, UserError
+from pipelines.schema import FLAGGED_USERS_COLUMNS
+from pipelines.stages import publish_stage, redact
+from pipelines.warehouse import MIGRATIONS, Target, grant_reader, grant_writer, migrate, read_table, replace_day
+
+psycopg = pytest.importorskip("psycopg")  # a pinned dependency: never actually skipped
+
+D1, D2 = "2024-03-10", "2024-03-11"
+REPO = Path(__file__).resolve().parents[1]
+ALL = [f"{m.version:04d}_{m.name}" for m in MIGRATIONS if m.option is None]
+
+# the DDL pipelines.warehouse ran before migrations, on every write, verbatim
+OLD_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    as_of DATE NOT NULL,
+    user_id VARCHAR NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    rank BIGINT NOT NULL,
+    reasons VARCHAR,
+    anomaly_types VARCHAR,
+    model_version VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    scored_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (as_of, user_id)
+)"""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def pg(url: str):
+    return psycopg.connect(url, autocommit=True)
+
+
+def day(url: str, table: str, as_of: str, schema: str = "public") -> dict[str, str]:
+    with pg(url) as con:
+        return dict(con.execute(f'SELECT user_id, run_id FROM "{schema}"."{table}" WHERE as_of = %s',
+                                [pd.Timestamp(as_of).date()]).fetchall())
+
+
+def as_user(pg_url: str, role: str) -> str:
+    return pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# --- migrations ---------------------------------------------------------------------------------
+
+
+def test_migrate_from_empty_creates_the_table_indexes_and_view_and_records_them(pg_url, flagged):
+    schema = unique("wh")
+    target = Target(pg_url, "flagged_users", schema)
+    result = migrate(target)
+    assert result["applied"] == ALL and result["schema"] == schema
+    with pg(pg_url) as con:
+        recorded = con.execute(f'SELECT version, name FROM "{schema}".schema_migrations WHERE subject = %s '
+                               f'ORDER BY version', ["flagged_users"]).fetchall()
+        assert [f"{v:04d}_{n}" for v, n in recorded] == ALL
+        columns = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", [schema, "flagged_users"]).fetchall()]
+        assert tuple(columns) == FLAGGED_USERS_COLUMNS
+        pk = con.execute("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                         "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+                         [f'"{schema}".flagged_users']).fetchall()
+        assert {r[0] for r in pk} == {"as_of", "user_id"}
+        indexes = {r[0] for r in con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s", [schema])}
+        for cols in ("(as_of, rank)", "(user_id, as_of)", "(score)"):
+            assert any(cols in d for d in indexes), (cols, indexes)
+        assert con.execute("SELECT count(*) FROM pg_views WHERE schemaname = %s AND viewname = %s",
+                           [schema, "flagged_users_latest"]).fetchone()[0] == 1
+        assert con.execute("SELECT to_regclass(%s)", [f'"{schema}".user_scores']).fetchone()[0] is None
+    assert migrate(target)["applied"] == []  # idempotent
+    # the optional table is a migration of its own, applied when switched on
+    assert migrate(Target(pg_url, "flagged_users", schema, user_scores=True))["applied"] == ["0004_user_scores"]
+
+    replace_day(flagged(D1, ["a", "b"], "r1"), pg_url, "flagged_users", D1, schema=schema)
+    replace_day(flagged(D2, ["a"], "r2"), pg_url, "flagged_users", D2, schema=schema)
+    latest = read_table(pg_url, "flagged_users_latest", schema=schema)  # the view: the newest day per user
+    assert dict(zip(latest["user_id"], latest["run_id"])) == {"a": "r2", "b": "r1"}
+
+
+def test_migrate_adopts_a_table_made_by_the_old_code(pg_url, flagged):
+    table = unique("flagged")
+    with pg(pg_url) as con:  # what the old publish did: DDL, then plain inserts
+        con.execute(OLD_DDL.format(table=table))
+        con.execute(f"INSERT INTO {table} VALUES (DATE '{D1}', 'old_user', 5.0, 1, 'x=1 (p99.0)', '', 'm', 'old', "
+                    f"TIMESTAMPTZ '2024-03-11 06:00:00+00')")
+    with pytest.raises(UserError, match=r"pending migrations: 0001_flagged_users.*python -m pipelines warehouse migrate"):
+        replace_day(flagged(D2, ["n"], "new"), pg_url, table, D2)
+    assert migrate(Target(pg_url, table))["applied"] == ALL
+    assert day(pg_url, table, D1) == {"old_user": "old"}  # nothing lost
+    replace_day(flagged(D2, ["n"], "new"), pg_url, table, D2)
+    assert day(pg_url, table, D2) == {"n": "new"} and day(pg_url, table, D1) == {"old_user": "old"}
+    assert set(read_table(pg_url, f"{table}_latest")["user_id"]) == {"old_user", "n"}
+
+
+def test_duckdb_default_migrates_itself_and_adopts_an_old_file(tmp_path, flagged):
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(OLD_DDL.format(table="flagged_users"))
+        con.execute(f"INSERT INTO flagged_users VALUES (DATE '{D1}', 'old_user', 5.0, 1, '', '', 'm', 'old', "
+                    f"TIMESTAMPTZ '2024-03-11 06:00:00+00')")
+    replace_day(flagged(D2, ["n"], "new"), f"duckdb:///{path}", "flagged_users", D2)  # no migrate step
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT version FROM main.schema_migrations ORDER BY version").fetchall() == \
+            [(1,), (2,), (3,)]
+        assert dict(con.execute("SELECT user_id, run_id FROM flagged_users_latest").fetchall()) == \
+            {"old_user": "old", "n": "new"}
+        assert {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()} >= \
+            {"flagged_users_as_of_rank_idx", "flagged_users_user_id_idx", "flagged_users_score_idx"}
+    assert migrate(Target(f"duckdb:///{path}"))["applied"] == []
+
+
+def test_migrate_refuses_a_table_with_other_columns_and_an_edited_migration(pg_url, monkeypatch):
+    table = unique("clash")
+    with pg(pg_url) as con:
+        con.execute(f"CREATE TABLE {table} (id INTEGER)")
+    with pytest.raises(UserError, match="not the contract's"):
+        migrate(Target(pg_url, table))
+    other = unique("flagged")
+    migrate(Target(pg_url, other))
+    edited = (MIGRATIONS[0], dataclasses.replace(MIGRATIONS[1], statements=("SELECT 1",)), *MIGRATIONS[2:])
+    monkeypatch.setattr(warehouse, "MIGRATIONS", edited)
+    with pytest.raises(UserError, match="0002_flagged_users_indexes has changed"):
+        migrate(Target(pg_url, other))
+
+
+def test_two_migrates_at_once_both_succeed(pg_url):
+    target = Target(pg_url, "flagged_users", unique("wh"))
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(migrate(target)["applied"])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(results, key=len) == [[], ALL]  # the second waited for the first, then had nothing to do
+
+
+def test_unmigrated_postgres_is_one_line_telling_to_migrate(pg_url, flagged):
+    with pytest.raises(UserError) as info:
+        replace_day(flagged(D1, ["a"], "r"), pg_url, unique("never_made"), D1)
+    assert "\n" not in str(info.value) and "python -m pipelines warehouse migrate" in str(info.value)
+
+
+# --- the day's replace ------------------------------------------------------------------------------
+
+
+def test_rerunning_a_day_with_the_same_rows_is_idempotent(pg_url, flagged):
+    table = unique("flagged")
+    migrate(Target(pg_url, table))
+    rows = flagged(D1, [f"u{i}" for i in range(50)], "same-run")
+    replace_day(flagged(D2, ["other"], "other"), pg_url, table, D2)
+    replace_day(rows, pg_url, table, D1)
+    first = read_table(pg_url, table)
+    replace_day(rows, pg_url, table, D1)
+    pd.testing.assert_frame_equal(read_table(pg_url, table), first)
+    assert len(first) == 51
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_streamed_input_arrow_batches_and_tables(kind, pg_url, tmp_path, flagged):
+    url = f"duckdb:///{tmp_path}/s.duckdb" if kind == "duckdb" else pg_url
+    table = unique("flagged")
+    if kind == "postgres":
+        migrate(Target(url, table))
+    frame = flagged(D1, [f"u{i}" for i in range(1000)], "streamed")
+    batches = pa.Table.from_pandas(frame, preserve_index=False).to_batches(max_chunksize=128)
+    assert len(batches) > 5
+    assert replace_day(iter(batches), url, table, D1) == 1000  # a one-shot iterator
+    got = read_table(url, table, D1)
+    assert got["user_id"].tolist() == frame["user_id"].tolist()
+    assert got["score"].tolist() == frame["score"].tolist()  # floats at full precision through COPY
+    assert replace_day(pa.Table.from_pandas(frame.head(10), preserve_index=False), url, table, D1) == 10
+    assert replace_day(iter([]), url, table, D1) == 0  # an empty stream empties the day
+    assert read_table(url, table, D1).empty
+
+
+def test_text_survives_copy_exactly(pg_url, flagged):
+    table = unique("flagged")
+    migrate(Target(pg_url, table))
+    rows = flagged(D1, ["a", "b", "c", "d"], "r")
+    rows["reasons"] = ['x="1", y=2 (p99.0)', "line\nbreak, comma", "", None]
+    rows["anomaly_types"] = ["", "a,b", "\\N", "naïve ✓"]
+    replace_day(rows, pg_url, table, D1)
+    got = read_table(pg_url, table, D1)
+    assert got["reasons"].tolist()[:3] == rows["reasons"].tolist()[:3]
+    with pg(pg_url) as con:  # None arrived as NULL, '' as ''
+        assert con.execute(f"SELECT user_id FROM {table} WHERE reasons IS NULL").fetchall() == [("d",)]
+        assert con.execute(f"SELECT user_id FROM {table} WHERE reasons = ''").fetchall() == [("c",)]
+    assert got["anomaly_types"].tolist() == rows["anomaly_types"].tolist()  # '' stays '', not NULL
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import pathlib, sys, time
+    import pandas as pd
+    from pipelines import warehouse
+
+    url, table, flag = sys.argv[1:4]
+
+    def pause(stage):
+        if stage == "loaded":  # deleted and copied, inside the transaction: wait to be killed
+            pathlib.Path(flag).write_text("paused")
+            time.sleep(300)
+
+    warehouse._checkpoint = pause
+    n = 20000
+    rows = pd.DataFrame({"as_of": [pd.Timestamp("2024-03-10").date()] * n,
+                         "user_id": [f"new{i}" for i in range(n)], "score": [1.0] * n, "rank": range(1, n + 1),
+                         "reasons": ["r"] * n, "anomaly_types": [""] * n, "model_version": ["m"] * n,
+                         "run_id": ["killed"] * n, "scored_at": [pd.Timestamp("2024-03-11", tz="UTC")] * n})
+    warehouse.replace_day(rows, url, table, "2024-03-10")
+    """)
+
+
+def test_a_writer_killed_mid_load_leaves_the_previous_day(pg_url, flagged, tmp_path):
+    table = unique("flagged")
+    migrate(Target(pg_url, table))
+    old_users = [f"old{i}" for i in range(30)]
+    replace_day(flagged(D1, old_users, "old"), pg_url, table, D1)
+    flag = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, pg_url, table, str(flag)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None, "the writer exited before reaching its pause"
+            assert time.monotonic() < deadline, "the writer never reached its pause"
+            time.sleep(0.05)
+        with pg(pg_url) as con:
+            state = con.execute("SELECT state FROM pg_stat_activity WHERE application_name = "
+                                "'pipelines-warehouse' AND datname = current_database()").fetchall()
+        assert ("idle in transaction",) in state  # the new rows are in, uncommitted
+        assert day(pg_url, table, D1) == {u: "old" for u in old_users}
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert day(pg_url, table, D1) == {u: "old" for u in old_users}
+    # the day's lock died with the writer's session: the next run is not blocked
+    replace_day(flagged(D1, ["after"], "after"), pg_url, table, D1, lock_timeout_s=30)
+    assert day(pg_url, table, D1) == {"after": "after"}
+
+
+def test_a_writer_waiting_too_long_for_the_day_is_transient(pg_url, flagged):
+    target = Target(pg_url, unique("flagged"))
+    migrate(target)
+    with pg(pg_url) as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [warehouse._lock_key(target, D1)])
+        with pytest.raises(TransientWarehouseError, match="lock timeout"):
+            replace_day(flagged(D1, ["a"], "r"), pg_url, target.table, D1, lock_timeout_s=0.3)
+        replace_day(flagged(D2, ["a"], "r"), pg_url, target.table, D2, lock_timeout_s=0.3)  # another day: no wait
+        holder.execute("ROLLBACK")
+
+
+# --- roles ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def roles(pg_url):
+    """An owner role (LOGIN CREATEROLE, owns the schema, no superuser) and names for the writer
+    and the reader. Roles are cluster-wide: unique names, dropped afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"pipelines_test_{k}_{suffix}" for k in ("owner", "writer", "reader")}
+    schema = f"wh_{suffix}"
+    with pg(pg_url) as admin:
+        admin.execute(f'CREATE ROLE "{names["owner"]}" LOGIN CREATEROLE')
+        admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{names["owner"]}"')
+    try:
+        yield {**names, "schema": schema}
+    finally:
+        with pg(pg_url) as admin:
+            existing = [n for n in names.values()
+                        if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [n]).fetchone()]
+            # one at a time: listing a default ACL's grantor and grantee in one DROP OWNED trips
+            # PostgreSQL ("could not find tuple for default ACL")
+            for n in existing:
+                admin.execute(f'DROP OWNED BY "{n}" CASCADE')
+            for n in existing:
+                admin.execute(f'DROP ROLE "{n}"')
+
+
+def denied(con, statement: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        con.execute(statement)
+
+
+def test_owner_writer_and_reader(pg_url, roles, flagged):
+    s, owner, writer, reader = roles["schema"], roles["owner"], roles["writer"], roles["reader"]
+    owner_target = Target(as_user(pg_url, owner), "flagged_users", s)
+    assert migrate(owner_target)["applied"] == ALL
+    assert grant_writer(owner_target, writer)["created"] is True
+    assert grant_reader(owner_target, reader)["created"] is True
+    assert grant_reader(owner_target, reader)["created"] is False  # idempotent
+    with pg(pg_url) as admin:
+        admin.execute(f"CREATE TABLE public.{s}_unrelated (x int)")
+        admin.execute(f'CREATE SCHEMA "{s}_other" AUTHORIZATION "{owner}"')
+    with pg(as_user(pg_url, owner)) as con:  # something else of the owner's, in another schema
+        con.execute(f'CREATE TABLE "{s}_other".secrets (x int)')
+
+    # the writer publishes (so a write runs no DDL) ...
+    writer_url = as_user(pg_url, writer)
+    assert replace_day(flagged(D1, ["a", "b"], "w1"), writer_url, "flagged_users", D1, schema=s) == 2
+    assert replace_day(flagged(D1, ["c"], "w2"), writer_url, "flagged_users", D1, schema=s) == 1
+    # ... and can do no DDL
+    with pg(writer_url) as con:
+        denied(con, f'CREATE TABLE "{s}".mine (x int)')
+        denied(con, f'DROP TABLE "{s}".flagged_users')
+        denied(con, f'ALTER TABLE "{s}".flagged_users ADD COLUMN extra int')
+        denied(con, f'CREATE INDEX writer_idx ON "{s}".flagged_users (run_id)')
+        denied(con, f'TRUNCATE "{s}".flagged_users')
+        denied(con, f'DROP VIEW "{s}".flagged_users_latest')
+        denied(con, f'INSERT INTO "{s}".schema_migrations VALUES (\'x\', 99, \'x\', \'x\', now())')
+        denied(con, "CREATE TABLE public.mine (x int)")
+    with pytest.raises(UserError, match="permission denied"):  # a pending migration needs the owner
+        migrate(Target(writer_url, "flagged_users", s, user_scores=True))
+
+    # the reader reads the table and its view, nothing else, and changes nothing
+    with pg(as_user(pg_url, reader)) as con:
+        assert con.execute(f'SELECT user_id FROM "{s}".flagged_users').fetchall() == [("c",)]
+        assert con.execute(f'SELECT user_id FROM "{s}".flagged_users_latest').fetchall() == [("c",)]
+        denied(con, f'INSERT INTO "{s}".flagged_users SELECT * FROM "{s}".flagged_users')
+        denied(con, f"UPDATE \"{s}\".flagged_users SET score = 0")
+        denied(con, f'DELETE FROM "{s}".flagged_users')
+        denied(con, f'TRUNCATE "{s}".flagged_users')
+        denied(con, f'DROP TABLE "{s}".flagged_users')
+        denied(con, f'DROP VIEW "{s}".flagged_users_latest')
+        denied(con, f'CREATE TABLE "{s}".mine (x int)')
+        denied(con, f'CREATE VIEW "{s}".mine AS SELECT 1 AS x')
+        denied(con, "CREATE TABLE public.mine (x int)")
+        denied(con, f"CREATE SCHEMA {s}_mine")
+        denied(con, f"SELECT * FROM public.{s}_unrelated")
+        denied(con, f'SELECT * FROM "{s}_other".secrets')
+    assert read_table(as_user(pg_url, reader), "flagged_users", D1, schema=s)["user_id"].tolist() == ["c"]
+
+    # a table a later migration adds is covered by the default privileges, with no new grant
+    assert migrate(Target(as_user(pg_url, owner), "flagged_users", s, user_scores=True))["applied"] == \
+        ["0004_user_scores"]
+    replace_day(flagged(D2, ["a"], "w3"), writer_url, "flagged_users", D2, schema=s,
+                user_scores=flagged(D2, ["a"], "w3").assign(flagged=True).drop(columns=["reasons"]))
+    with pg(as_user(pg_url, reader)) as con:
+        assert con.execute(f'SELECT user_id FROM "{s}".user_scores').fetchall() == [("a",)]
+        denied(con, f'DELETE FROM "{s}".user_scores')
+
+    # grant-reader on a role that could write takes the writing away
+    grant_reader(owner_target, writer)
+    with pytest.raises(UserError, match="permission denied"):
+        replace_day(flagged(D1, ["x"], "w4"), writer_url, "flagged_users", D1, schema=s)
+
+
+def test_grants_need_a_migrated_schema_and_postgres(pg_url, tmp_path):
+    with pytest.raises(UserError, match="warehouse migrate"):
+        grant_reader(Target(pg_url, unique("nothing")), "whoever")
+    with pytest.raises(UserError, match="only on PostgreSQL"):
+        grant_reader(Target(f"duckdb:///{tmp_path}/x.duckdb"), "whoever")
+    with pytest.raises(UserError, match="plain SQL name"):
+        grant_reader(Target(pg_url), 'bad"name')
+
+
+# --- names, passwords, errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+@pytest.mark.parametrize("schema, table", [("order", "user"), ("select", "table"), (None, "group")])
+def test_reserved_words_as_names(kind, schema, table, pg_url, tmp_path, flagged):
+    url = f"duckdb:///{tmp_path}/r.duckdb" if kind == "duckdb" else pg_url  # PostgreSQL: one database a session
+    target = Target(url, table, schema)
+    migrate(target)
+    replace_day(flagged(D1, ["a", "b"], "r"), url, table, D1, schema=schema)
+    replace_day(flagged(D1, ["b"], "again"), url, table, D1, schema=schema)
+    assert read_table(url, table, D1, schema=schema)["user_id"].tolist() == ["b"]
+    assert read_table(url, f"{table}_latest", schema=schema)["run_id"].tolist() == ["again"]
+
+
+@pytest.mark.parametrize("name", ["flagged users", 'x";DROP TABLE y;--', "1abc", "", "a" * 64, "t-1", "é"])
+def test_bad_names_are_refused_before_any_sql(name, pg_url):
+    for make in (lambda: Target(pg_url, name), lambda: Target(pg_url, "ok", name),
+                 lambda: Target(pg_url, "ok", None, True, name)):
+        with pytest.raises(UserError, match="plain SQL name"):
+            make()
+    with pytest.raises(UserError, match="too long"):
+        Target(pg_url, "a" * 60)  # its index names would pass 63 characters
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://wh:p%40ss%40word@127.0.0.1:1/db", ["p%40ss", "ss%40word", "p@ss", "word"]),
+    ("postgresql://wh:p@ss@word@127.0.0.1:1/db", ["p@ss", "ss@word", "word@"]),
+    ("postgres://wh:s3cret/x@127.0.0.1:1/db", ["s3cret"]),
+])
+def test_passwords_never_appear(url, secret, flagged, tmp_path):
+    shown = [redact(url), warehouse.redact(url), Target(url).safe_url]
+    with pytest.raises((TransientWarehouseError, UserError)) as info:
+        replace_day(flagged(D1, ["a"], "r"), url, "flagged_users", D1)
+    shown.append(str(info.value))
+    with pytest.raises((TransientWarehouseError, UserError)) as info:
+        migrate(Target(url))
+    shown.append(str(info.value))
+    for text in shown:
+        assert "127.0.0.1" in text or "@" in text, text
+        for s in secret:
+            assert s not in text, (s, text)
+    assert redact("postgresql://wh:p%40ss@db:5432/warehouse") == "postgresql://wh:***@db:5432/warehouse"
+    assert redact("duckdb:///data/w.duckdb") == "duckdb:///data/w.duckdb"
+    assert redact("data/w.duckdb") == "data/w.duckdb"
+
+
+def test_transient_and_configuration_errors_are_told_apart(pg_url, flagged):
+    for exc in (psycopg.errors.SerializationFailure(), psycopg.errors.DeadlockDetected(),
+                psycopg.errors.LockNotAvailable(), psycopg.errors.AdminShutdown(),
+                psycopg.errors.TooManyConnections(), psycopg.OperationalError("connection refused")):
+        assert warehouse.is_transient(exc), exc
+    for exc in (psycopg.errors.InsufficientPrivilege(), psycopg.errors.UndefinedTable(),
+                psycopg.errors.UniqueViolation(), psycopg.errors.SyntaxError(),
+                psycopg.OperationalError('FATAL:  database "x" does not exist'),
+                psycopg.OperationalError('FATAL:  password authentication failed for user "x"')):
+        assert not warehouse.is_transient(exc), exc
+    # real ones: a server that is not there is transient; a database that does not exist is configuration
+    with pytest.raises(TransientWarehouseError, match="Connection refused"):
+        migrate(Target("postgresql://postgres@127.0.0.1:1/db"))
+    with pytest.raises(UserError, match="does not exist"):
+        migrate(Target(pg_url.rsplit("/", 1)[0] + "/" + unique("no_such_db")))
+    with pytest.raises(UserError, match="warehouse.url"):
+        Target("mysql://u@h/db")
+
+
+# --- publish_stage: batches, user_scores ------------------------------------------------------------
+
+
+def write_scores(path: Path, n: int, flagged_every: int = 10) -> pd.DataFrame:
+    scores = pd.DataFrame({
+        "user_id": [f"u{i:06d}" for i in range(n)], "score": [float(n - i) for i in range(n)],
+        "rank": list(range(1, n + 1)), "flagged": [i % flagged_every == 0 for i in range(n)],
+        "reasons": [f"f={i} (p99.0)" for i in range(n)], "model_version": ["m-1"] * n,
+        "as_of": [pd.Timestamp(D1).date()] * n, "anomaly_types": [""] * n})
+    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), path, row_group_size=50_000)
+    return scores
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_publish_stage_streams_flagged_rows_and_optionally_every_score(kind, pg_url, tmp_path):
+    scores = write_scores(tmp_path / "scores.parquet", 150_000)
+    url = f"duckdb:///{tmp_path}/p.duckdb" if kind == "duckdb" else pg_url
+    table, schema = unique("flagged"), (None if kind == "duckdb" else unique("wh"))
+    params = {"storage": {"reports": str(tmp_path / "reports")},
+              "warehouse": {"url": url, "table": table, "schema": schema, "user_scores": True,
+                            "user_scores_table": unique("scores")}}
+    if kind == "postgres":
+        with pytest.raises(UserError, match="warehouse migrate"):
+            publish_stage(params, D1, scores_in=str(tmp_path / "scores.parquet"), run_id="r1")
+        migrate(Target.from_params(params))
+    info = publish_stage(params, D1, scores_in=str(tmp_path / "scores.parquet"), run_id="r1")
+    assert info["rows"] == 15_000 and info["user_scores_rows"] == 150_000 and info["run_id"] == "r1"
+    got = read_table(url, table, D1, schema=schema)
+    assert got["user_id"].tolist() == scores.loc[scores["flagged"], "user_id"].tolist()
+    everyone = read_table(url, params["warehouse"]["user_scores_table"], D1, schema=schema)
+    assert len(everyone) == 150_000 and int(everyone["flagged"].sum()) == 15_000
+    assert set(everyone["run_id"]) == {"r1"}
+    # scores of another day are refused, and the day stays as it was
+    other = tmp_path / "other.parquet"
+    pq.write_table(pq.read_table(tmp_path / "scores.parquet").set_column(
+        6, "as_of", pa.array([pd.Timestamp(D2).date()] * 150_000, pa.date32())), other)
+    with pytest.raises(UserError, match="as of 2024-03-11, not 2024-03-10"):
+        publish_stage(params, D1, scores_in=str(other), run_id="r2")
+    assert set(read_table(url, table, D1, schema=schema)["run_id"]) == {"r1"}
+
+
+# --- DuckDB: one writer process at a time ---------------------------------------------------------------
+
+HOLD_LOCK = textwrap.dedent("""
+    import pathlib, sys, time
+    import duckdb
+    path, ready, release = sys.argv[1:4]
+    con = duckdb.connect(path)
+    pathlib.Path(ready).write_text("locked")
+    while not pathlib.Path(release).exists():
+        time.sleep(0.05)
+    con.close()
+    """)
+
+
+def test_duckdb_reader_meeting_another_process_lock_retries_then_says_so(tmp_path, flagged, monkeypatch):
+    url = f"duckdb:///{tmp_path}/locked.duckdb"
+    replace_day(flagged(D1, ["a"], "r"), url, "flagged_users", D1)
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "locked.duckdb"), str(ready),
+                             str(release)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+            time.sleep(0.05)
+        monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 0.5)
+        started = time.monotonic()
+        with pytest.raises(TransientWarehouseError, match="locked by another process") as info:
+            read_table(url, "flagged_users")
+        assert time.monotonic() - started >= 0.5 and "\n" not in str(info.value)
+        with pytest.raises(TransientWarehouseError, match="locked by another process"):
+            replace_day(flagged(D1, ["b"], "r"), url, "flagged_users", D1)
+        # with time to wait, the reader gets in once the other process lets go
+        monkeypatch.setattr(warehouse, "LOCK_WAIT_S", 30)
+        threading.Timer(1.0, release.write_text, args=("go",)).start()
+        assert read_table(url, "flagged_users")["user_id"].tolist() == ["a"]
+    finally:
+        release.write_text("go")
+        proc.wait(timeout=30)
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_migrate_grant_and_exit_codes(pg_url, roles, tmp_path):
+    owner_url = as_user(pg_url, roles["owner"])
+    env = {"WAREHOUSE_URL": owner_url}
+    # without params.yaml: the default schema, public, where (PostgreSQL 15) only its owner may create
+    proc = cli("warehouse", "migrate", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "permission denied for schema public" in proc.stderr, proc.stderr
+    params = tmp_path / "params.yaml"
+    params.write_text(f"warehouse: {{schema: {roles['schema']}}}\n")
+    proc = cli("--params", str(params), "warehouse", "migrate", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["applied"] == ALL
+    assert json.loads(cli("--params", str(params), "warehouse", "migrate", cwd=tmp_path, env=env).stdout)["applied"] == []
+    proc = cli("--params", str(params), "warehouse", "grant-reader", roles["reader"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["rights"] == "SELECT", proc.stderr
+    proc = cli("--params", str(params), "warehouse", "grant-writer", roles["writer"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["rights"] == "SELECT, INSERT, DELETE", proc.stderr
+
+    down = cli("warehouse", "migrate", "--warehouse", "postgresql://postgres:pw%40x@127.0.0.1:1/db", cwd=tmp_path)
+    assert down.returncode == 75, down.stderr
+    assert down.stderr.count("\n") == 1 and "Traceback" not in down.stderr and "pw" not in down.stderr
+    assert down.stderr.startswith("error (temporary, retry later): cannot migrate the warehouse at postgresql://postgres:***@")
+    bad = cli("warehouse", "migrate", "--warehouse", "mysql://u@h/db", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_whole_pipeline_publishes_to_postgres(pg_url, tmp_path):
+    from pipelines.simulate import simulate
+
+    events, labels = simulate({"n_users": 800, "days": 8, "seed": 5, "anomaly_rate": 0.05})
+    events.to_parquet(tmp_path / "events.parquet")
+    url = pg_url.replace("postgresql://", "postgres://")  # the short scheme works too
+    schema = unique("wh")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"warehouse: {{schema: {schema}}}\n")
+    run = ["--params", str(params), "run", "--events", str(tmp_path / "events.parquet"), "--out", "out",
+           "--warehouse", url, "--run-id", "first"]
+    migrated = cli("--params", str(params), "warehouse", "migrate", "--warehouse", url, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    proc = cli(*run, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    published = summary["publish"]
+    assert published["schema"] == schema and published["rows"] > 0 and published["run_id"] == "first"
+    with pg(pg_url) as con:
+        rows = con.execute(f'SELECT as_of, user_id, rank, run_id FROM "{schema}".flagged_users ORDER BY rank').fetchall()
+    assert len(rows) == published["rows"] and {r[3] for r in rows} == {"first"}
+    assert [r[2] for r in rows] == list(range(1, len(rows) + 1))
+    assert str(rows[0][0]) == published["as_of"]
+    shown = cli("--params", str(params), "show", "--warehouse", url, cwd=tmp_path)
+    assert shown.returncode == 0 and f"flagged users on {published['as_of']}" in shown.stdout, shown.stderr
