@@ -17,6 +17,10 @@ pipeline (pandas, DuckDB, Great Expectations, torch) is imported inside the task
                 $PIPELINES_STORAGE_DATA ... or the Variables pipelines_storage_data ...
     labels      $PIPELINES_LABELS or Variable pipelines_labels (optional)
     warehouse   $WAREHOUSE_URL, else connection pipelines_warehouse, else warehouse.url
+    S3          boto's chain (AWS_* variables, AWS_PROFILE, instance role); else, at task start,
+                the Airflow connection $PIPELINES_AWS_CONN_ID / Variable pipelines_aws_conn_id
+                (default aws_default) when it exists: login/password are the key pair, extra
+                aws_session_token, region_name and endpoint_url (export_aws_connection)
     no champion $PIPELINES_SKIP_WITHOUT_CHAMPION / Variable pipelines_skip_without_champion
                 true: scoring skips; otherwise it fails with the one-line reason
     training    choose_training_worker reads the same parameters when the run gets there and
@@ -35,6 +39,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -90,7 +95,9 @@ SETTINGS = {
     "ingest.source": Setting("PIPELINES_INGEST_SOURCE", "pipelines_ingest_source"),
     "labels": Setting("PIPELINES_LABELS", "pipelines_labels"),
     "skip_without_champion": Setting("PIPELINES_SKIP_WITHOUT_CHAMPION", "pipelines_skip_without_champion"),
+    "aws_conn_id": Setting("PIPELINES_AWS_CONN_ID", "pipelines_aws_conn_id"),
 }
+AWS_CONN_ID = "aws_default"  # the Amazon provider's default id, so an existing connection is found
 WAREHOUSE_CONN_ID = "pipelines_warehouse"
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -221,6 +228,54 @@ def connection_url(conn: Any) -> str:
     return conn.get_uri()
 
 
+def aws_environment(conn: Any) -> dict[str, str]:
+    """boto's environment variables for an Airflow AWS connection, named as the Amazon provider
+    names them (login/password, or extra aws_access_key_id/aws_secret_access_key; extra
+    aws_session_token, region_name, endpoint_url, profile_name), so the same connection serves
+    both. Only what the connection sets."""
+    extra = conn.extra_dejson or {}
+    pairs = {
+        "AWS_ACCESS_KEY_ID": conn.login or extra.get("aws_access_key_id"),
+        "AWS_SECRET_ACCESS_KEY": conn.password or extra.get("aws_secret_access_key"),
+        "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
+        "AWS_DEFAULT_REGION": extra.get("region_name"),
+        "AWS_ENDPOINT_URL": extra.get("endpoint_url"),
+        "AWS_PROFILE": extra.get("profile_name"),
+    }
+    return {k: str(v) for k, v in pairs.items() if v}
+
+
+_AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+def export_aws_connection() -> list[str]:
+    """Put the AWS connection's settings in this task's environment, where boto3, s3fs and DVC
+    read them; returns the variables set (names only: values are never logged).
+
+    The environment wins, as for every setting: credentials already there (a key pair or a
+    profile) are kept whole rather than mixed with the connection's, and an endpoint or region
+    already set stays. No connection: boto's own chain (profile, instance role) applies."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    conn_id = setting("aws_conn_id") or AWS_CONN_ID
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return []
+    wanted = aws_environment(conn)
+    if any(os.environ.get(k) for k in _AWS_CREDENTIALS):
+        wanted = {k: v for k, v in wanted.items() if k not in _AWS_CREDENTIALS}
+    exported = sorted(k for k in wanted if not os.environ.get(k))
+    for key in exported:
+        os.environ[key] = wanted[key]
+    if exported:
+        if "s3fs" in sys.modules:  # a client built before this would keep the old settings
+            sys.modules["s3fs"].S3FileSystem.clear_instance_cache()
+        log.info("S3 settings from Airflow connection %s: %s", conn_id, ", ".join(exported))
+    return exported
+
+
 @dataclass(frozen=True)
 class RunConfig:
     as_of: str
@@ -267,6 +322,7 @@ def pipeline_step(fn: Callable[..., dict]) -> Callable[..., dict]:
     def run(*args: Any) -> dict:
         context = get_current_context()
         with airflow_errors():
+            export_aws_connection()
             cfg = RunConfig.from_context(context)
             log.info("%s for %s, parameters from %s", fn.__name__, cfg.as_of, cfg.params_source)
             result = _jsonable(fn(cfg, *args))

@@ -174,7 +174,31 @@ def test_the_gate_on_s3_promotes_then_keeps_the_champion(s3, sim, sim_features):
     assert io.read_bytes_tagged(f"{MODELS}/champion.json") == pointer
 
 
-# --- credentials stay out of the parameters --------------------------------------------------------
+# --- credentials: boto's chain, never the parameters --------------------------------------------------
+
+
+def test_credentials_and_endpoint_from_an_aws_profile(s3, tmp_path, monkeypatch):
+    """No AWS_* key or endpoint variable: AWS_PROFILE names a profile whose config holds the
+    endpoint and whose credentials file holds the key pair, and reads and writes reach the server."""
+    import s3fs
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var)
+    (tmp_path / "aws-config").write_text(f"[profile lake]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+    (tmp_path / "aws-credentials").write_text("[lake]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(UserError, match="Unable to locate credentials"):
+        io.write_text("no profile yet", "s3://events/profile.txt")  # the control: nothing to sign with
+    monkeypatch.setenv("AWS_PROFILE", "lake")
+    s3fs.S3FileSystem.clear_instance_cache()
+    io.write_text("via the profile", "s3://events/profile.txt")
+    assert io.read_text("s3://events/profile.txt") == "via the profile"
+    assert s3.get_object(Bucket="events", Key="profile.txt")["Body"].read() == b"via the profile"
+
 
 
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_key|credential|api_key|private)", re.I)
