@@ -599,3 +599,53 @@ def test_whole_pipeline_publishes_to_postgres(pg_url, tmp_path):
     assert str(rows[0][0]) == published["as_of"]
     shown = cli("--params", str(params), "show", "--warehouse", url, cwd=tmp_path)
     assert shown.returncode == 0 and f"flagged users on {published['as_of']}" in shown.stdout, shown.stderr
+
+
+# --- the README's downstream SQL ------------------------------------------------------------------
+
+
+def readme_queries() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Warehouse\n"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
+    downstream = [b for b in blocks if "CREATE ROLE" not in b]
+    assert len(downstream) == 1
+    return [q.strip() for q in (downstream[0] + "\n").split(";\n") if q.strip()]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_readme_downstream_sql_runs_and_counts(kind, pg_url, tmp_path, flagged):
+    queries = readme_queries()
+    assert len(queries) == 5
+    rows = flagged("2026-11-21", ["u0010081", "u2", "u3"], "r")
+    rows["reasons"] = ["events_per_session_1d=272 (p99.95); n_new_devices_7d=3 (p100.0)",
+                       "events_per_session_1d=90 (p99.9)",
+                       "login_failed at 2026-11-17 18:28:44 [new_device, new_ip] (p99.9); n_new_devices_7d=2 (p99.5)"]
+    rows["anomaly_types"] = ["account_takeover,scraping_bot", "scraping_bot", ""]
+    older = flagged("2026-11-20", ["u0010081"], "before")
+    if kind == "duckdb":
+        url = f"duckdb:///{tmp_path}/readme.duckdb"
+        replace_day(rows, url, "flagged_users", "2026-11-21")
+        replace_day(older, url, "flagged_users", "2026-11-20")
+        con = duckdb.connect(str(tmp_path / "readme.duckdb"))
+        run = lambda q: con.execute(q).fetchall()  # noqa: E731
+    else:
+        schema = unique("readme")
+        migrate(Target(pg_url, "flagged_users", schema))
+        replace_day(rows, pg_url, "flagged_users", "2026-11-21", schema=schema)
+        replace_day(older, pg_url, "flagged_users", "2026-11-20", schema=schema)
+        con = pg(pg_url)
+        con.execute(f'SET search_path TO "{schema}"')
+        run = lambda q: con.execute(q).fetchall()  # noqa: E731
+    try:
+        today, history, latest, per_signal, per_hint = (run(q) for q in queries)
+    finally:
+        con.close()
+    assert [r[1] for r in today] == ["u0010081", "u2", "u3"]
+    assert [str(r[0]) for r in history] == ["2026-11-21", "2026-11-20"]
+    assert len(latest) == 1 and latest[0][7] == "r"
+    assert [(s, int(n)) for s, n in per_signal] == [("events_per_session_1d", 2), ("n_new_devices_7d", 2),
+                                                   ("login_failed", 1)]
+    hints = {(str(d), h): int(n) for d, h, n in per_hint}
+    assert hints[("2026-11-21", "scraping_bot")] == 2 and hints[("2026-11-21", "account_takeover")] == 1
