@@ -15,8 +15,10 @@ s3fs/aiobotocore honour AWS_ENDPOINT_URL on their own, but fsspec caches filesys
 their constructor arguments, so the endpoint is also passed explicitly (`_storage_options`) to
 make a changed endpoint give a fresh client instead of a cached one pointing at the old server.
 
-User mistakes (missing file, bad URI, unreachable or refusing object store) raise
-pipelines.errors.UserError with a one-line message that starts with the URI.
+User mistakes (missing file or bucket, bad URI, denied access, no credentials) raise
+pipelines.errors.UserError with a one-line message that starts with the URI; an object store that
+cannot be reached or says "try again" (refused, reset, timeout, throttling, 5xx) raises
+TransientStorageError with the same kind of message, which schedulers retry.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from pipelines.errors import UserError
+from pipelines.errors import TransientWarehouseError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,50 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class TransientStorageError(TransientWarehouseError):
+    """The object store could not be reached or answered "try again" (connection refused or
+    reset, a timeout, throttling, a 5xx): the same call may succeed later. A subclass of the
+    warehouse's transient error, not a UserError, so the CLI prints one line and exits 75 and
+    Airflow retries the task with back-off, as for an unreachable database."""
+
+
+# S3 error codes that say "not now" rather than "not this"
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+                    "RequestLimitExceeded", "InternalError", "ServiceUnavailable", "ServiceUnavailableException"}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it: s3fs turns botocore's errors into OSErrors) is a failure
+    worth retrying as it is, as opposed to a missing bucket, denied access or bad credentials."""
+    unreachable: list[type[BaseException]] = [ConnectionError, TimeoutError]  # refused, reset, timed out
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+
+        unreachable += [BotoConnectionError, HTTPClientError]
+    except ImportError:  # pragma: no cover - botocore comes with s3fs
+        pass
+    try:
+        import aiohttp
+
+        unreachable.append(aiohttp.ClientConnectionError)
+    except ImportError:  # pragma: no cover - aiohttp comes with s3fs
+        pass
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, tuple(unreachable)):
+            return True
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = str((response.get("Error") or {}).get("Code", ""))
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+            if code in _TRANSIENT_CODES or status == 429 or int(status) >= 500:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _remote_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [OSError]
     try:
@@ -179,7 +225,10 @@ def _user_errors(uri: str, action: str) -> Iterator[None]:
         if not remote:
             raise
         preposition = {"upload": "to", "download": "from", "read": "from"}.get(action, "on")
-        raise UserError(f"{uri}: cannot {action} {preposition} {_store(uri)} ({_one_line(exc)})") from exc
+        message = f"{uri}: cannot {action} {preposition} {_store(uri)} ({_one_line(exc)})"
+        if _is_transient(exc):
+            raise TransientStorageError(message) from exc
+        raise UserError(message) from exc
 
 
 def join(base: str | os.PathLike, *parts: str | os.PathLike) -> str:
@@ -278,9 +327,10 @@ def write_bytes(data: bytes, uri: str | os.PathLike) -> None:
         fs.pipe_file(path, bytes(data))  # one PUT: atomic per object
 
 
-class WriteConflict(UserError):
+class WriteConflict(TransientStorageError):
     """A conditional write found the object changed since it was read (another writer got there
-    first); nothing was written. Rerunning the step decides again against the new object."""
+    first); nothing was written. Transient: rerunning the step decides again against the new
+    object, which is what a scheduler's retry does."""
 
 
 def _s3_key(uri: str) -> tuple[Any, str, str]:
@@ -615,6 +665,7 @@ def lock(uri: str | os.PathLike) -> Iterator[None]:
 
 __all__ = [
     "COMPLETE_MARKER",
+    "TransientStorageError",
     "WriteConflict",
     "atomic_dir",
     "atomic_path",

@@ -88,6 +88,66 @@ def test_conditional_put_replaces_only_what_was_read(s3):
         io.write_bytes_if(b"x", "/tmp/local.json", None)
 
 
+# --- failures: retry later, or fix something ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("code, status, transient", [
+    ("SlowDown", 503, True), ("InternalError", 500, True), ("ServiceUnavailable", 503, True),
+    ("AccessDenied", 403, False), ("NoSuchBucket", 404, False), ("InvalidAccessKeyId", 403, False),
+])
+def test_an_s3_error_is_transient_or_a_user_error_by_what_s3_said(s3, code, status, transient):
+    """s3fs turns botocore's ClientError into an OSError: the class still follows S3's answer."""
+    import s3fs
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    s3.put_object(Bucket="events", Key="a.bin", Body=b"x")
+
+    async def answer(self, *args, **kwargs):
+        raise translate_boto_error(ClientError({"Error": {"Code": code, "Message": "from S3"},
+                                                "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"))
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3fs.S3FileSystem, "_cat_file", answer)
+        with pytest.raises(Exception) as excinfo:
+            io.read_bytes("s3://events/a.bin")
+    s3fs.S3FileSystem.clear_instance_cache()
+    expected = io.TransientStorageError if transient else UserError
+    assert type(excinfo.value) is expected, repr(excinfo.value)
+    assert str(excinfo.value).startswith("s3://events/a.bin: ") and "\n" not in str(excinfo.value)
+    if transient:
+        assert "cannot read from S3" in str(excinfo.value) and not isinstance(excinfo.value, UserError)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_cli_exits_75_when_s3_is_unreachable_and_2_when_the_object_is_missing(s3, tmp_path):
+    """Schedulers retry the first (exit 75, EX_TEMPFAIL) and not the second (exit 2)."""
+    (tmp_path / "params.yaml").write_text('as_of: "2026-11-21"\n')
+
+    def ingest(endpoint: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
+        return subprocess.run([sys.executable, "-m", "pipelines", "ingest",
+                               "--source", "s3://events/raw/events.parquet", "--out", str(tmp_path / "out.parquet")],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    down = ingest(f"http://127.0.0.1:{_free_port()}")
+    assert down.returncode == 75, down.stderr[-2000:]
+    assert down.stderr.strip().splitlines() == [down.stderr.strip()]  # one line, no traceback
+    assert down.stderr.startswith("error (temporary, retry later): s3://events/raw/events.parquet: cannot")
+    missing = ingest(os.environ["AWS_ENDPOINT_URL"])
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    assert missing.stderr.startswith("error: s3://events/raw/events.parquet: ")
+    assert "not found" in missing.stderr
+
+
 # --- the registry on S3 -----------------------------------------------------------------------
 
 
@@ -100,7 +160,8 @@ def test_failed_upload_midway_leaves_the_champion_on_the_previous_complete_versi
 
     other, record2 = fitted(sim_features, "robust_zscore")
     # the connection drops before the last object: every file of the version but meta.json is there
-    with failing_upload_of("/meta.json") as uploaded, pytest.raises(UserError, match="cannot upload to S3"):
+    with failing_upload_of("/meta.json") as uploaded, pytest.raises(io.TransientStorageError,
+                                                                     match="cannot upload to S3"):
         registry.register(other, record2)
     assert any(k.endswith("/registry.json") for k in uploaded) and len(uploaded) >= 2
     second = next(k.split("/")[2] for k in keys(s3, "models/registry/") if not k.startswith(f"models/registry/{first}/"))
