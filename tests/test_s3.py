@@ -235,6 +235,36 @@ def test_the_gate_on_s3_promotes_then_keeps_the_champion(s3, sim, sim_features):
     assert io.read_bytes_tagged(f"{MODELS}/champion.json") == pointer
 
 
+def test_a_network_failure_while_the_gate_loads_the_champion_replaces_nothing(s3, sim, sim_features):
+    """A champion that cannot be downloaded right now is not a champion that "cannot score": the
+    gate stops with a transient error (retried later) instead of promoting the challenger unmeasured."""
+    import s3fs
+    from pipelines.promote import gate
+
+    params = default_params()
+    registry = Registry(MODELS)
+    first, record = fitted(sim_features)
+    champion = registry.register(first, record)
+    promote(registry, champion)
+    challenger = registry.register(fitted(sim_features, "robust_zscore")[0], record)
+
+    real = s3fs.S3FileSystem._get_file
+
+    async def connection_drops(self, rpath, lpath, *args, **kwargs):
+        if f"/{champion}/" in rpath:  # the challenger downloads; the champion does not
+            raise ConnectionResetError(f"connection reset while downloading {rpath}")
+        return await real(self, rpath, lpath, *args, **kwargs)
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3fs.S3FileSystem, "_get_file", connection_drops)
+        with pytest.raises(io.TransientStorageError, match=f"{champion}: cannot download from S3"):
+            gate(Registry(MODELS), challenger, sim_features, sim[1], "2026-11-22", params)
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert Registry(MODELS).champion_version() == champion
+    assert [d["candidate"] for d in Registry(MODELS).decisions()] == [champion]  # no decision taken
+
+
 # --- credentials: boto's chain, never the parameters --------------------------------------------------
 
 
