@@ -293,6 +293,66 @@ def test_a_writer_waiting_too_long_for_the_day_is_transient(pg_url, flagged):
         holder.execute("ROLLBACK")
 
 
+def test_the_day_lock_comes_before_anything_else(pg_url, flagged):
+    """While another run holds the day, a second one waits on the lock holding nothing else:
+    no table is touched (in particular no DDL is tried) before it has the day."""
+    target = Target(pg_url, unique("flagged"))
+    migrate(target)
+    with pg(pg_url) as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [warehouse._lock_key(target, D1)])
+        errors: list = []
+
+        def write():
+            try:
+                replace_day(flagged(D1, ["a"], "r"), pg_url, target.table, D1)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            with pg(pg_url) as watcher:
+                for _ in range(200):
+                    pid = watcher.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                          "'pipelines-warehouse' AND wait_event = 'advisory'").fetchone()
+                    if pid:
+                        break
+                    time.sleep(0.05)
+                assert pid, "the writer never waited on the day's lock"
+                held = watcher.execute("SELECT locktype, relation::regclass::text, granted FROM pg_locks "
+                                       "WHERE pid = %s AND locktype NOT IN ('virtualxid')", pid).fetchall()
+                assert held == [("advisory", None, False)], held
+        finally:
+            holder.execute("COMMIT")
+            writer.join(timeout=30)
+    assert not errors, errors
+    assert day(pg_url, target.table, D1) == {"a": "r"}
+
+
+def test_a_duckdb_writer_killed_mid_load_leaves_the_previous_day(tmp_path, flagged):
+    url = f"duckdb:///{tmp_path}/killed.duckdb"
+    old_users = [f"old{i}" for i in range(30)]
+    replace_day(flagged(D1, old_users, "old"), url, "flagged_users", D1)
+    flag = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, url, "flagged_users", str(flag)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None, "the writer exited before reaching its pause"
+            assert time.monotonic() < deadline, "the writer never reached its pause"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    got = read_table(url, "flagged_users", D1)
+    assert dict(zip(got["user_id"], got["run_id"])) == {u: "old" for u in old_users}
+    replace_day(flagged(D1, ["after"], "after"), url, "flagged_users", D1)
+    assert read_table(url, "flagged_users", D1)["user_id"].tolist() == ["after"]
+
+
 # --- roles ----------------------------------------------------------------------------------------
 
 
