@@ -11,12 +11,17 @@ lock and the DELETE (the two are run alternately; the server, not the client, is
 when the two are close). A third line loads the same CSV into a copy of the table without its
 key and indexes, to show what maintaining them costs. Row-by-row inserts run on a subset (`--row-by-row`) and are reported as
 that subset's rate (the rate does not depend on how many rows follow). Best of `--repeat`.
+
+Then the publish step itself on a day of `--publish-users` users (a scores file with the top
+100 flagged), each run in a fresh process for its own peak RSS: to PostgreSQL and DuckDB, with
+`warehouse.user_scores` off (the flagged rows only) and on (every user's score too).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import io
+import json
 import os
 import platform
 import sys
@@ -67,6 +72,7 @@ def main() -> int:
     ap.add_argument("--row-by-row", type=int, default=20_000, help="rows for the row-by-row inserts")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--publish-users", type=int, default=1_000_000, help="users in the publish runs (0: skip them)")
     args = ap.parse_args()
 
     import psycopg
@@ -129,13 +135,16 @@ def main() -> int:
         ours()  # leave the full day there: check it is all in
         with psycopg.connect(url) as con:
             assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == args.rows
+        csv_bytes = len(csv)
+        del rows, csv, subset
+        publishes = publish_runs(args.publish_users, url) if args.publish_users else []
     finally:
         with psycopg.connect(args.admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()} {platform.release()}), "
           f"PostgreSQL {server} on {url.split('@')[-1].rsplit('/', 1)[0]}, Python {platform.python_version()}")
-    print(f"rows: {args.rows:,} flagged_users rows ({len(csv) / args.rows:.0f} bytes each as CSV), one day, "
+    print(f"rows: {args.rows:,} flagged_users rows ({csv_bytes / args.rows:.0f} bytes each as CSV), one day, "
           f"table with primary key + 3 indexes, replacing an existing day, best of {args.repeat}")
     print(f"  raw COPY, same table without key/indexes {bare_rate:>11,.0f} rows/s  (what the indexes cost)")
     print(f"  raw COPY of pre-rendered CSV (ceiling)  {ceiling:>12,.0f} rows/s")
@@ -143,7 +152,62 @@ def main() -> int:
     print(f"  executemany INSERT ({args.row_by_row:,} rows)        {many_rate:>12,.0f} rows/s")
     print(f"  one INSERT per row ({args.row_by_row:,} rows)        {row_rate:>12,.0f} rows/s")
     print(f"  target >= 200,000 rows/s: {'met' if our_rate >= 200_000 else 'MISSED'}")
+    if publishes:
+        print(f"publish step, {args.publish_users:,} users scored (100 flagged), fresh process each:")
+        for label, seconds, rss, info in publishes:
+            extra = f", {info['user_scores_rows']:,} user_scores rows" if "user_scores_rows" in info else ""
+            print(f"  {label:<36} {seconds:6.1f} s  peak RSS {rss / 1024:5.0f} MiB  ({info['rows']} flagged rows{extra})")
     return 0
+
+
+PUBLISH = """
+import json, resource, sys, time
+from pipelines.stages import publish_stage
+url, schema, scores, reports, user_scores = sys.argv[1:6]
+params = {"storage": {"reports": reports},
+          "warehouse": {"url": url, "schema": schema or None, "user_scores": user_scores == "1"}}
+start = time.perf_counter()
+info = publish_stage(params, "2026-11-21", scores_in=scores, run_id="bench")
+print(json.dumps({"s": time.perf_counter() - start, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "info": info}))
+"""
+
+
+def publish_runs(users: int, pg_url: str) -> list[tuple[str, float, int, dict]]:
+    import subprocess
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from pipelines.warehouse import migrate as migrate_target
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scores = Path(tmp) / "scores.parquet"
+        pq.write_table(pa.table({
+            "user_id": pa.array([f"u{i:09d}" for i in range(users)]),
+            "score": pa.array([float(users - i) for i in range(users)], pa.float64()),
+            "rank": pa.array(range(1, users + 1), pa.int64()),
+            "flagged": pa.array([i < 100 for i in range(users)]),
+            "reasons": pa.array([f"events_per_session_1d={i % 300} (p99.{i % 10}); n_new_devices_7d={i % 4} "
+                                 f"(p100.0); median_gap_s_28d={i % 97}.19 (p0.{i % 10})" for i in range(users)]),
+            "model_version": pa.array(["ecdf_tail-5b87b95bfe6d"] * users),
+            "as_of": pa.array([DAY] * users, pa.date32()),
+            "anomaly_types": pa.array(["scraping_bot" if i % 3 else "" for i in range(users)]),
+        }), scores, row_group_size=100_000)
+        runs = []
+        for backend, url, schema in (("PostgreSQL", pg_url, "publish_bench"),
+                                     ("DuckDB", f"duckdb:///{tmp}/wh.duckdb", "")):
+            for user_scores in ("0", "1"):
+                if backend == "PostgreSQL":
+                    migrate_target(Target(url, "flagged_users", schema, user_scores=user_scores == "1"))
+                for attempt in ("first", "rerun"):  # the rerun replaces the day it wrote
+                    out = subprocess.run([sys.executable, "-c", PUBLISH, url, schema, str(scores), f"{tmp}/reports",
+                                          user_scores], capture_output=True, text=True, check=True,
+                                         cwd=Path(__file__).resolve().parents[1])
+                    got = json.loads(out.stdout.strip().splitlines()[-1])
+                    label = f"{backend}, user_scores {'on' if user_scores == '1' else 'off'}, {attempt}"
+                    runs.append((label, got["s"], got["rss_kib"], got["info"]))
+        return runs
 
 
 if __name__ == "__main__":
