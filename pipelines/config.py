@@ -134,6 +134,7 @@ class FeaturesParams(_Section):
     history_days: PositiveInt | None = None
     small_amount: float = Field(5.0, ge=0)
     threads: PositiveInt | None = None
+    memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)$")] | None = "2GB"
 
 
 class SequencesParams(_Section):
@@ -177,6 +178,7 @@ class TrainParams(_Section):
     detector: str = "ecdf_tail"
     holdout_fraction: float = Field(0.3, ge=0, lt=1)
     split_seed: int = 0
+    fit_sample_users: PositiveInt | None = 200_000
     exclude_features: list[str] = Field(default_factory=lambda: list(_VOLUME_EXCLUSIONS))
     isolation_forest: dict[str, Any] = _detector_section("isolation_forest")
     ecdf_tail: dict[str, Any] = _detector_section("ecdf_tail")
@@ -250,6 +252,7 @@ class ScoreParams(_Section):
     threshold: float | None = None
     n_reasons: PositiveInt = 3
     active_within_days: PositiveInt | None = None
+    batch_users: PositiveInt = 100_000
 
     @model_validator(mode="after")
     def _threshold_given(self) -> "ScoreParams":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from typing import Any
 
 import duckdb
@@ -60,10 +61,14 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     history_days = _parse_history_days(p["history_days"], windows)
     as_of = resolve_as_of(events, p["as_of"])
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    with _connect(p["threads"]) as con:
+    with _connect(p["threads"], p.get("memory_limit")) as con:
         _register(con, events)
-        for statement in _feature_statements(windows, history_days, end, float(p["small_amount"])):
-            con.execute(statement)
+        try:
+            for statement in _feature_statements(windows, history_days, end, float(p["small_amount"])):
+                con.execute(statement)
+        except duckdb.OutOfMemoryException as exc:
+            raise UserError(f"features.memory_limit {p.get('memory_limit')} is too little for these events "
+                            f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
         (users_with_events,), = con.execute("SELECT count(*) FROM user_counts").fetchall()
         # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects).
         # Every sum above is exact (DECIMAL money, integer microseconds), so a rerun writes the
@@ -74,7 +79,9 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
             f"round(CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE), {_DECIMALS}) "
             "FROM features ORDER BY user_id"
         ).to_arrow_table()
-    features = table.to_pandas()
+    # arrow buffers are released column by column as pandas takes them: one copy, not two
+    features = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
     features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()
     features.attrs["population"] = {
@@ -121,12 +128,16 @@ def feature_columns(features: pd.DataFrame) -> list[str]:
     return [c for c in features.columns if c != "user_id"]
 
 
-def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
+def _connect(threads: int | None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     con.execute("SET preserve_insertion_order = false")  # the result is sorted at the end anyway
+    if memory_limit:
+        # DuckDB's default is 80% of the machine; past the limit it spills to disk instead
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/pipelines-duckdb-{os.getpid()}'")
     return con
 
 

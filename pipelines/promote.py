@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.config import section
 from pipelines.errors import UserError
-from pipelines.sequences import model_input
 from pipelines.split import holdout_mask
 
 
@@ -24,11 +24,12 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
     """(figures, held-out scores) of one model on one day's features. A model that cannot
     score these features (columns it was trained on are missing) gets {"error": ...}."""
     from pipelines.evaluate import evaluate
-    from pipelines.score import flag, rank_scores
+    from pipelines.score import batched_scores, flag, rank_scores
 
     held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
     try:
-        scores = detector.score(model_input(detector, features, sequences))
+        scores = batched_scores(detector, features, sequences, 
+                                int(section({"score": score_params}, "score")["batch_users"]))
     except UserError as exc:
         return {"error": str(exc)}, None
     finite = np.isfinite(scores)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.config import section
 from pipelines.detectors import Detector, Reason
@@ -57,26 +58,57 @@ def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, An
     """Contract section 3 columns (plus `anomaly_types`), ordered by rank. Without `explain`
     (evaluation only needs the ranking) the reasons are left empty. A sequence detector reads
     the users' `sequences` (EventSequences, or a function returning them) instead of features."""
+    size = int(section({"score": params}, "score")["batch_users"])
+    batches = (features.iloc[start:start + size] for start in range(0, len(features), size))
+    return score_batches(batches, detector, params, as_of, explain=explain, sequences=sequences)
+
+
+def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: dict[str, Any], as_of: str,
+                  explain: bool = True, sequences: Any = None) -> pd.DataFrame:
+    """score_users over feature tables of a few users each: only a batch's matrices and reason
+    objects exist at once, so memory stays flat as users grow; what is kept per user is its id,
+    score and reason text. Scores depend on the user alone, so batching changes no figure."""
     p = section({"score": params}, "score")
-    X = model_input(detector, features, sequences)
-    scores = detector.score(X)
-    ranks = rank_scores(scores, features["user_id"].to_numpy())
-    reasons = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(X))]
+    user_ids, scores, reasons, types = [], [], [], []
+    for batch in batches:
+        if not len(batch):
+            continue
+        X = model_input(detector, batch, sequences)
+        scores.append(np.asarray(detector.score(X), dtype="float64"))
+        user_ids.append(pa.array(batch["user_id"].astype("str").to_numpy(), type=pa.string()))
+        explained = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(batch))]
+        reasons.append(pa.array([format_reasons(r) for r in explained], type=pa.string()))
+        types.append(pa.array([suspected_types(r) for r in explained], type=pa.string()))
+    if not scores:
+        raise UserError("no users to score: the feature table is empty")
+    score = np.concatenate(scores)
+    ids = pa.chunked_array(user_ids)
+    ranks = rank_scores(score, ids.to_numpy(zero_copy_only=False))
+    order = np.argsort(ranks, kind="stable")
+    taken = pa.array(order)
     out = pd.DataFrame(
         {
-            "user_id": features["user_id"].astype("str").to_numpy(),
-            "score": scores,
-            "rank": ranks,
-            "flagged": flag(scores, ranks, p),
-            "reasons": [format_reasons(r) for r in reasons],
+            "user_id": ids.take(taken).to_pandas(),
+            "score": score[order],
+            "rank": ranks[order],
+            "flagged": flag(score, ranks, p)[order],
+            "reasons": pa.chunked_array(reasons).take(taken).to_pandas(),
             "model_version": detector.model_version_ or detector.name,
             "as_of": pd.Timestamp(as_of).date(),
-            "anomaly_types": [suspected_types(r) for r in reasons],
+            "anomaly_types": pa.chunked_array(types).take(taken).to_pandas(),
         }
     )
-    out["reasons"] = out["reasons"].astype("str")
-    out["anomaly_types"] = out["anomaly_types"].astype("str")
-    return out.sort_values("rank").reset_index(drop=True)
+    for column in ("user_id", "reasons", "anomaly_types"):
+        out[column] = out[column].astype("str")
+    return out
+
+
+def batched_scores(detector: Detector, features: pd.DataFrame, sequences: Any = None,
+                   batch_users: int = 100_000) -> np.ndarray:
+    """detector.score over `features`, `batch_users` rows at a time (the scores alone)."""
+    parts = [np.asarray(detector.score(model_input(detector, features.iloc[start:start + batch_users], sequences)),
+                        dtype="float64") for start in range(0, len(features), batch_users)]
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def rank_scores(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:

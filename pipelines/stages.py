@@ -8,14 +8,16 @@ reads and writes the partitions of that date (pipelines/layout.py). Steps return
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -197,25 +199,34 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
                 out: str | None = None, report_out: str | None = None, validation_dir: str | None = None,
                 sequences_in: str | None = None) -> dict:
     """Score, rank, explain and flag every user of the day with the champion (or `model`)."""
-    from pipelines.score import active_users, score_users
+    from pipelines.score import active_users, score_batches
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     p = section(params, "score")
     registry = Registry(lay.models)
     version = model or registry.champion_version(required=True)
-    features = _read_features(features_in or lay.features(as_of), as_of)
-    active = active_users(features, p["active_within_days"])
-    scores = score_users(features.loc[active].reset_index(drop=True), registry.load(version), p, as_of,
-                         sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+    detector = registry.load(version)
+    counts = {"users": 0, "inactive": 0}
+
+    def active_batches(batches):
+        for batch in batches:
+            active = active_users(batch, p["active_within_days"])
+            counts["users"] += len(batch)
+            counts["inactive"] += int((~active).sum())
+            yield batch.loc[active]
+
+    with _feature_batches(features_in or lay.features(as_of), as_of, int(p["batch_users"])) as batches:
+        scores = score_batches(active_batches(batches), detector, p, as_of,
+                               sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
     check(scores, "scores", validation_dir or lay.validation(as_of))
     out = out or lay.scores(as_of)
     io.write_parquet(scores, out)
     info = {
         "as_of": as_of,
         "model_version": version,
-        "users_in_features": int(len(features)),
+        "users_in_features": counts["users"],
         "users_scored": int(len(scores)),
-        "left_out": {"inactive_for_more_than_active_within_days": int((~active).sum())},
+        "left_out": {"inactive_for_more_than_active_within_days": counts["inactive"]},
         "active_within_days": p["active_within_days"],
         "flagged": int(scores["flagged"].sum()),
         "out": str(out),
@@ -300,6 +311,26 @@ def _read_features(path: str, as_of: str) -> pd.DataFrame:
         raise UserError(f"{path}: features are as of {recorded or 'an unknown day'}, not {as_of}; "
                         f"rebuild them with the features step")
     return features
+
+
+@contextlib.contextmanager
+def _feature_batches(path: str, as_of: str, size: int) -> Iterator[Iterator[pd.DataFrame]]:
+    """The day's feature table, `size` users at a time (never all of it in memory at once)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not io.exists(path):
+        raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
+    with io.local_copy(path) as local:
+        try:
+            table = pq.ParquetFile(local)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from exc
+        attrs = json.loads((table.schema_arrow.metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+        if attrs.get("as_of") != as_of:
+            raise UserError(f"{path}: features are as of {attrs.get('as_of') or 'an unknown day'}, not {as_of}; "
+                            f"rebuild them with the features step")
+        yield (batch.to_pandas().reset_index(drop=True) for batch in table.iter_batches(batch_size=size))
 
 
 def sequences_loader(path: str, as_of: str):

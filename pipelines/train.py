@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import section
@@ -45,13 +46,20 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     detector = make_detector(name, get_detector_class(name).params_from_train(p))
     held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
-    training_users = features.loc[~held_out]
+    rows = np.flatnonzero(~held_out)
+    sample = p["fit_sample_users"]
+    if sample is not None and not detector.supervised and len(rows) > sample:
+        # an unsupervised model learns what is normal: a seeded sample of users shows it as well
+        # as all of them, at a fraction of the memory and time; labels are rare, so a supervised
+        # detector keeps every training user
+        rows = np.sort(np.random.default_rng(p["split_seed"]).choice(rows, sample, replace=False))
+    training_users = features.iloc[rows]
     if len(training_users) < 2:
         raise UserError(f"only {len(training_users)} users left for training; need more users or a smaller holdout_fraction")
     training = model_input(detector, training_users, sequences, columns)
     extra: dict[str, Any] = {}
     if detector.supervised:
-        y, unlabelled = training_labels(features.loc[~held_out, "user_id"], labels, name)
+        y, unlabelled = training_labels(training_users["user_id"], labels, name)
         extra = {"supervised": True, "positives_trained_on": int(y.sum()), "users_without_label": unlabelled}
         detector.fit(training, y)
     else:
@@ -69,6 +77,7 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
         "params": detector.params,
         "users_total": int(len(features)),
         "users_trained_on": int(len(training)),
+        "users_available_for_training": int((~held_out).sum()),
         "users_held_out": int(held_out.sum()),
         "features": len(detector.feature_names_),
         "training_data_sha256": digest.hexdigest(),

@@ -522,3 +522,13 @@ def test_reruns_are_bit_identical(sim_clean, tmp_path):
         paths.append(tmp_path / f"f{i}.parquet")
         f.to_parquet(paths[-1], index=False)
     assert len({p.read_bytes() for p in paths}) == 1
+
+
+def test_a_memory_limit_changes_no_value_and_too_little_is_a_one_line_error(sim_clean, tmp_path):
+    path = str(tmp_path / "clean.parquet")
+    sim_clean.to_parquet(path, index=False)
+    roomy = build_features(path, {"memory_limit": None})
+    tight = build_features(path, {"memory_limit": "128MB", "threads": 1})
+    pd.testing.assert_frame_equal(roomy, tight)
+    with pytest.raises(UserError, match="features.memory_limit 1MB is too little"):
+        build_features(path, {"memory_limit": "1MB"})

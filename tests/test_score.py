@@ -188,3 +188,37 @@ def test_scoring_the_simulated_users_finds_abusers(sim, sim_features):
     vocab = set(SIGNAL_HINTS.values())
     for types in out["anomaly_types"]:
         assert set(filter(None, types.split(","))) <= vocab
+
+
+@pytest.mark.parametrize("name", ["robust_zscore", "ecdf_tail"])
+def test_scoring_in_batches_gives_the_table_of_one_pass(normal_features, name):
+    feats = users(normal_features, 90)
+    det = make_detector(name).fit(normal_features)
+    whole = score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF)
+    batched = score_users(feats, det, {"top_k": 9, "batch_users": 7}, AS_OF)
+    pd.testing.assert_frame_equal(whole, batched)
+    assert whole["reasons"].iloc[:3].str.len().gt(0).all()  # the most anomalous are explained
+
+
+def test_scoring_nobody_is_a_user_error(detector, normal_features):
+    with pytest.raises(UserError, match="no users to score"):
+        score_users(users(normal_features).iloc[:0], detector, {}, AS_OF)
+
+
+def test_feature_batches_stream_the_file_and_check_its_day(normal_features, tmp_path):
+    from pipelines.stages import _feature_batches
+
+    feats = users(normal_features, 50)
+    feats.attrs["as_of"] = AS_OF
+    path = str(tmp_path / "features.parquet")
+    feats.to_parquet(path, index=False)
+    with _feature_batches(path, AS_OF, 16) as batches:
+        sizes = [len(b) for b in batches]
+    assert sizes == [16, 16, 16, 2]
+    with pytest.raises(UserError, match="features are as of 2024-03-10, not 2024-03-11"):
+        with _feature_batches(path, "2024-03-11", 16):
+            pass
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(UserError, match="cannot read as Parquet"):
+        with _feature_batches(str(tmp_path / "junk.parquet"), AS_OF, 16):
+            pass

@@ -59,3 +59,23 @@ def test_partial_params_get_params_yaml_defaults(sim_features):
     assert "n_events_28d" not in detector.feature_names_ and "share_view_28d" in detector.feature_names_
     detector, _ = train(sim_features, {})
     assert detector.name == "ecdf_tail"
+
+
+def test_an_unsupervised_detector_fits_on_a_seeded_sample_of_the_training_users(sim_features, sim):
+    params = {"detector": "ecdf_tail", "holdout_fraction": 0.3, "split_seed": 0, "fit_sample_users": 200}
+    detector, info = train(sim_features, params)
+    held = holdout_mask(sim_features["user_id"], 0.3, 0)
+    assert info["users_trained_on"] == 200 and info["users_available_for_training"] == (~held).sum()
+    again, info_again = train(sim_features, params)
+    assert info_again["training_data_sha256"] == info["training_data_sha256"]
+    np.testing.assert_array_equal(again.reference_.quantiles, detector.reference_.quantiles)
+    # the sample comes from training users only, and another seed draws another sample
+    _, other = train(sim_features, {**params, "split_seed": 1})
+    assert other["training_data_sha256"] != info["training_data_sha256"]
+    everyone, _ = train(sim_features, {**params, "fit_sample_users": None})
+    assert not np.array_equal(everyone.reference_.quantiles, detector.reference_.quantiles)
+    # labels are rare: a supervised detector keeps every training user
+    _, labels = sim
+    _, supervised = train(sim_features, {**params, "detector": "supervised_mlp",
+                                         "supervised_mlp": {"epochs": 1, "progress": False}}, labels)
+    assert supervised["users_trained_on"] == (~holdout_mask(sim_features["user_id"], 0.3, 0)).sum()
