@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -404,3 +406,81 @@ def test_output_is_unchanged_for_the_same_seed(case):
     params, expected = FROZEN_OUTPUT[case]
     events, labels = simulate(params)
     assert output_digest(events, labels) == expected
+
+
+# ------------------------------------------------------------------ adding a scenario
+
+
+def test_every_scenario_module_is_registered_once_in_order():
+    from pipelines.simulate import SCENARIOS, scenarios
+
+    folder = Path(scenarios.__file__).parent
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    assert sorted(scenarios._MODULES) == modules  # a module left out of _MODULES never runs
+    assert len(set(scenarios._MODULES)) == len(scenarios._MODULES)
+    assert ABUSE_TYPES == tuple(s.name for s in SCENARIOS) == tuple(scenarios._MODULES)
+
+
+def docstring_example_scenario():
+    """The example module in pipelines.simulate.scenarios' docstring, executed as written."""
+    from pipelines.simulate import scenarios
+
+    doc = scenarios.__doc__
+    code = doc[doc.index("1. write"):doc.index("2. register")].split("\n", 1)[1]
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(code), "coupon_abuse.py", "exec"), namespace)
+    return namespace["SCENARIO"]
+
+
+def test_the_docstring_example_scenario_runs_with_the_registered_ones():
+    from pipelines.simulate import SCENARIOS
+
+    coupon = docstring_example_scenario()
+    params = {"seed": 8, "n_users": 1500, "days": 7, "anomaly_rate": 0.2,
+              "anomaly_mix": {"coupon_abuse": 2, "card_testing": 1}}
+    events, labels = simulate(params, scenarios=SCENARIOS + (coupon,))
+    assert {c: str(t) for c, t in events.dtypes.items()} == EVENT_DTYPES
+    counts = labels["anomaly_type"].value_counts()
+    assert counts["coupon_abuse"] == 200 and counts["card_testing"] == 100 and counts[""] == 1200
+    abusers = labels.loc[labels["anomaly_type"] == "coupon_abuse", "user_id"]
+    mine = events[events["user_id"].isin(abusers)]
+    # each abuser has a session with a cart then a purchase of the same cheap item, one each
+    cart = mine[(mine["event_type"] == "cart") & mine["session_id"].notna()]
+    buy = mine[mine["event_type"] == "purchase"]
+    pairs = cart.merge(buy, on=["session_id", "product_id", "user_id"], suffixes=("_cart", "_buy"))
+    pairs = pairs[pairs["event_time_buy"] > pairs["event_time_cart"]]
+    # of a product from the cheapest 30 % of the catalogue (the products seen stand in for it)
+    catalogue = events.dropna(subset=["price"]).drop_duplicates("product_id")["price"]
+    cheapest = pairs.groupby("user_id")["price_buy"].min().reindex(abusers)
+    assert (cheapest <= catalogue.quantile(0.4)).all()
+    # p_new_account=0.9: most of them signed up in the window, before their first other event
+    first = mine.sort_values("event_time", kind="stable").groupby("user_id")["event_type"].first()
+    assert 0.8 < (first == "signup").mean() <= 1.0
+    # the registered scenarios are untouched by the addition: the default call is still frozen
+    plain, plain_labels = simulate(FROZEN_OUTPUT["partial_mix"][0], scenarios=SCENARIOS)
+    assert output_digest(plain, plain_labels) == FROZEN_OUTPUT["partial_mix"][1]
+
+
+def test_a_scenario_can_change_its_abusers_background():
+    from pipelines.simulate import SCENARIOS, Scenario
+
+    def nothing(w, m):
+        return None
+
+    quiet = Scenario("quiet", nothing, background_rate=0.0, min_background_rate=0.0)
+    shopper = Scenario("no_buys", nothing, background_buys=False, min_background_rate=2.0)
+    params = {"seed": 4, "n_users": 1200, "days": 7, "anomaly_rate": 0.2, "anomaly_mix": {"quiet": 1, "no_buys": 1}}
+    events, labels = simulate(params, scenarios=SCENARIOS + (quiet, shopper))
+    kind = labels.set_index("user_id")["anomaly_type"]
+    per_type = events.groupby(events["user_id"].map(kind))["event_type"].value_counts().unstack(fill_value=0)
+    # quiet accounts have no normal sessions: at most the one session of a declined card
+    # (payment_trouble, about 2 % of users), besides signups and reviews of older purchases
+    quiet_users = kind.index[kind == "quiet"]
+    sessions = events[events["user_id"].isin(quiet_users)].groupby("user_id")["session_id"].nunique()
+    assert sessions.reindex(quiet_users, fill_value=0).max() <= 1
+    assert (sessions > 0).sum() < 0.1 * len(quiet_users)
+    normal_sessions = events[events["user_id"].map(kind) == ""].groupby("user_id")["session_id"].nunique()
+    assert normal_sessions.mean() > 1
+    # no_buys accounts browse (at least 2 sessions a day on average) but never cart or buy
+    assert per_type.loc["no_buys", ["cart", "purchase", "payment_failed", "refund"]].sum() == 0
+    assert per_type.loc["no_buys", "view"] > 2 * 7 * (kind == "no_buys").sum() * 0.8
