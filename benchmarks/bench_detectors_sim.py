@@ -6,7 +6,7 @@ Each detector is fitted on the same users, with its params.yaml section, and mea
 same held-out users with the same review budget (score.top_k scaled to the simulation's size).
 Simulation-only figures: the labels are the simulator's.
 
-    python benchmarks/bench_detectors_sim.py [--sim frozen|dev] [--detectors a,b] [--out FILE]
+    python benchmarks/bench_detectors_sim.py [--sim frozen|dev] [--detectors a,b] [--out FILE] [--cache DIR]
         [--set KEY=VALUE ...] [--variant NAME KEY=VALUE [KEY=VALUE ...]] ...
 
 `--set` changes params for the whole run (before the simulation is built), e.g.
@@ -22,6 +22,7 @@ train on the CPU with their progress bars off (`--set train.device=auto` to use 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -42,6 +43,9 @@ def main() -> int:
     ap.add_argument("--sim", choices=sorted(SIMULATIONS), default="frozen")
     ap.add_argument("--detectors", help="comma-separated (default: every detector)")
     ap.add_argument("--out", help="write the figures as JSON")
+    ap.add_argument("--cache", help="build the simulation's features in this folder and reuse them on a later "
+                    "run with the same params (keyed on the params, not the code: empty it after changing the simulator or "
+                    "the features; default: a temporary folder, built every run)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a params override for the whole run, VALUE read as YAML (repeatable)")
     ap.add_argument("--variant", dest="variants", action="append", nargs="+", default=[],
@@ -78,7 +82,8 @@ def main() -> int:
         ap.error(f"--variant {clash[0]}: the name of a detector that runs as well; name the variant otherwise")
     # what runs: (name in the tables, train.detector, train.* overrides)
     runs = [(n, n, []) for n in names] + [(v, None, kv) for v, kv in variants.items()]
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = _workdir(stack, args.cache)
         for key, value in {"storage.data": f"{tmp}/data", "storage.reports": f"{tmp}/reports",
                            "storage.models": f"{tmp}/models", "ingest.source": f"{tmp}/raw/events.parquet",
                            "simulate": sim, "train.device": "cpu",
@@ -96,12 +101,21 @@ def main() -> int:
         params = override(params, "score.top_k", top_k, source="bench")
         day = sim["end_date"]
         t0 = time.perf_counter()
-        stages.simulate_stage(params, f"{tmp}/raw/events.parquet", f"{tmp}/raw/labels.parquet")
-        stages.ingest_stage(params, day)
-        stages.clean_stage(params, day)
-        stages.features_stage(params, day)
-        stages.sequences_stage(params, day)
-        print(f"simulation {args.sim} {sim}: built in {time.perf_counter() - t0:.0f} s; top_k {top_k}", flush=True)
+        # what the built files depend on: everything but train and score
+        stamp = json.dumps({k: v for k, v in params.items() if k not in ("train", "score")}, sort_keys=True,
+                           default=str)
+        stamp_file = Path(tmp) / "built.json"
+        if args.cache and stamp_file.exists() and stamp_file.read_text() == stamp:
+            print(f"simulation {args.sim} {sim}: reused from {tmp}; top_k {top_k}", flush=True)
+        else:
+            stamp_file.unlink(missing_ok=True)
+            stages.simulate_stage(params, f"{tmp}/raw/events.parquet", f"{tmp}/raw/labels.parquet")
+            stages.ingest_stage(params, day)
+            stages.clean_stage(params, day)
+            stages.features_stage(params, day)
+            stages.sequences_stage(params, day)
+            stamp_file.write_text(stamp)
+            print(f"simulation {args.sim} {sim}: built in {time.perf_counter() - t0:.0f} s; top_k {top_k}", flush=True)
         import pandas as pd
 
         features = pd.read_parquet(f"{tmp}/data/features/as_of={day}/features.parquet")
@@ -145,6 +159,14 @@ def main() -> int:
         Path(args.out).write_text(json.dumps({"simulation": sim, "top_k": top_k, "set": dict(sets),
                                               "detectors": results}, indent=2, default=str))
     return 0
+
+
+def _workdir(stack: contextlib.ExitStack, cache: str | None) -> str:
+    """The folder the simulation is built in: --cache (kept), else a temporary one."""
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        return str(Path(cache).resolve())
+    return stack.enter_context(tempfile.TemporaryDirectory())
 
 
 def _key_value(item: str) -> tuple[str, object]:

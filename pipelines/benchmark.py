@@ -5,7 +5,12 @@ and average precision on the test part.
 PyOD's own detectors can run beside ours in the same process and on the same splits, named
 `pyod:IForest`, `pyod:ECOD`, `pyod:AutoEncoder`, `pyod:DeepSVDD` (their defaults). A
 supervised detector of ours is fitted with the training part's labels, and marked so: its
-figures answer another question than the unsupervised ones."""
+figures answer another question than the unsupervised ones.
+
+`python -m pipelines.benchmark RESULT.json[=LABEL] ...` puts several `--out` files side by side
+(PyOD's, which are slow, from one run; ours from others) and says, for each of our detectors,
+whether it meets issue 7's test for the default: at least the best PyOD ROC-AUC on each file,
+and a mean ROC-AUC above every PyOD detector's."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -109,3 +114,96 @@ def benchmark(X: np.ndarray, y: np.ndarray, detectors: list[str], params: dict[s
         }
     return {"n": int(len(y)), "d": int(X.shape[1]), "anomaly_rate": float(y.mean()), "seeds": list(SEEDS),
             "detectors": results}
+
+
+def merge_results(results: list[tuple[dict, str]]) -> dict[str, dict[str, dict]]:
+    """file -> detector -> figures, from `benchmark` outputs (`--out` JSON). A non-empty label
+    is appended to the names of that output's detectors (`ensemble[if25]`), so runs of one
+    detector with different params sit side by side."""
+    merged: dict[str, dict[str, dict]] = {}
+    for result, label in results:
+        table = merged.setdefault(result.get("dataset", "?"), {})
+        for name, figures in result["detectors"].items():
+            table[f"{name}[{label}]" if label and not name.startswith("pyod:") else name] = figures
+    return merged
+
+
+def criterion(merged: dict[str, dict[str, dict]], name: str) -> dict[str, Any]:
+    """Issue 7's test for a default detector: ROC-AUC at least the best PyOD detector's on each
+    file, and a mean ROC-AUC above every PyOD detector's mean; incomplete (not met) when it or a
+    PyOD detector has no figures for one of the files."""
+    pyod = sorted({d for table in merged.values() for d in table if d.startswith("pyod:")})
+    if not pyod:
+        return {"detector": name, "met": False, "why": "no PyOD figures beside it"}
+    files = list(merged)  # every file given: a detector not run on one has not met the test
+    missing = [f"{d} on {Path(f).stem}" for f in files for d in [name, *pyod] if d not in merged[f]]
+    if missing:
+        return {"detector": name, "met": False, "why": f"incomplete: no figures for {', '.join(missing)}"}
+    per_file = {}
+    for f in files:
+        best = max(pyod, key=lambda d: merged[f][d]["roc_auc"])
+        per_file[f] = {"roc_auc": merged[f][name]["roc_auc"], "best_pyod": best,
+                       "best_pyod_roc_auc": merged[f][best]["roc_auc"],
+                       "reached": merged[f][name]["roc_auc"] >= merged[f][best]["roc_auc"]}
+    mean = float(np.mean([merged[f][name]["roc_auc"] for f in files]))
+    pyod_means = {d: float(np.mean([merged[f][d]["roc_auc"] for f in files])) for d in pyod}
+    above = all(mean > m for m in pyod_means.values())
+    return {"detector": name, "files": per_file, "mean_roc_auc": mean, "pyod_mean_roc_auc": pyod_means,
+            "mean_above_every_pyod": above, "met": above and all(v["reached"] for v in per_file.values())}
+
+
+def format_table(merged: dict[str, dict[str, dict]]) -> str:
+    """ROC-AUC / AP per file and their means, ours first, as a markdown table."""
+    names = sorted({d for t in merged.values() for d in t}, key=lambda d: (d.startswith("pyod:"), d))
+    files = list(merged)
+    lines = ["| detector | " + " | ".join(Path(f).stem for f in files) + " | mean |",
+             "|---" * (len(files) + 2) + "|"]
+    for name in names:
+        cells, rocs, aps = [], [], []
+        for f in files:
+            r = merged[f].get(name)
+            cells.append(f"{r['roc_auc']:.4f} / {r['pr_auc']:.3f}" if r else "not run")
+            if r:
+                rocs.append(r["roc_auc"])
+                aps.append(r["pr_auc"])
+        mean = f"{np.mean(rocs):.4f} / {np.mean(aps):.3f}" if len(rocs) == len(files) else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m pipelines.benchmark RESULT.json[=LABEL] ... : the table of several `benchmark
+    --out` files (PyOD's from one run, ours from another) and, for each of our detectors,
+    whether it meets the default-detector test of issue 7 on every file given."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmark", description=main.__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="+", metavar="RESULT.json[=LABEL]")
+    args = ap.parse_args(argv)
+    loaded = []
+    for item in args.results:
+        path, _, label = item.partition("=")
+        try:
+            loaded.append((json.loads(Path(path).read_text()), label))
+        except (OSError, ValueError) as exc:
+            ap.error(f"{path}: not a readable benchmark --out file ({exc})")
+    merged = merge_results(loaded)
+    print(format_table(merged))
+    print()
+    ours = sorted({d for t in merged.values() for d in t if not d.startswith("pyod:")})
+    for name in ours:
+        c = criterion(merged, name)
+        if "files" not in c:
+            print(f"{name}: {c['why']}")
+            continue
+        files = ", ".join(f"{Path(f).stem} {v['roc_auc']:.5f} vs {v['best_pyod']} {v['best_pyod_roc_auc']:.5f}"
+                          f"{'' if v['reached'] else ' (below)'}" for f, v in c["files"].items())
+        best_mean = max(c["pyod_mean_roc_auc"].items(), key=lambda kv: kv[1])
+        print(f"{name}: {'MET' if c['met'] else 'not met'}; {files}; mean {c['mean_roc_auc']:.5f} vs best PyOD mean "
+              f"{best_mean[0]} {best_mean[1]:.5f}{'' if c['mean_above_every_pyod'] else ' (not above)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -295,3 +295,35 @@ def test_benchmark_builds_each_detector_from_its_train_section(monkeypatch):
     assert built["ensemble"]["member_params"]["isolation_forest"]["n_estimators"] == 23
     assert built["ensemble"]["members"] == {"ecdf_tail": 1.0, "isolation_forest": 2.0}
     assert 0 <= result["detectors"]["ensemble"]["roc_auc"] <= 1
+
+
+def _bench_result(dataset: str, **roc: float) -> dict:
+    return {"dataset": dataset, "detectors": {d.replace("__", ":"): {"roc_auc": r, "pr_auc": r / 2}
+                                              for d, r in roc.items()}}
+
+
+def test_benchmark_criterion_needs_the_best_pyod_on_each_file_and_a_higher_mean(capsys):
+    """The default-detector test of issue 7, from saved `benchmark --out` files: at least the
+    best PyOD ROC-AUC on every file and a mean above every PyOD mean; a PyOD detector missing
+    on a file makes it incomplete, never met."""
+    import pipelines.benchmark as bench
+
+    pyod = [_bench_result("a.npz", pyod__IForest=0.90, pyod__ECOD=0.95),
+            _bench_result("b.npz", pyod__IForest=0.99, pyod__ECOD=0.97)]
+    ours = [_bench_result("a.npz", ecdf_tail=0.95, isolation_forest=0.94),
+            _bench_result("b.npz", ecdf_tail=0.99, isolation_forest=0.999)]
+    merged = bench.merge_results([(r, "") for r in pyod + ours])
+    met = bench.criterion(merged, "ecdf_tail")  # ties the best on each file, mean 0.97 > 0.96 and 0.945
+    assert met["met"] and all(f["reached"] for f in met["files"].values())
+    missed = bench.criterion(merged, "isolation_forest")  # best mean, but below ECOD on a.npz
+    assert not missed["met"] and missed["mean_above_every_pyod"]
+    assert [f for f, v in missed["files"].items() if not v["reached"]] == ["a.npz"]
+    labelled = bench.merge_results([(pyod[0], ""), (ours[0], "v2")])
+    assert "ecdf_tail[v2]" in labelled["a.npz"] and "pyod:ECOD" in labelled["a.npz"]
+    incomplete = bench.merge_results([(pyod[0], ""), (_bench_result("b.npz", pyod__ECOD=0.97), "")]
+                                     + [(r, "") for r in ours])
+    assert not bench.criterion(incomplete, "ecdf_tail")["met"]
+    assert "incomplete" in bench.criterion(incomplete, "ecdf_tail")["why"]
+    not_run = bench.merge_results([(r, "") for r in pyod] + [(ours[0], "")])  # ours on a.npz only
+    assert not bench.criterion(not_run, "ecdf_tail")["met"]
+    assert "| ecdf_tail | 0.9500 / 0.475 | 0.9900 / 0.495 | 0.9700 / 0.485 |" in bench.format_table(merged)
