@@ -151,7 +151,7 @@ _VOLUME_EXCLUSIONS = [
 # Each detector's sub-section of train, as params.yaml sets it. A key left out of the file
 # takes the value here; a key not here either takes the detector class's `defaults`.
 _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
-    "isolation_forest": {"n_estimators": 300, "max_samples": 256, "max_features": 1.0, "log_transform": True,
+    "isolation_forest": {"n_estimators": 300, "max_samples": 256, "max_features": 1.0, "log_transform": False,
                          "random_state": 0},
     "ecdf_tail": {"top_signals": 5, "group_windows": True},
     "robust_zscore": {"top_features": 5, "clip": 20.0, "log_transform": True, "group_windows": True},
@@ -161,7 +161,7 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
             "patience": 5, "seed": 0},
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
-    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}},
+    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}},
     "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 2, "epochs": 20, "batch_size": 256,
                              "learning_rate": 0.001, "patience": 3, "seed": 0},
 }

@@ -27,7 +27,7 @@ _POINTS = 2001
 class EnsembleDetector(Detector):
     name = "ensemble"
     reasons_kind = "the members' reasons, weighted by each member's share of the score"
-    defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0}, "member_params": {}}
+    defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "member_params": {}}
 
     @classmethod
     def params_from_train(cls, train: dict[str, Any]) -> dict[str, Any]:
