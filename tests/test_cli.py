@@ -50,7 +50,10 @@ def test_run_with_labels_writes_scores_metrics_and_warehouse(tmp_path, simulated
     assert scores["flagged"].sum() == min(100, len(scores))
     flagged_reasons = scores.loc[scores["flagged"], "reasons"]
     assert (flagged_reasons.str.len() > 0).mean() > 0.9, "nearly every flag must carry a reason"
-    assert flagged_reasons.str.contains(r"=\S+ \(p\d").all() | (flagged_reasons == "").any()
+    # every reason given is a "; "-separated list of `feature=value (pNN.N)`, each piece whole
+    pieces = flagged_reasons[flagged_reasons != ""].str.split("; ").explode()
+    malformed = pieces[~pieces.str.fullmatch(r"\w+=\S+ \(p\d+\.\d+\)")]
+    assert len(pieces) > 0 and malformed.empty, malformed.head().tolist()
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     for key in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k", "recall_per_type"):
