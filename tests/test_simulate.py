@@ -1,8 +1,8 @@
 """The event simulator: contract, determinism, realism of normal users, abuse signatures."""
 from __future__ import annotations
 
+import datetime
 import hashlib
-import re
 import textwrap
 from pathlib import Path
 
@@ -358,7 +358,11 @@ def test_end_date_is_inclusive():
     events, _ = simulate({"n_users": 400, "days": 2, "end_date": "2026-02-28", "seed": 4})
     days = set(events["event_time"].dt.strftime("%Y-%m-%d"))
     assert days == {"2026-02-27", "2026-02-28"}
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d", "2026-02-28")
+    assert events["event_time"].max() < pd.Timestamp("2026-03-01", tz="UTC")
+    assert events["event_time"].max() >= pd.Timestamp("2026-02-28 12:00", tz="UTC")  # the last day is used
+    # a date object means the same day as its YYYY-MM-DD text
+    same, _ = simulate({"n_users": 400, "days": 2, "end_date": datetime.date(2026, 2, 28), "seed": 4})
+    pd.testing.assert_frame_equal(events, same)
 
 
 # ------------------------------------------------------------------ output frozen across refactors
