@@ -6,6 +6,7 @@ rows_in = rows_clean + rows_quarantined + exact_duplicates_removed.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -24,18 +25,31 @@ _EPOCH_US_FLOOR = 1e14
 _EPOCH_NS_FLOOR = 1e17
 
 STRING_COLUMNS = [c for c, t in EVENT_DTYPES.items() if t == "str"]
+ID_COLUMNS = ("user_id", "event_id")
+
+# A leap second (23:59:60) is a real UTC instant that pandas cannot represent; POSIX time
+# folds it into the next second, and so do we.
+_LEAP_SECOND = re.compile(r"(?<=\d\d:\d\d:)60(?=(?:[.,]\d+)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)?$)")
+
+# ingest() stamps the frame with the time it read the file (kept in the Parquet metadata), the
+# reference for "in the future"; a frame cleaned without that stamp is judged against now.
+INGESTED_AT = "ingested_at"
 
 
 def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Return (clean events, quarantined rows with a reason each, accounting report)."""
-    params = params or {}
+    p = section({"clean": params or {}}, "clean")
     missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in events.columns]
     if missing:
         raise UserError(f"events are missing required column(s): {', '.join(missing)}")
+    duplicated = sorted({str(c) for c in events.columns[events.columns.duplicated()]})
+    if duplicated:
+        raise UserError(f"events have duplicate column name(s) {', '.join(duplicated)}; keep one of each")
     rows_in = len(events)
     raw = events.reset_index(drop=True)
 
-    coerced, reasons = _coerce(raw, epoch_unit=section({"clean": params}, "clean")["epoch_unit"])
+    bounds = time_bounds(p, events.attrs.get(INGESTED_AT))
+    coerced, reasons = _coerce(raw, p, bounds)
     bad = reasons.notna().to_numpy()
 
     valid = coerced.loc[~bad]
@@ -54,7 +68,21 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     ordered = list(EVENT_DTYPES) + [c for c in valid.columns if c not in EVENT_DTYPES]
     clean_events = valid[ordered].sort_values(["event_time", "user_id"], kind="stable").reset_index(drop=True)
     report = accounting_report(rows_in, clean_events, quarantine, exact_duplicates)
+    report["event_time_bounds"] = {k: None if v is None else str(v) for k, v in bounds.items()}
     return clean_events, quarantine, report
+
+
+def time_bounds(p: dict[str, Any], ingested_at: Any = None) -> dict[str, pd.Timestamp | None]:
+    """The accepted event_time range: [min_event_time, ingest time + max_future_days]."""
+    try:
+        reference = pd.Timestamp(ingested_at) if ingested_at is not None else pd.Timestamp.now(tz="UTC")
+    except ValueError as exc:
+        raise UserError(f"events carry an unreadable {INGESTED_AT} stamp {ingested_at!r}; ingest the file again") from exc
+    if reference.tzinfo is None:
+        reference = reference.tz_localize("UTC")
+    latest = None if p["max_future_days"] is None else reference + pd.Timedelta(days=float(p["max_future_days"]))
+    earliest = None if p["min_event_time"] is None else pd.Timestamp(p["min_event_time"], tz="UTC")
+    return {"earliest": earliest, "latest": latest, "ingested_at": reference}
 
 
 def accounting_report(rows_in: int, clean_events: pd.DataFrame, quarantine: pd.DataFrame, exact_duplicates: int) -> dict:
@@ -74,7 +102,7 @@ def accounting_report(rows_in: int, clean_events: pd.DataFrame, quarantine: pd.D
     return report
 
 
-def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series]:
+def _coerce(raw: pd.DataFrame, p: dict[str, Any], bounds: dict) -> tuple[pd.DataFrame, pd.Series]:
     """Typed copy of raw plus the first rule each row breaks (NaN where none)."""
     out = pd.DataFrame(index=raw.index)
     reasons = pd.Series(np.nan, index=raw.index, dtype="object")
@@ -83,14 +111,26 @@ def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series
         mask = np.asarray(mask, dtype=bool) & reasons.isna().to_numpy()
         reasons.loc[mask] = reason
 
-    out["event_time"] = parse_event_time(raw["event_time"], epoch_unit)
+    out["event_time"] = parse_event_time(raw["event_time"], p["epoch_unit"])
     flag(~_present(raw["event_time"]), "missing event_time")
     flag(out["event_time"].isna(), "unparseable event_time")
+    # A time no event can have would otherwise become the run date (the day of the latest
+    # event) or stretch every history window back to it.
+    if bounds["latest"] is not None:
+        flag(out["event_time"] > bounds["latest"],
+             f"event_time more than {p['max_future_days']:g} day(s) after ingest time (clean.max_future_days)")
+    if bounds["earliest"] is not None:
+        flag(out["event_time"] < bounds["earliest"],
+             f"event_time before {bounds['earliest'].date()} (clean.min_event_time)")
 
     for col in STRING_COLUMNS:
         if col in raw.columns:
             out[col] = _to_clean_string(raw[col])
     flag(out["user_id"].isna(), "missing user_id")
+    limit = int(p["max_id_length"])
+    for col in ID_COLUMNS:
+        if col in out.columns:
+            flag(out[col].str.len() > limit, f"{col} longer than {limit} characters (clean.max_id_length)")
 
     out["event_type"] = out["event_type"].str.lower()
     flag(~out["event_type"].isin(EVENT_TYPES), "unknown event_type")
@@ -99,17 +139,22 @@ def _coerce(raw: pd.DataFrame, epoch_unit: str) -> tuple[pd.DataFrame, pd.Series
         out["country"] = out["country"].str.upper()
 
     if "price" in raw.columns:
-        price = pd.to_numeric(raw["price"], errors="coerce").astype("float64")
+        price = _to_float(raw["price"])
         flag(price.isna() & _present(raw["price"]), "price is not a number")
+        flag(np.isinf(price), "price is infinite")
         flag(price < 0, "negative price")
-        out["price"] = price
+        flag(price > float(p["max_price"]), f"price above {p['max_price']:g} (clean.max_price)")
+        out["price"] = price.where(reasons.isna())
     if "quantity" in raw.columns:
-        qty = pd.to_numeric(raw["quantity"], errors="coerce")
+        qty = _to_float(raw["quantity"])
         flag(qty.isna() & _present(raw["quantity"]), "quantity is not a number")
+        flag(qty > int(p["max_quantity"]), f"quantity above {p['max_quantity']} (clean.max_quantity)")
         flag(qty.notna() & ((qty < 1) | (qty % 1 != 0)), "quantity must be a whole number >= 1")
-        out["quantity"] = qty.where(qty.notna(), 1).where(reasons.isna(), 1).astype("Int64")
+        # rows flagged above keep their original text in the quarantine; here they only need a
+        # value that fits the integer column
+        out["quantity"] = qty.where(qty.notna() & reasons.isna().to_numpy(), 1).astype("Int64")
     if "rating" in raw.columns:
-        rating = pd.to_numeric(raw["rating"], errors="coerce")
+        rating = _to_float(raw["rating"])
         flag(rating.isna() & _present(raw["rating"]), "rating is not a number")
         flag(rating.notna() & ~rating.isin([1, 2, 3, 4, 5]), "rating must be 1..5")
         out["rating"] = rating.where(reasons.isna()).astype("Int64")
@@ -165,11 +210,24 @@ def _epoch_to_utc(num: pd.Series, epoch_unit: str) -> pd.Series:
 
 def _text_to_utc(text: pd.Series) -> pd.Series:
     stripped = text.str.strip().str.replace(r"\s*UTC$", "", regex=True)
-    parsed = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601")
+    # at the contract's resolution before any fallback is merged in: pandas infers the unit
+    # from the first values ("...:00Z" gives seconds) and would refuse a later fraction
+    parsed = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601").astype(EVENT_DTYPES["event_time"])
     leftover = parsed.isna() & stripped.ne("")
     if leftover.any():  # mixed layouts in one file: fall back to per-value inference
         parsed.loc[leftover] = pd.to_datetime(stripped[leftover], utc=True, errors="coerce", format="mixed")
+        leap = parsed.isna() & stripped.str.contains(_LEAP_SECOND)
+        if leap.any():
+            at_59 = pd.to_datetime(stripped[leap].str.replace(_LEAP_SECOND, "59", regex=True), utc=True,
+                                   errors="coerce", format="mixed")
+            parsed.loc[leap] = at_59 + pd.Timedelta(seconds=1)
     return parsed
+
+
+def _to_float(col: pd.Series) -> pd.Series:
+    """Numbers as float64, NaN where a value is not one. A parsed value too large for float64
+    (1e400) is inf, so it is caught by the range checks rather than crashing a cast."""
+    return pd.to_numeric(col, errors="coerce").astype("float64")
 
 
 def _to_clean_string(col: pd.Series) -> pd.Series:

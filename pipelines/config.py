@@ -126,6 +126,15 @@ class IngestParams(_Section):
 
 class CleanParams(_Section):
     epoch_unit: Literal["auto", "s", "ms"] = "auto"
+    # Times no event can have: later than the ingest time plus this tolerance (clock skew,
+    # time zones), or before the floor. They are quarantined, so they never set the run date.
+    max_future_days: float | None = Field(1.0, ge=0)
+    min_event_time: IsoDate | None = "1990-01-01"
+    # Bounds that keep every clean row computable downstream (the features sum money as
+    # DECIMAL(18, 4), which holds less than 1e14) and catch garbage that parses as a number.
+    max_price: float = Field(1e9, gt=0, lt=1e13)
+    max_quantity: int = Field(1_000_000, ge=1, le=1_000_000_000)
+    max_id_length: int = Field(256, ge=1)
 
 
 class FeaturesParams(_Section):
@@ -261,6 +270,31 @@ class ScoreParams(_Section):
         return self
 
 
+class DriftParams(_Section):
+    # At scoring time the day's features and scores are compared with the champion's training
+    # data (pipelines/drift.py): population stability index per feature, and a two-sample
+    # Kolmogorov-Smirnov test on the scores.
+    psi_warn: float = Field(0.1, gt=0)
+    psi_severe: float = Field(0.25, gt=0)
+    ks_p_warn: float = Field(0.01, gt=0, lt=1)
+    block_publish_on_severe: bool = False
+    bins: int = Field(10, ge=2, le=100)
+    sample_users: int = Field(5000, ge=100)
+
+    @model_validator(mode="after")
+    def _severe_above_warn(self) -> "DriftParams":
+        if self.psi_severe < self.psi_warn:
+            raise _problem(f"must be >= psi_warn ({_show(self.psi_warn)})", subloc="psi_severe", show_input=False)
+        return self
+
+
+class ReportParams(_Section):
+    # The day's self-contained HTML run report (pipelines/report.py), written by the score step.
+    top_users: int = Field(10, ge=0, le=200)
+    history_days: PositiveInt = 30
+    labels: NonEmptyStr | None = None
+
+
 with warnings.catch_warnings():
     # `schema` shadows BaseModel.schema(), pydantic v1's deprecated method, which nothing here calls
     warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
@@ -288,6 +322,8 @@ class Params(_Section):
     promote: PromoteParams = Field(default_factory=PromoteParams)
     score: ScoreParams = Field(default_factory=ScoreParams)
     warehouse: WarehouseParams = Field(default_factory=WarehouseParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
+    report: ReportParams = Field(default_factory=ReportParams)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,11 +11,13 @@ anything that happens later cannot change a feature of that day.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tempfile
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pipelines.config import default_params
@@ -25,6 +27,7 @@ SHARE_TYPES = ("view", "cart", "purchase", "payment_failed", "refund", "review",
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "purchase", "payment_failed", "refund", "review", "login", "login_failed")
 
 _DECIMALS = 9
+_FEW_ROWS_SHARE = 20  # the as-of day "set by a handful of rows": it holds under 1/20 of a typical day
 HISTORY = "hist"  # column suffix of the history window
 
 # params.yaml's features section (one schema in pipelines/config.py); as_of None means the
@@ -33,7 +36,13 @@ DEFAULTS: dict[str, Any] = {"as_of": None, **default_params()["features"]}
 
 
 def resolve_as_of(events: Any, as_of: str | dt.date | None) -> dt.date:
-    """The as-of date given, or the UTC day of the latest event."""
+    """The as-of date given, or the UTC day of the latest event.
+
+    Cleaning quarantines times no event can have (after the ingest time, before the floor), so
+    what is left are real events and the latest of them is the day every user's events fall
+    into. When only a handful of rows are on that day (a typical day has 20 times more), they
+    alone set the run date and the short windows are nearly empty: a warning says so.
+    """
     if as_of is not None:
         try:
             return pd.Timestamp(as_of).date()
@@ -42,9 +51,17 @@ def resolve_as_of(events: Any, as_of: str | dt.date | None) -> dt.date:
     with _connect(None) as con:
         _register(con, events)
         # The session time zone is UTC, so the cast gives the UTC day (and needs no pytz).
-        latest = con.execute("SELECT CAST(max(event_time) AS DATE) FROM events").fetchone()[0]
-    if latest is None:
+        days = con.execute("SELECT CAST(event_time AS DATE) AS day, count(*) AS n FROM events "
+                           "WHERE event_time IS NOT NULL GROUP BY day ORDER BY day").fetchall()
+    if not days:
         raise UserError("no events to build features from")
+    latest, on_latest = days[-1]
+    typical = float(np.median([n for _, n in days]))
+    if len(days) > 1 and on_latest * _FEW_ROWS_SHARE < typical:
+        before = days[-2][0]
+        logging.getLogger(__name__).warning(
+            "run date %s is set by %d event(s) on that day (a typical day has %d; the day before with events is %s);"
+            " pass --as-of to choose the day", latest, on_latest, round(typical), before)
     return latest
 
 

@@ -9,6 +9,7 @@ cleaning step's job (pipelines.clean). Every row of the file comes back; nothing
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.adapters import ADAPTERS, TAOBAO_COLUMNS, detect_layout, looks_like_taobao_row
+from pipelines.clean import INGESTED_AT
 from pipelines.errors import UserError
 from pipelines.io import detect_format, is_s3, local_copy
 from pipelines.schema import EVENT_DTYPES, REQUIRED_EVENT_COLUMNS
@@ -35,12 +37,21 @@ def ingest(source: str | os.PathLike, fmt: str = "auto") -> pd.DataFrame:
     if fmt not in FORMATS:
         raise UserError(f"unknown events format {fmt!r}; use one of: {', '.join(FORMATS)}")
     source = str(source)
+    # the reference for "in the future" in cleaning: no event can be later than the read
+    ingested_at = pd.Timestamp.now(tz="UTC").isoformat()
     with local_copy(source) as path:
         if path.is_dir():
             raise UserError(f"{source}: is a directory; pass one events file (.csv, .csv.gz or .parquet)")
+        if not path.is_file():  # a pipe or a device: reading it could block forever
+            raise UserError(f"{source}: not a regular file; pass one events file (.csv, .csv.gz or .parquet)")
         if path.stat().st_size == 0:
             raise UserError(f"{source}: file is empty; it needs a header row and at least one event")
-        head = _read_magic(path)
+        try:
+            head = _read_magic(path)
+        except PermissionError as exc:
+            raise UserError(f"{source}: permission denied; make the file readable by this user") from exc
+        if head.startswith(b"PK"):
+            _check_zip(source, path)
         if _is_parquet(source, head):
             raw, layout = _read_parquet(source, path, fmt)
         else:
@@ -51,7 +62,24 @@ def ingest(source: str | os.PathLike, fmt: str = "auto") -> pd.DataFrame:
     events = ADAPTERS[layout].convert(raw)
     if len(events) != len(raw):  # adapters rename and map, never drop
         raise RuntimeError(f"adapter {layout} changed the row count {len(raw)} -> {len(events)}")
-    return events.reset_index(drop=True)
+    events = events.reset_index(drop=True)
+    events.attrs[INGESTED_AT] = ingested_at  # kept in the Parquet metadata for the cleaning step
+    return events
+
+
+def _check_zip(source: str, path: Path) -> None:
+    """A zip archive is read only when it holds one file; say what it is otherwise."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{source}: a damaged or truncated zip archive ({_first_line(exc)}); "
+                        f"copy the file again or pass the CSV inside it") from exc
+    if "[Content_Types].xml" in names:
+        kind = "an Excel workbook" if any(n.startswith("xl/") for n in names) else "an Office document"
+        raise UserError(f"{source}: {kind}, not CSV; export the sheet as CSV (UTF-8) and pass that file")
+    if len(names) != 1:
+        raise UserError(f"{source}: a zip archive with {len(names)} files; unzip it and pass one events file")
 
 
 def _read_magic(path: Path) -> bytes:
@@ -73,6 +101,10 @@ def _is_parquet(source: str, head: bytes) -> bool:
 
 def _read_parquet(source: str, path: Path, fmt: str) -> tuple[pd.DataFrame, str]:
     try:
+        names = [str(c).strip() for c in pq.read_schema(path).names]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:  # Arrow cannot even select a column then; which one is meant is the owner's call
+            raise UserError(f"{source}: duplicate column name(s) {', '.join(repeated)}; rename or drop all but one")
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(f"{source}: cannot read Parquet ({_first_line(exc)})") from exc
@@ -99,6 +131,7 @@ def _read_csv(source: str, path: Path, fmt: str, head: bytes) -> tuple[pd.DataFr
     if first.empty:
         raise UserError(f"{source}: file is empty; it needs a header row and at least one event")
     first_row = [str(v).strip() for v in first.iloc[0].tolist()]
+    _refuse_other_text(source, first_row)
 
     if fmt == "auto":
         layout = detect_layout(first_row)
@@ -121,8 +154,24 @@ def _read_csv(source: str, path: Path, fmt: str, head: bytes) -> tuple[pd.DataFr
             )
         df.columns = list(TAOBAO_COLUMNS)
     else:
+        # pandas renames a repeated header to "price.1"; which of two prices is meant is the
+        # file owner's call, not ours
+        repeated = sorted({c for c in first_row if first_row.count(c) > 1})
+        if repeated:
+            raise UserError(f"{source}: duplicate column name(s) {', '.join(repeated)} in the header; "
+                            "rename or drop all but one")
         df.columns = [str(c).strip() for c in df.columns]
     return df, layout
+
+
+def _refuse_other_text(source: str, first_row: list[str]) -> None:
+    """Text that is not CSV at all gets a message saying what it is, not "unrecognised layout"."""
+    start = first_row[0].lstrip("\ufeff").lstrip() if first_row else ""
+    if start[:1] == "<":
+        raise UserError(f"{source}: HTML or XML, not CSV (a web or error page saved in place of the data?); "
+                        "download the CSV itself")
+    if start[:1] in ("{", "["):
+        raise UserError(f"{source}: JSON, not CSV; convert it to CSV with a header row, or to Parquet")
 
 
 def _read_csv_safely(source: str, path: Path, **kwargs) -> pd.DataFrame:
@@ -139,7 +188,9 @@ def _read_csv_safely(source: str, path: Path, **kwargs) -> pd.DataFrame:
         raise UserError(f"{source}: malformed CSV ({_first_line(exc)}); fix or quote that row") from exc
     except UnicodeDecodeError as exc:
         raise UserError(f"{source}: not UTF-8 text at byte {exc.start}; save the file as UTF-8 CSV") from exc
-    except (OSError, EOFError, ValueError, ImportError) as exc:  # corrupt gzip, unsupported compression
+    except PermissionError as exc:
+        raise UserError(f"{source}: permission denied; make the file readable by this user") from exc
+    except (OSError, EOFError, ValueError, ImportError, zipfile.BadZipFile) as exc:  # corrupt gzip, unsupported compression
         raise UserError(f"{source}: cannot read as CSV ({_first_line(exc)})") from exc
 
 

@@ -70,10 +70,12 @@ def test_epoch_milliseconds_keep_sub_second_precision():
 
 
 def test_epoch_unit_can_be_forced():
-    # 1e9 read as milliseconds is 1970-01-12; forced "s" it is 2001.
-    as_ms, _, _ = clean(frame(1, event_time=[1_000_000_000]), {"epoch_unit": "ms"})
+    # 1e9 read as milliseconds is 1970-01-12 (before the default floor); forced "s" it is 2001.
+    as_ms, _, _ = clean(frame(1, event_time=[1_000_000_000]), {"epoch_unit": "ms", "min_event_time": None})
     as_s, _, _ = clean(frame(1, event_time=[1_000_000_000]), {"epoch_unit": "s"})
     assert as_ms["event_time"].iloc[0] == pd.Timestamp("1970-01-12T13:46:40Z")
+    _, floored, _ = clean(frame(1, event_time=[1_000_000_000]), {"epoch_unit": "ms"})
+    assert floored["quarantine_reason"].tolist() == ["event_time before 1990-01-01 (clean.min_event_time)"]
     assert as_s["event_time"].iloc[0] == pd.Timestamp("2001-09-09T01:46:40Z")
     with pytest.raises(UserError, match="epoch_unit"):
         clean(frame(1), {"epoch_unit": "minutes"})
@@ -265,6 +267,19 @@ BAD_ROWS = [
     ("rating must be 1..5", {"event_type": "review", "rating": "7"}),
     ("rating must be 1..5", {"event_type": "review", "rating": "0"}),
     ("rating is not a number", {"event_type": "review", "rating": "great"}),
+    ("price is infinite", {"event_type": "purchase", "price": "inf"}),
+    ("price is infinite", {"event_type": "purchase", "price": "1e400"}),
+    ("price above 1e+09 (clean.max_price)", {"event_type": "purchase", "price": "1e20"}),
+    ("price is not a number", {"event_type": "purchase", "price": "12 EUR"}),
+    ("price is not a number", {"event_type": "purchase", "price": "NaN"}),
+    ("quantity above 1000000 (clean.max_quantity)", {"quantity": "1e30"}),
+    ("quantity must be a whole number >= 1", {"quantity": "-3"}),
+    ("event_time more than 1 day(s) after ingest time (clean.max_future_days)", {"event_time": "2099-01-01T00:00:00Z"}),
+    # 14 digits is no plausible epoch in any unit: as milliseconds it is the year 5138
+    ("event_time more than 1 day(s) after ingest time (clean.max_future_days)", {"event_time": "99999999999999"}),
+    ("event_time before 1990-01-01 (clean.min_event_time)", {"event_time": "1989-12-31T23:59:59Z"}),
+    ("event_time before 1990-01-01 (clean.min_event_time)", {"event_time": "0"}),
+    ("user_id longer than 256 characters (clean.max_id_length)", {"user_id": "u" * 257}),
 ]
 
 
@@ -389,3 +404,72 @@ def test_accounting_identity_on_random_mixes(seed):
     assert sorted(clean_events["note"]) == sorted(r["note"] for r in good_rows)
     assert sorted(quarantine["note"]) == sorted(f"bad-{j}" for j in range(n_bad))
     assert clean_events["event_id"].is_unique
+
+
+# --- time bounds, leap seconds, values the features step could not compute ---------------------
+
+
+def test_the_future_is_judged_against_the_ingest_time_stamped_on_the_frame():
+    raw = frame(3, event_time=["2024-03-01T10:00:00Z", "2024-03-02T09:00:00Z", "2024-03-02T11:00:00Z"])
+    raw.attrs["ingested_at"] = "2024-03-01T10:00:00+00:00"
+    clean_events, quarantine, report = clean(raw)
+    # within the one-day tolerance is kept, beyond it is quarantined
+    assert clean_events["user_id"].tolist() == ["u0", "u1"]
+    assert quarantine["source_row"].tolist() == [2]
+    assert report["event_time_bounds"]["latest"] == "2024-03-02 10:00:00+00:00"
+    relaxed, nothing, _ = clean(raw, {"max_future_days": None})
+    assert len(relaxed) == 3 and nothing.empty
+
+
+def test_the_floor_is_configurable():
+    raw = frame(2, event_time=["1985-06-01T00:00:00Z", "2024-03-01T10:00:00Z"])
+    kept, _, _ = clean(raw, {"min_event_time": "1980-01-01"})
+    assert len(kept) == 2
+    _, quarantine, _ = clean(raw, {"min_event_time": "2000-01-01"})
+    assert quarantine["quarantine_reason"].tolist() == ["event_time before 2000-01-01 (clean.min_event_time)"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),
+    ("2016-12-31 23:59:60.250 UTC", "2017-01-01T00:00:00.250Z"),
+    ("2016-12-31T23:59:60+01:00", "2016-12-31T23:00:00Z"),
+])
+def test_a_leap_second_is_the_next_second(text, expected):
+    clean_events, quarantine, _ = clean(frame(1, event_time=[text]))
+    assert quarantine.empty
+    assert clean_events["event_time"].iloc[0] == pd.Timestamp(expected)
+
+
+def test_a_sixty_that_is_not_a_leap_second_stays_unparseable():
+    _, quarantine, _ = clean(frame(2, event_time=["2016-12-31T23:60:00Z", "2016-12-31T60:00:00Z"]))
+    assert quarantine["quarantine_reason"].tolist() == ["unparseable event_time"] * 2
+
+
+def test_bounds_are_parameters_and_checked():
+    raw = frame(2, event_type=["purchase"] * 2, price=["500", "5"], quantity=["3", "30"])
+    _, quarantine, _ = clean(raw, {"max_price": 100.0, "max_quantity": 10})
+    assert quarantine["quarantine_reason"].tolist() == ["price above 100 (clean.max_price)",
+                                                        "quantity above 10 (clean.max_quantity)"]
+    from pipelines.config import default_params, override
+
+    with pytest.raises(UserError, match="clean.max_price"):  # beyond what the features' DECIMAL(18, 4) money holds
+        override(default_params(), "clean.max_price", 1e15)
+
+
+def test_duplicate_column_names_are_refused():
+    raw = pd.DataFrame([["2024-03-01", "u", "view", 1, 2]],
+                       columns=["event_time", "user_id", "event_type", "price", "price"])
+    with pytest.raises(UserError, match="duplicate column name\\(s\\) price"):
+        clean(raw)
+
+
+def test_extreme_values_that_pass_cleaning_build_features():
+    from pipelines.features import build_features
+
+    raw = frame(4, event_type=["purchase"] * 4, price=["999999999", "0", "0.0001", "5"],
+                quantity=["1000000", "1000000", "1", "1"], user_id=["big", "big", "ünï", "=cmd|' /C calc'!A0"])
+    clean_events, quarantine, _ = clean(raw)
+    assert quarantine.empty
+    features = build_features(clean_events, {"as_of": "2024-03-01"})
+    assert sorted(features["user_id"]) == sorted({"big", "ünï", "=cmd|' /C calc'!A0"})
+    assert np.isfinite(features.drop(columns="user_id").to_numpy()).all()

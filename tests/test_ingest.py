@@ -296,6 +296,62 @@ def test_bad_parquet_and_malformed_csv(tmp_path):
         ingest(str(bad))
 
 
+def test_files_that_are_not_csv_say_what_they_are(tmp_path):
+    import zipfile
+
+    html = tmp_path / "page.csv"
+    html.write_text("<!DOCTYPE html>\n<html><body>Sign in</body></html>\n")
+    with pytest.raises(UserError, match="HTML or XML, not CSV"):
+        ingest(str(html))
+    jsonl = tmp_path / "events.csv"
+    jsonl.write_text('{"event_time": "2024-03-01", "user_id": "a", "event_type": "view"}\n')
+    with pytest.raises(UserError, match="JSON, not CSV"):
+        ingest(str(jsonl))
+    xlsx = tmp_path / "sheet.csv"
+    with zipfile.ZipFile(xlsx, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(UserError, match="an Excel workbook, not CSV; export the sheet as CSV"):
+        ingest(str(xlsx))
+    one = tmp_path / "one.csv"
+    with zipfile.ZipFile(one, "w") as archive:
+        archive.writestr("events.csv", CONTRACT_CSV)
+    assert len(ingest(str(one))) == 4  # a zip holding one CSV is read
+    truncated = tmp_path / "truncated.csv"
+    truncated.write_bytes(one.read_bytes()[:40])
+    with pytest.raises(UserError, match="damaged or truncated zip archive"):
+        ingest(str(truncated))
+
+
+def test_duplicate_header_names_are_refused(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("event_time,user_id,event_type,price,price\n2024-03-01,1,view,1,2\n")
+    with pytest.raises(UserError, match="duplicate column name\\(s\\) price in the header"):
+        ingest(str(path))
+    table = pa.table([pa.array(["2024-03-01"]), pa.array(["1"]), pa.array(["view"]), pa.array(["a"])],
+                     names=["event_time", "user_id", "event_type", "event_type"])
+    pq.write_table(table, tmp_path / "events.parquet")
+    with pytest.raises(UserError, match="duplicate column name\\(s\\) event_type"):
+        ingest(str(tmp_path / "events.parquet"))
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "events.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        ingest(str(fifo))
+
+
+def test_ingest_stamps_the_ingest_time(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(CONTRACT_CSV)
+    before = pd.Timestamp.now(tz="UTC")
+    stamped = pd.Timestamp(ingest(str(path)).attrs["ingested_at"])
+    assert before <= stamped <= pd.Timestamp.now(tz="UTC")
+
+
 def test_detect_layout_order():
     rees = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id", "user_session"]
     assert detect_layout(rees) == "rees46"  # not "contract", although it has the three required columns
