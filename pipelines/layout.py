@@ -6,7 +6,8 @@
     <data>/sequences/as_of=2026-11-21/sequences.parquet   (for the sequence detectors)
     <data>/scores/as_of=2026-11-21/scores.parquet
     <reports>/as_of=2026-11-21/{clean,features,train,promotion,score,publish}.json, metrics.json,
-                                plots/, validation/<suite>/
+                                plots/, validation/<suite>/, drift.json, drift.parquet,
+                                report.html (the run report)
     <models>/registry/<version>/, champion.json, promotions/
 
 Each root (`storage` in params.yaml) is a local folder or an s3:// prefix. A step for one date
@@ -77,6 +78,10 @@ class Layout:
 
     def report(self, as_of: str, name: str) -> str:
         return io.join(self.report_dir(as_of), name)
+
+    def run_report(self, as_of: str) -> str:
+        """The day's self-contained HTML run report (pipelines/report.py)."""
+        return self.report(as_of, "report.html")
 
     def validation(self, as_of: str) -> str:
         return self.report(as_of, "validation")

@@ -76,11 +76,17 @@ class Registry:
             raise UserError(f"{version!r} is not a model version (like ecdf_tail-00a41c8ef8e2)")
         return io.join(self.root, "registry", version)
 
-    def register(self, detector, record: dict[str, Any]) -> str:
-        """Save a fitted detector as a new version (or find it already there); returns the version."""
+    def register(self, detector, record: dict[str, Any], extra_json: dict[str, Any] | None = None) -> str:
+        """Save a fitted detector as a new version (or find it already there); returns the version.
+        `extra_json` ({file name: object}) are JSON files kept beside the model (the drift
+        reference); like registry.json they are not part of the version's hash."""
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model"
             version = detector.save(local)
+            for name, obj in (extra_json or {}).items():
+                if "/" in name or not name.endswith(".json") or name in ("meta.json", "registry.json"):
+                    raise ValueError(f"{name!r} cannot be an extra file of a model version")
+                (local / name).write_text(json.dumps(obj, sort_keys=True, default=str) + "\n")
             meta = {
                 **record,
                 "version": version,
@@ -103,6 +109,13 @@ class Registry:
         if not self.exists(version):
             raise UserError(f"model {version} is not in the registry at {self.root}; train it first")
         return io.read_json(io.join(self.version_dir(version), "registry.json"))
+
+    def extra_json(self, version: str, name: str) -> Any | None:
+        """An extra JSON file of a complete version (see register), or None when it has none."""
+        if not self.exists(version):
+            raise UserError(f"model {version} is not in the registry at {self.root}; train it first")
+        path = io.join(self.version_dir(version), name)
+        return io.read_json(path) if io.exists(path) else None
 
     def load(self, version: str):
         from pipelines.detectors import Detector

@@ -152,7 +152,11 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
         "train_params": section(params, "train"),
         "metrics": figures,
     }
-    version = Registry(lay.models).register(detector, record)
+    from pipelines.drift import REFERENCE_FILE, reference_for_training
+
+    reference = reference_for_training(detector, features, section(params, "train"), section(params, "drift"),
+                                       sequences, int(section(params, "score")["batch_users"]))
+    version = Registry(lay.models).register(detector, record, extra_json={REFERENCE_FILE: reference})
     info.update({"as_of": as_of, "model_version": version, "registry": lay.models, "metrics": figures})
     io.write_json(info, report_out or lay.report(as_of, "train.json"))
     return info
@@ -232,7 +236,53 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
         "out": str(out),
     }
     io.write_json(info, report_out or lay.report(as_of, "score.json"))
+    # the day's drift figures and run report, beside score.json (report_stage below)
+    info.update(report_stage(params, as_of, scores_in=out, features_in=features_in, model=version,
+                             sequences_in=sequences_in))
     return info
+
+
+def report_stage(params: dict, as_of: str, scores_in: str | None = None, features_in: str | None = None,
+                 model: str | None = None, labels: str | None = None, report_out: str | None = None,
+                 sequences_in: str | None = None) -> dict:
+    """Drift of the day's features and scores against the scoring model's training data
+    (drift.json, drift.parquet; a warning in the log above drift.psi_warn), then the day's
+    self-contained HTML run report (report.html). The score step runs it; `python -m pipelines
+    report` reruns it, e.g. with labels (default: report.labels)."""
+    from pipelines.drift import day_drift
+    from pipelines.report import build_report
+
+    as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    scores_in = scores_in or lay.scores(as_of)
+    if not io.exists(scores_in):
+        raise UserError(f"{scores_in}: no scores for {as_of}; run the score step for that date first")
+    registry = Registry(lay.models)
+    version = model or _scored_version(scores_in)
+    drift = day_drift(params, as_of, registry, version, features_in or lay.features(as_of), scores_in,
+                      sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+    drift_path = lay.report(as_of, "drift.json")
+    io.write_json(drift, drift_path)
+    if drift.get("features") is not None:
+        from pipelines.drift import drift_rows
+
+        io.write_parquet(drift_rows(as_of, version, drift), lay.report(as_of, "drift.parquet"))
+    labels = labels or section(params, "report")["labels"]
+    html = build_report(params, as_of, lay, registry, version, scores_in, drift,
+                        _read_labels(labels) if labels else None)
+    out = report_out or lay.run_report(as_of)
+    io.write_text(html, out)
+    log.info("run report for %s: %s", as_of, out)
+    return {"report": str(out), "drift": drift["status"], "drifted": drift.get("drifted", [])}
+
+
+def _scored_version(scores_path: str) -> str:
+    import pyarrow.parquet as pq
+
+    with io.local_copy(scores_path) as local:
+        first = pq.ParquetFile(local).read_row_group(0, columns=["model_version"]).column(0)
+    if not len(first):
+        raise UserError(f"{scores_path}: no scored users")
+    return str(first[0])
 
 
 def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id: str | None = None,
@@ -246,6 +296,10 @@ def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id
     from pipelines import warehouse
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
+    if section(params, "drift")["block_publish_on_severe"]:
+        from pipelines.drift import check_publish
+
+        check_publish(as_of, lay.report(as_of, "drift.json"))
     target = warehouse.Target.from_params(params, url=url, experiment=experiment)
     src = scores_in or lay.scores(as_of)
     if not io.exists(src):

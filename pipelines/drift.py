@@ -1,0 +1,316 @@
+"""Drift at scoring time: how far the day's features and scores are from the champion's
+training data.
+
+At training, `training_reference` keeps a compact summary of the training users (saved with
+the model version as drift_reference.json): for every numeric feature, the edges of its
+quantile bins and the share of users in each bin (plus the share missing), and a seeded sample
+of the training users' scores with their quantile edges. At scoring, `compute_drift` bins the
+day's features with the same edges, a batch of users at a time (memory stays flat), and gives
+
+    the population stability index (PSI) per feature and for the score:
+        sum over bins of (today - reference) * ln(today / reference)
+    a two-sample Kolmogorov-Smirnov test of the day's scores against the training scores
+        (the day's scores sampled to as many as the reference keeps, so the p-value means the
+        same at 10k and at 1M users)
+
+and a status per feature: ok, warn (PSI >= drift.psi_warn), severe (PSI >= drift.psi_severe,
+or a feature the model was trained on missing from the day's table). The day's result is
+written to reports/as_of=D/drift.json and drift.parquet (one row per feature and the score);
+with drift.block_publish_on_severe, publish refuses a day whose drift is severe.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import UserError
+
+log = logging.getLogger("pipelines")
+
+REFERENCE_FILE = "drift_reference.json"
+REFERENCE_FORMAT = 1
+SCORE = "score"  # the pseudo-feature name of the score in the figures
+_FLOOR = 1e-4  # an empty bin counts as this share, so the PSI stays finite
+
+
+# ----------------------------------------------------------------------------- reference (training)
+
+
+def bin_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Interior quantile edges of the finite values (duplicates removed: a feature that is 0
+    for most users gets one bin for the 0s). Bin i holds edges[i-1] < x <= edges[i]."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return []
+    edges = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1], method="lower")
+    return [float(e) for e in np.unique(edges)]
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts per bin (len(edges) + 1 bins), then the count of missing (NaN / inf) last."""
+    values = np.asarray(values, dtype="float64")
+    finite = np.isfinite(values)
+    idx = np.searchsorted(np.asarray(edges, dtype="float64"), values[finite], side="left")
+    counts = np.bincount(idx, minlength=len(edges) + 1).astype("int64")
+    return np.append(counts, int((~finite).sum()))
+
+
+def training_reference(features: pd.DataFrame, scores: np.ndarray, model_features: list[str] | None,
+                       bins: int = 10, sample_users: int = 5000, seed: int = 0) -> dict[str, Any]:
+    """The summary of the training users that drift is measured against (JSON-able, a few KB
+    per hundred features). `features` are the training users' rows, `scores` the model's
+    scores of those users (or of a sample of them)."""
+    from pipelines.features import feature_columns
+
+    columns = [c for c in feature_columns(features) if pd.api.types.is_numeric_dtype(features[c])]
+    out: dict[str, Any] = {"format": REFERENCE_FORMAT, "users": int(len(features)), "bins": int(bins),
+                           "model_features": list(model_features or []), "features": {}}
+    for column in columns:
+        values = features[column].to_numpy(dtype="float64", na_value=np.nan)
+        edges = bin_edges(values, bins)
+        out["features"][column] = {"edges": edges, "shares": _shares(bin_counts(values, edges))}
+    scores = np.asarray(scores, dtype="float64")
+    sample = _sample(scores[np.isfinite(scores)], sample_users, seed)
+    edges = bin_edges(sample, bins)
+    out["score"] = {"edges": edges, "shares": _shares(bin_counts(sample, edges)), "sample": sorted(sample.tolist()),
+                    "users": int(len(scores))}
+    return out
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    total = counts.sum()
+    return [float(c / total) if total else 0.0 for c in counts]
+
+
+def _sample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if len(values) <= size:
+        return values
+    return np.random.default_rng(seed).choice(values, size=size, replace=False)
+
+
+# ----------------------------------------------------------------------------- the day's drift
+
+
+def psi(expected: Iterable[float], actual: Iterable[float]) -> float:
+    """Population stability index between two share vectors over the same bins."""
+    e = np.maximum(np.asarray(list(expected), dtype="float64"), _FLOOR)
+    a = np.maximum(np.asarray(list(actual), dtype="float64"), _FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def compute_drift(reference: dict[str, Any], feature_batches: Iterable[pd.DataFrame], scores: np.ndarray,
+                  params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The day's drift figures against `reference` (training_reference's output).
+
+    `feature_batches`: the day's feature table a few users at a time (only the reference's
+    columns are read). `scores`: the day's scores. `params`: the drift section."""
+    if reference.get("format") != REFERENCE_FORMAT:
+        raise UserError(f"drift reference format {reference.get('format')!r} is not {REFERENCE_FORMAT}; "
+                        f"retrain the model to record a new one")
+    ref_features = reference["features"]
+    counts = {name: np.zeros(len(spec["shares"]), dtype="int64") for name, spec in ref_features.items()}
+    seen: set[str] = set()
+    users = 0
+    for batch in feature_batches:
+        users += len(batch)
+        for name, spec in ref_features.items():
+            if name in batch.columns:
+                seen.add(name)
+                counts[name] += bin_counts(batch[name].to_numpy(dtype="float64", na_value=np.nan), spec["edges"])
+    model_features = set(reference.get("model_features") or [])
+    rows = []
+    for name, spec in ref_features.items():
+        if name not in seen:
+            # a column the model reads that is gone is a broken feed; any other is worth a warning
+            rows.append({"feature": name, "psi": None, "status": "severe" if name in model_features else "warn",
+                         "missing_share_reference": spec["shares"][-1], "missing_share_today": None,
+                         "in_model": name in model_features, "note": "missing from the day's features"})
+            continue
+        today = _shares(counts[name])
+        value = psi(spec["shares"], today)
+        rows.append({"feature": name, "psi": value, "status": _status(value, params),
+                     "missing_share_reference": spec["shares"][-1], "missing_share_today": today[-1],
+                     "in_model": name in model_features, "note": ""})
+    rows.sort(key=lambda r: (-(np.inf if r["psi"] is None else r["psi"]), r["feature"]))
+    score = _score_drift(reference["score"], np.asarray(scores, dtype="float64"), params, seed)
+    warn = [r["feature"] for r in rows if r["status"] != "ok"]
+    severe = [r["feature"] for r in rows if r["status"] == "severe"]
+    if score["status"] != "ok":
+        warn.append(SCORE)
+    if score["status"] == "severe":
+        severe.append(SCORE)
+    return {
+        "status": "severe" if severe else ("warn" if warn else "ok"),
+        "users": int(users),
+        "reference_users": reference["users"],
+        "thresholds": {k: params[k] for k in ("psi_warn", "psi_severe", "ks_p_warn")},
+        "drifted": warn,
+        "severe": severe,
+        "score": score,
+        "features": rows,
+    }
+
+
+def _status(value: float, params: dict[str, Any]) -> str:
+    if value >= params["psi_severe"]:
+        return "severe"
+    return "warn" if value >= params["psi_warn"] else "ok"
+
+
+def _score_drift(ref: dict[str, Any], scores: np.ndarray, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    from scipy.stats import ks_2samp
+
+    finite = scores[np.isfinite(scores)]
+    reference = np.asarray(ref["sample"], dtype="float64")
+    today = _sample(finite, max(len(reference), 1), seed)
+    value = psi(ref["shares"], _shares(bin_counts(finite, ref["edges"])))
+    if len(today) and len(reference):
+        test = ks_2samp(reference, today)
+        statistic, pvalue = float(test.statistic), float(test.pvalue)
+    else:
+        statistic, pvalue = None, None
+    status = _status(value, params)
+    if status == "ok" and pvalue is not None and pvalue < params["ks_p_warn"]:
+        status = "warn"
+    return {"psi": value, "ks_statistic": statistic, "ks_pvalue": pvalue, "status": status,
+            "n_reference": int(len(reference)), "n_today": int(len(today)), "users_today": int(len(finite)),
+            "reference_quantiles": _quantiles(reference), "today_quantiles": _quantiles(finite)}
+
+
+def _quantiles(values: np.ndarray) -> list[float]:
+    if not len(values):
+        return []
+    return [float(q) for q in np.quantile(values, np.linspace(0, 1, 21))]
+
+
+def drift_rows(as_of: str, model_version: str, result: dict[str, Any]) -> pd.DataFrame:
+    """drift.json as a table: one row per feature and one for the score (drift.parquet)."""
+    rows = [{"as_of": as_of, "model_version": model_version, "feature": r["feature"], "psi": r["psi"],
+             "ks_statistic": None, "ks_pvalue": None, "status": r["status"]} for r in result["features"]]
+    s = result["score"]
+    rows.append({"as_of": as_of, "model_version": model_version, "feature": SCORE, "psi": s["psi"],
+                 "ks_statistic": s["ks_statistic"], "ks_pvalue": s["ks_pvalue"], "status": s["status"]})
+    return pd.DataFrame(rows).astype({"psi": "float64", "ks_statistic": "float64", "ks_pvalue": "float64"})
+
+
+def summary(result: dict[str, Any], limit: int = 5) -> str:
+    """One line: the worst features with their PSI, and the score's test."""
+    worst = [r for r in result["features"] if r["status"] != "ok"][:limit]
+    parts = [f"{r['feature']} ({_psi_text(r['psi'])})" for r in worst]
+    more = len([r for r in result["features"] if r["status"] != "ok"]) - len(worst)
+    if more > 0:
+        parts.append(f"{more} more")
+    s = result["score"]
+    ks = "" if s["ks_pvalue"] is None else f", KS {s['ks_statistic']:.3f} p={s['ks_pvalue']:.2g}"
+    parts.append(f"score PSI {s['psi']:.2f}{ks}")
+    return "; ".join(parts)
+
+
+def _psi_text(value: float | None) -> str:
+    return "missing" if value is None else f"PSI {value:.2f}"
+
+
+def blocking_message(as_of: str, drift: dict[str, Any], path: str) -> str:
+    severe = drift.get("severe") or []
+    by_name = {r["feature"]: r for r in drift.get("features", [])}
+    shown = []
+    for name in severe[:8]:
+        r = by_name.get(name)
+        value = drift["score"]["psi"] if name == SCORE else (r or {}).get("psi")
+        shown.append(f"{name} ({_psi_text(value)})")
+    more = f" and {len(severe) - 8} more" if len(severe) > 8 else ""
+    return (f"not publishing {as_of}: severe drift in {', '.join(shown)}{more}; drift.block_publish_on_severe "
+            f"is true (figures in {path})")
+
+
+def reference_for_training(detector: Any, features: pd.DataFrame, train_params: dict[str, Any],
+                           drift_params: dict[str, Any], sequences: Any = None, batch_users: int = 100_000
+                           ) -> dict[str, Any]:
+    """training_reference for the users `train` fitted on (those not held out), with the
+    model's scores of a seeded sample of them (drift.sample_users)."""
+    from pipelines.score import batched_scores
+    from pipelines.split import holdout_mask
+
+    held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
+    training = features.loc[~held]
+    if len(training) > drift_params["sample_users"]:
+        sample = training.sample(n=int(drift_params["sample_users"]), random_state=0)
+    else:
+        sample = training
+    scores = batched_scores(detector, sample.reset_index(drop=True), sequences, batch_users)
+    reference = training_reference(training, scores, detector.feature_names_, bins=int(drift_params["bins"]),
+                                   sample_users=int(drift_params["sample_users"]))
+    reference["score"]["users"] = int(len(training))
+    return reference
+
+
+def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, features_path: str,
+              scores_path: str, sequences: Any = None) -> dict[str, Any]:
+    """The day's drift against `version`'s training reference, for drift.json. A version saved
+    before references were kept has its reference rebuilt from its training day's features,
+    when that partition is still there; otherwise the status is no_reference."""
+    import pyarrow.parquet as pq
+
+    from pipelines import io
+    from pipelines.config import section
+
+    p = section(params, "drift")
+    head = {"as_of": as_of, "model_version": version}
+    reference = registry.extra_json(version, REFERENCE_FILE)
+    rebuilt = False
+    if reference is None:
+        reference = _rebuild_reference(params, registry, version, sequences)
+        rebuilt = reference is not None
+    if reference is None:
+        log.warning("drift on %s: model %s has no training reference (%s) and its training day's features "
+                    "are gone; drift not measured", as_of, version, REFERENCE_FILE)
+        return {**head, "status": "no_reference", "drifted": [], "severe": [],
+                "note": f"model {version} has no {REFERENCE_FILE} and its training features are gone"}
+    if not io.exists(features_path):
+        raise UserError(f"{features_path}: no features for {as_of}; run the features step for that date first")
+    with io.local_copy(scores_path) as local:
+        scores = pq.read_table(local, columns=["score"]).column(0).to_numpy()
+    with io.local_copy(features_path) as local:
+        table = pq.ParquetFile(local)
+        wanted = [c for c in reference["features"] if c in table.schema_arrow.names]
+        batches = (b.to_pandas() for b in table.iter_batches(batch_size=int(section(params, "score")["batch_users"]),
+                                                              columns=wanted))
+        result = compute_drift(reference, batches, scores, p)
+    result = {**head, "reference_rebuilt": rebuilt,
+              "reference_as_of": registry.get(version).get("trained_as_of"), **result}
+    if result["status"] != "ok":
+        log.warning("drift on %s (%s) against the training data of %s: %s", as_of, result["status"], version,
+                    summary(result))
+    else:
+        log.info("drift on %s: none above drift.psi_warn %s (%s)", as_of, p["psi_warn"], summary(result))
+    return result
+
+
+def _rebuild_reference(params: dict[str, Any], registry: Any, version: str, sequences: Any) -> dict[str, Any] | None:
+    from pipelines import io
+    from pipelines.config import section
+    from pipelines.layout import Layout
+
+    meta = registry.get(version)
+    day = (meta.get("training_data") or {}).get("as_of") or meta.get("trained_as_of")
+    path = Layout.from_params(params).features(day) if day else None
+    if not path or not io.exists(path):
+        return None
+    features = io.read_parquet(path)
+    train = {**section(params, "train"), **(meta.get("train_params") or {})}
+    log.info("drift: rebuilding the training reference of %s from %s", version, path)
+    return reference_for_training(registry.load(version), features, train, section(params, "drift"), sequences)
+
+
+def check_publish(as_of: str, drift_path: str) -> None:
+    """With drift.block_publish_on_severe: refuse to publish a day whose drift is severe."""
+    from pipelines import io
+
+    if not io.exists(drift_path):
+        return  # no drift measured for the day (scored by an older version): nothing to block on
+    drift = io.read_json(drift_path)
+    if drift.get("status") == "severe":
+        raise UserError(blocking_message(as_of, drift, drift_path))

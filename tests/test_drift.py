@@ -1,0 +1,192 @@
+"""Drift at scoring time: PSI per feature and a KS test on the scores against the champion's
+training reference; a shifted feature is found and an unshifted one is not; severe drift blocks
+publishing only when drift.block_publish_on_severe is set."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import drift, io, stages
+from pipelines.config import default_params, override, section
+from pipelines.errors import UserError
+from pipelines.layout import Layout
+from pipelines.registry import Registry
+
+DAY = "2026-11-21"
+
+
+def _frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "user_id": [f"u{i}" for i in range(n)],
+        "refund_ratio_28d": rng.beta(1, 20, n) + shift,                  # shifted today
+        "typical_gap_s_1d": rng.lognormal(8, 0.4, n),                    # unchanged
+        "n_login_failed_7d": rng.poisson(0.3, n).astype("float64"),      # mostly 0: a point mass
+    })
+
+
+def _params(**drift_params) -> dict:
+    return {**section(default_params(), "drift"), **drift_params}
+
+
+def test_bins_put_a_point_mass_in_its_own_bin_and_count_missing_last():
+    values = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 3, np.nan])
+    edges = drift.bin_edges(values, 10)
+    assert edges[0] == 0.0 and len(edges) == len(set(edges))
+    counts = drift.bin_counts(values, edges)
+    assert counts[0] == 8 and counts[-1] == 1 and counts.sum() == len(values)
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
+    assert drift.psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert 0 < drift.psi([0.5, 0.5], [0.6, 0.4]) < drift.psi([0.5, 0.5], [0.9, 0.1])
+
+
+def test_a_shifted_feature_drifts_and_an_unshifted_one_does_not():
+    rng = np.random.default_rng(0)
+    train = _frame(rng, 6000)
+    reference = drift.training_reference(train, rng.normal(0, 1, 6000), ["refund_ratio_28d", "typical_gap_s_1d"])
+    today = _frame(np.random.default_rng(1), 8000, shift=0.05)
+    batches = [today.iloc[i:i + 1000] for i in range(0, len(today), 1000)]  # a batch at a time
+    result = drift.compute_drift(reference, batches, np.random.default_rng(2).normal(0, 1, 8000), _params())
+    by_name = {r["feature"]: r for r in result["features"]}
+    assert by_name["refund_ratio_28d"]["status"] == "severe" and by_name["refund_ratio_28d"]["psi"] > 1.0
+    assert by_name["typical_gap_s_1d"]["status"] == "ok" and by_name["typical_gap_s_1d"]["psi"] < 0.02
+    assert by_name["n_login_failed_7d"]["status"] == "ok"
+    assert result["status"] == "severe" and result["severe"] == ["refund_ratio_28d"]
+    assert result["features"][0]["feature"] == "refund_ratio_28d"  # worst first
+    assert result["score"]["status"] == "ok" and result["score"]["ks_pvalue"] > 0.01
+    assert result["users"] == 8000
+
+
+def test_shifted_scores_fail_the_ks_test():
+    rng = np.random.default_rng(3)
+    train = _frame(rng, 3000)
+    reference = drift.training_reference(train, rng.normal(0, 1, 3000), None, sample_users=2000)
+    assert len(reference["score"]["sample"]) == 2000
+    same = drift.compute_drift(reference, [train], rng.normal(0, 1, 50_000), _params())
+    moved = drift.compute_drift(reference, [train], rng.normal(0.3, 1, 50_000), _params())
+    assert same["score"]["status"] == "ok" and same["score"]["n_today"] == 2000  # sampled to the reference's size
+    assert moved["score"]["ks_pvalue"] < 1e-6 and moved["score"]["status"] != "ok"
+    assert "score" in moved["drifted"]
+
+
+def test_a_model_feature_missing_today_is_severe_and_another_only_a_warning():
+    rng = np.random.default_rng(4)
+    reference = drift.training_reference(_frame(rng, 2000), rng.normal(size=2000), ["refund_ratio_28d"])
+    today = _frame(rng, 2000).drop(columns=["refund_ratio_28d", "typical_gap_s_1d"])
+    result = drift.compute_drift(reference, [today], rng.normal(size=2000), _params())
+    by_name = {r["feature"]: r for r in result["features"]}
+    assert by_name["refund_ratio_28d"]["status"] == "severe" and by_name["refund_ratio_28d"]["psi"] is None
+    assert by_name["typical_gap_s_1d"]["status"] == "warn"
+    assert "refund_ratio_28d (missing)" in drift.blocking_message(DAY, result, "drift.json")
+
+
+def test_thresholds_come_from_the_parameters():
+    rng = np.random.default_rng(5)
+    reference = drift.training_reference(_frame(rng, 4000), rng.normal(size=4000), None)
+    today = _frame(np.random.default_rng(6), 4000, shift=0.01)
+    strict = drift.compute_drift(reference, [today], rng.normal(size=4000), _params(psi_warn=0.01, psi_severe=100))
+    loose = drift.compute_drift(reference, [today], rng.normal(size=4000), _params(psi_warn=50, psi_severe=100))
+    assert "refund_ratio_28d" in strict["drifted"] and strict["status"] == "warn"
+    assert loose["drifted"] == [] and loose["status"] == "ok"
+    with pytest.raises(UserError, match="drift.psi_severe: must be >= psi_warn"):
+        override(default_params(), "drift.psi_severe", 0.05)
+
+
+# --- through the steps: the reference saved at training, drift.json, and publishing ------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    from pipelines.simulate import simulate
+
+    root = tmp_path_factory.mktemp("drift")
+    events, _ = simulate({"n_users": 400, "days": 10, "seed": 7, "end_date": DAY, "anomaly_rate": 0.08})
+    events.to_parquet(root / "events.parquet", index=False)
+    params = default_params()
+    for key, value in (("storage", {"data": str(root / "data"), "reports": str(root / "reports"),
+                                    "models": str(root / "models")}),
+                       ("ingest.source", str(root / "events.parquet")), ("score.top_k", 15),
+                       ("features.threads", 1), ("warehouse.url", f"duckdb:///{root / 'warehouse.duckdb'}")):
+        params = override(params, key, value)
+    stages.ingest_stage(params, DAY)
+    stages.clean_stage(params, DAY)
+    stages.features_stage(params, DAY)
+    stages.train_stage(params, DAY)
+    stages.promote_stage(params, DAY)
+    return root, params
+
+
+def _shifted_features(root: Path, params: dict, column: str) -> str:
+    """The day's features with `column` moved far from the training values (a broken feed)."""
+    lay = Layout.from_params(params)
+    features = io.read_parquet(lay.features(DAY))
+    features[column] = features[column] * 50 + 1000
+    out = str(root / f"shifted_{column}.parquet")
+    io.write_parquet(features, out)
+    return out
+
+
+def test_the_reference_is_saved_with_the_model_without_changing_its_version(trained):
+    root, params = trained
+    registry = Registry(params["storage"]["models"])
+    version = registry.champion_version()
+    reference = registry.extra_json(version, drift.REFERENCE_FILE)
+    assert reference["format"] == drift.REFERENCE_FORMAT and reference["features"]
+    assert set(reference["model_features"]) == set(registry.get(version)["feature_names"])
+    # the model loads as before and its version is still the hash of its own files
+    assert registry.load(version).model_version_ == version
+
+
+def test_scoring_the_training_day_records_no_drift(trained):
+    root, params = trained
+    info = stages.score_stage(params, DAY)
+    recorded = io.read_json(Layout.from_params(params).report(DAY, "drift.json"))
+    assert info["drift"] == recorded["status"] == "ok", drift.summary(recorded)
+    assert recorded["reference_rebuilt"] is False
+    table = pd.read_parquet(Layout.from_params(params).report(DAY, "drift.parquet"))
+    assert set(table["feature"]) == {r["feature"] for r in recorded["features"]} | {"score"}
+
+
+def test_a_shifted_feature_is_recorded_logged_and_blocks_publish_only_when_configured(trained, caplog):
+    root, params = trained
+    lay = Layout.from_params(params)
+    shifted = _shifted_features(root, params, "account_age_days")
+    with caplog.at_level("WARNING", logger="pipelines"):
+        info = stages.score_stage(params, DAY, features_in=shifted)
+    assert info["drift"] == "severe" and "account_age_days" in info["drifted"]
+    recorded = io.read_json(lay.report(DAY, "drift.json"))
+    by_name = {r["feature"]: r for r in recorded["features"]}
+    assert by_name["account_age_days"]["status"] == "severe"
+    assert sum(r["status"] != "ok" for r in recorded["features"]) <= 2  # the one shifted, not the rest
+    assert any("drift on 2026-11-21 (severe)" in r.getMessage() and "account_age_days" in r.getMessage()
+               for r in caplog.records)
+
+    blocking = override(params, "drift.block_publish_on_severe", True)
+    with pytest.raises(UserError) as caught:
+        stages.publish_stage(blocking, DAY, run_id="blocked")
+    message = str(caught.value)
+    assert "\n" not in message and "not publishing 2026-11-21: severe drift in account_age_days (PSI" in message
+    assert not (root / "warehouse.duckdb").exists()  # nothing was written
+    published = stages.publish_stage(params, DAY, run_id="allowed")  # not configured: publishes
+    assert published["rows"] == 15
+
+    stages.score_stage(params, DAY)  # the feed repaired: the same setting publishes again
+    assert stages.publish_stage(blocking, DAY, run_id="repaired")["rows"] == 15
+
+
+def test_a_model_without_a_saved_reference_gets_one_rebuilt_from_its_training_day(trained, tmp_path):
+    import shutil
+
+    root, params = trained
+    models = tmp_path / "models"
+    shutil.copytree(params["storage"]["models"], models)
+    version = Registry(str(models)).champion_version()
+    (models / "registry" / version / drift.REFERENCE_FILE).unlink()
+    older = override(params, "storage.models", str(models))
+    result = drift.day_drift(older, DAY, Registry(str(models)), version, Layout.from_params(params).features(DAY),
+                             Layout.from_params(params).scores(DAY))
+    assert result["reference_rebuilt"] is True and result["status"] == "ok"
