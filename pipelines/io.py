@@ -459,6 +459,7 @@ def write_parquet(df: pd.DataFrame, uri: str | os.PathLike) -> None:
 def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
     """A Parquet file as a DataFrame (only `columns` when given; remote reads fetch byte ranges)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     text = _str(uri)
     _require_key(text)
@@ -466,11 +467,17 @@ def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd
     try:
         with _user_errors(text, "read"):
             if _is_local_fs(fs):
-                return pd.read_parquet(path, columns=columns)
+                return _to_pandas(pq.read_table(path, columns=columns))
             with fs.open(path, "rb") as fh:
-                return pd.read_parquet(fh, columns=columns)
+                return _to_pandas(pq.read_table(fh, columns=columns))
     except pa.ArrowException as exc:
         raise UserError(f"{text}: cannot read as Parquet ({_one_line(exc)})") from exc
+
+
+def _to_pandas(table) -> pd.DataFrame:
+    # Arrow's buffers are released column by column as pandas takes them, so a wide table is
+    # never held twice (pd.read_parquet keeps both until the end: 2x the table at the peak)
+    return table.to_pandas(self_destruct=True, split_blocks=True, ignore_metadata=False)
 
 
 def detect_format(uri: str) -> str:

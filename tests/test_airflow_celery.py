@@ -248,6 +248,7 @@ def cluster(tmp_path_factory):
         c.run(sys.executable, "-m", "pipelines", "simulate", "--events-out", str(c.root / "raw" / "events.parquet"),
               "--labels-out", str(c.root / "raw" / "labels.parquet"))
         c.run("airflow", "db", "migrate", timeout=600)
+        c.run(sys.executable, "-m", "pipelines", "warehouse", "migrate")  # the warehouse's schema, once
         c.run("airflow", "pools", "set", "gpu", "1", "GPU training slots")
         c.start("api-server", "airflow", "api-server")
         c.start("scheduler", "airflow", "scheduler")
