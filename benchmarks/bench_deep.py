@@ -8,6 +8,7 @@ process, so its peak RSS is that run's alone.
 
     python benchmarks/bench_deep.py [--users 100000] [--features 120] [--epochs 5] [--days 28]
                                     [--detectors autoencoder,vae,sequence_autoencoder]
+                                    [--fit-users N] [--synthetic-events-per-user X]
 """
 from __future__ import annotations
 
@@ -46,8 +47,15 @@ _CHILD = textwrap.dedent("""
 
 # the end of every child: fit `name` on `data`, score it, print the figures as one JSON line
 _FIT_AND_SCORE = textwrap.dedent("""
+    import numpy as np, pandas as pd
+    fit_users = int(sys.argv[-1])
+    fitted_on = data
+    if 0 < fit_users < len(data):  # as train.fit_sample_users does: fit on a sample, score everyone
+        rows = np.sort(np.random.default_rng(0).choice(len(data), fit_users, replace=False))
+        fitted_on = data.take(rows) if hasattr(data, "take") and not isinstance(data, pd.DataFrame) else data.iloc[rows]
+    figures["fit_users"] = len(fitted_on)
     t1 = time.perf_counter()
-    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(data)
+    det = make_detector(name, {"epochs": epochs, "patience": epochs, "progress": False, "device": "cpu"}).fit(fitted_on)
     fit_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     det.score(data)
@@ -81,7 +89,9 @@ _SEQUENCE_CHILD = textwrap.dedent("""
     name, path, epochs = sys.argv[2], sys.argv[3], int(sys.argv[4])
     params = default_params()
     t0 = time.perf_counter()
-    frame = build_sequences(path, params["simulate"]["end_date"], params["sequences"]["max_events"])
+    from pipelines.features import resolve_as_of
+    frame = build_sequences(path, resolve_as_of(path, None), params["sequences"]["max_events"],
+                            memory_limit=params["sequences"]["memory_limit"])
     build_s = time.perf_counter() - t0
     data = EventSequences.from_frame(frame)
     del frame
@@ -95,6 +105,11 @@ def main() -> int:
     ap.add_argument("--features", type=int, default=120)
     ap.add_argument("--detectors", default="autoencoder,vae,sequence_autoencoder")
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--fit-users", type=int, default=0, help="fit on a seeded sample of this many users "
+                    "(train.fit_sample_users) and score every user; 0 = fit on all")
+    ap.add_argument("--synthetic-events-per-user", type=float, default=0,
+                    help="sequence detector: benchmarks/bench_scale.py's synthetic shop log with about this many "
+                    "events per user instead of the simulator (fast to make at 1M users)")
     ap.add_argument("--days", type=int, default=28, help="days the simulator spans for the sequence detector "
                     "(about 2.8 events per user per day; at 1M users use 2)")
     args = ap.parse_args()
@@ -108,12 +123,18 @@ def main() -> int:
     events = Path(tmp.name) / "clean.parquet"
     for name in args.detectors.split(","):
         sequence = get_detector_class(name).input_kind == "sequence"
-        if sequence and not events.exists():
+        if sequence and not events.exists() and args.synthetic_events_per_user:
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from bench_scale import _GENERATE
+            subprocess.run([sys.executable, "-c", _GENERATE, str(events), str(args.users),
+                            str(args.synthetic_events_per_user)], check=True, capture_output=True)
+        elif sequence and not events.exists():
             subprocess.run([sys.executable, "-c", _SIMULATE_CHILD, str(REPO), str(args.users), str(events),
                             str(args.days)], check=True)
         argv = [str(REPO), name, str(events), str(args.epochs)] if sequence else \
             [str(REPO), name, str(args.users), str(args.features), str(args.epochs)]
-        proc = subprocess.run([sys.executable, "-c", (_SEQUENCE_CHILD if sequence else _CHILD) + _FIT_AND_SCORE, *argv],
+        proc = subprocess.run([sys.executable, "-c", (_SEQUENCE_CHILD if sequence else _CHILD) + _FIT_AND_SCORE, *argv,
+                               str(args.fit_users)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}")
@@ -121,7 +142,7 @@ def main() -> int:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         built = (f"sequences of {r['users']:,} users ({r['events']:,} events kept) built in {r['build_s']:.1f} s, "
                  if sequence else "")
-        print(f"  {name:12s} {built}fit {r['fit_s']:7.1f} s ({r['s_per_epoch']:.1f} s/epoch, {r['epochs']} epochs), "
+        print(f"  {name:12s} {built}fit on {r['fit_users']:,} users {r['fit_s']:7.1f} s ({r['s_per_epoch']:.1f} s/epoch, {r['epochs']} epochs), "
               f"score {r['score_s']:5.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB")
     return 0
 

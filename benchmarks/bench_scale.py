@@ -42,6 +42,7 @@ _GENERATE = textwrap.dedent("""
     table = pa.table({
         "event_time": pa.array(times.astype("datetime64[s]")).cast(pa.timestamp("us", tz="UTC")),
         "user_id": pa.array(np.char.add("u", user.astype(str))),
+        "event_id": pa.array(np.char.add("e", np.arange(n).astype(str))),
         "event_type": pa.array(types[kind]),
         "product_id": pa.array(np.char.add("p", rng.integers(0, 50_000, n).astype(str))),
         "price": pa.array(price),

@@ -149,6 +149,7 @@ class FeaturesParams(_Section):
 class SequencesParams(_Section):
     max_events: int = Field(128, ge=2, le=4096)
     threads: PositiveInt | None = None
+    memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)$")] | None = "2GB"
 
 
 _VOLUME_EXCLUSIONS = [

@@ -43,9 +43,12 @@ def vocabulary(max_events: int) -> dict[str, Any]:
             "cardinality": dict(CARDINALITY), "max_events": int(max_events)}
 
 
-def build_sequences(events: Any, as_of: str | dt.date, max_events: int, threads: int | None = None) -> pd.DataFrame:
+def build_sequences(events: Any, as_of: str | dt.date, max_events: int, threads: int | None = None,
+                    memory_limit: str | None = None) -> pd.DataFrame:
     """One row per kept event: user_id, step (0 = the oldest kept), event_time and the tokens,
     ordered by user and step. attrs: "as_of", "vocabulary" and "population"."""
+    import duckdb
+
     from pipelines.features import _connect, _register, _ts
 
     if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 2:
@@ -85,7 +88,7 @@ SELECT user_id, CAST(n - 1 - greatest(n_user - {max_events}, 0) AS USMALLINT) AS
        price_bucket, new_device, new_ip, new_country
 FROM tokens WHERE n > n_user - {max_events}
 ORDER BY user_id, step"""
-    with _connect(threads) as con:
+    with _connect(threads, memory_limit) as con:
         _register(con, events)
         missing = {"user_id", "event_time", "event_type", "event_id", "price", "device_id", "ip", "country"} - \
             {row[0] for row in con.execute("DESCRIBE events").fetchall()}
@@ -93,8 +96,13 @@ ORDER BY user_id, step"""
             raise UserError(f"the events lack column(s) {', '.join(sorted(missing))}; build sequences from the "
                             "clean step's output")
         (users,), = con.execute(f"SELECT count(DISTINCT user_id) FROM events WHERE event_time < {end}").fetchall()
-        table = con.sql(query).to_arrow_table()
-    frame = table.to_pandas()
+        try:
+            table = con.sql(query).to_arrow_table()
+        except duckdb.OutOfMemoryException as exc:
+            raise UserError(f"sequences.memory_limit {memory_limit} is too little for these events "
+                            f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
     frame["user_id"] = frame["user_id"].astype("str")
     frame.attrs["as_of"] = day.isoformat()
     frame.attrs["vocabulary"] = vocabulary(max_events)

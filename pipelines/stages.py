@@ -120,7 +120,7 @@ def sequences_stage(params: dict, as_of: str, events_in: str | None = None, out:
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     p = section(params, "sequences")
     with io.local_copy(events_in or lay.clean(as_of)) as local_events:
-        frame = build_sequences(str(local_events), as_of, p["max_events"], p["threads"])
+        frame = build_sequences(str(local_events), as_of, p["max_events"], p["threads"], p["memory_limit"])
     check(frame, "sequences", validation_dir or lay.validation(as_of))
     io.write_parquet(frame, out or lay.sequences(as_of))
     info = {"as_of": as_of, **frame.attrs["population"]}
