@@ -25,10 +25,13 @@ demo: setup
 	$(BIN)/python -m pipelines show --experiment --limit 15
 
 # Compose's own validator for docker/compose.yaml (tests/test_docker_files.py runs it; there
-# is no Docker engine here); Debian's package, installed once when missing (needs root).
+# is no Docker engine here) and headless Chromium for the run report's browser test
+# (tests/test_report_browser.py); Debian's packages, installed once when missing (needs root).
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 test: setup tools
 	$(BIN)/python -m pytest

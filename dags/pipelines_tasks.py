@@ -426,8 +426,22 @@ def score_step(cfg: RunConfig) -> dict:
         if Registry(models).champion_version(required=False) is None:
             raise AirflowSkipException(f"no champion model in {models} yet; skipped because "
                                        f"{SETTINGS['skip_without_champion'].env} is true")
+    params = cfg.params
+    if cfg.labels:  # the run report adds the labelled evaluation
+        from pipelines.config import override
+
+        params = override(params, "report.labels", cfg.labels, source=SETTINGS["labels"].env)
     # without a champion score_stage raises UserError("no champion model in ... yet: ...")
-    return _stages().score_stage(cfg.params, cfg.as_of)
+    info = _stages().score_stage(params, cfg.as_of)
+    log.info("run report for %s: %s (drift: %s)", cfg.as_of, report_link(info["report"]), info["drift"])
+    return info
+
+
+def report_link(path: str) -> str:
+    """Where the day's run report opens: a file:// URL for a local path, else the s3:// URI."""
+    if "://" in path:
+        return path
+    return "file://" + os.path.abspath(path)
 
 
 @pipeline_step
@@ -519,7 +533,9 @@ def publish_champion(decision: dict) -> dict:
 
 @task(task_id="score")
 def score() -> dict:
-    """Score, rank, explain and flag the day's users with the champion; GX suite `scores`."""
+    """Score, rank, explain and flag the day's users with the champion; GX suite `scores`.
+    Also measures drift against the champion's training data and writes the day's run report
+    (its path is in the task's log and in the result, key `report`)."""
     return score_step()
 
 

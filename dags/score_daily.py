@@ -8,6 +8,11 @@ here and in pipelines_retrain_daily is safe. `score` validates the scores (GX su
 and emits the `pipelines_daily_scores` Asset with the day as partition key. Without a
 champion, `score` fails with one line ("no champion model in ... yet"), or skips when
 PIPELINES_SKIP_WITHOUT_CHAMPION / Variable pipelines_skip_without_champion is true.
+
+`score` also measures drift against the champion's training data (a warning in its log above
+drift.psi_warn; reports/as_of=D/drift.json) and writes the day's self-contained run report,
+reports/as_of=D/report.html: its log ends with "run report for D: file:///..." (the
+result's `report` key); with drift.block_publish_on_severe, `publish` fails on severe drift.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from pipelines.errors import TransientWarehouseError, UserError
 
 RAW_EVENTS = "data/raw/events.parquet"
 RAW_LABELS = "data/raw/labels.parquet"
-DAILY_STEPS = ("ingest", "clean", "features", "sequences", "train", "evaluate", "promote", "score", "publish")
+DAILY_STEPS = ("ingest", "clean", "features", "sequences", "train", "evaluate", "promote", "score", "publish",
+               "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features")
     p.add_argument("--model", help="a model version (default: the champion)")
     p.add_argument("--out")
+
+    p = daily("report", "the day's drift figures and self-contained HTML run report again (score writes them)")
+    p.add_argument("--scores", help="default: <data>/scores/as_of=<date>/scores.parquet")
+    p.add_argument("--labels", help="adds PR/ROC curves and recall per abuse type (default: report.labels)")
+    p.add_argument("--out", help="default: <reports>/as_of=<date>/report.html")
 
     p = daily("publish", "replace the date's rows of the flagged-users table in one transaction")
     p.add_argument("--scores")
@@ -157,6 +163,8 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         return stages.promote_stage(params, as_of, candidate=args.candidate, labels=args.labels, force=args.force)
     if args.step == "score":
         return stages.score_stage(params, as_of, args.features, args.model, args.out)
+    if args.step == "report":
+        return stages.report_stage(params, as_of, scores_in=args.scores, labels=args.labels, report_out=args.out)
     if args.step == "publish":
         return stages.publish_stage(params, as_of, args.scores, run_id=args.run_id, experiment=args.experiment,
                                     url=args.warehouse)

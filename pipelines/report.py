@@ -461,7 +461,8 @@ def _drift_section(drift: dict[str, Any]) -> str:
 def _users_section(as_of: str, lay: Any, scores: _Scores, history_days: int, params: dict[str, Any]) -> str:
     top = scores.flagged.head(int(section(params, "report")["top_users"]))
     if not len(top):
-        return '<section><h2>Top flagged users</h2><p class="muted">No user was flagged.</p></section>'
+        why = "No user was flagged." if not len(scores.flagged) else "report.top_users is 0."
+        return f'<section><h2>Top flagged users</h2><p class="muted">{why}</p></section>'
     band, users = daily_activity(lay.clean(as_of), as_of, history_days, list(top["user_id"]), params)
     rows = []
     for row in top.itertuples(index=False):

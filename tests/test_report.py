@@ -1,0 +1,256 @@
+"""The run report: every scoring run writes one self-contained HTML file with the day's
+partition; it carries the headline numbers, the champion and its promotion, real charts (PNG
+embedded as data: URIs, nothing fetched from elsewhere), the top flagged users with their
+activity, and with labels the PR/ROC curves and recall per abuse type."""
+from __future__ import annotations
+
+import base64
+import html.parser
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipelines import io, stages
+from pipelines.config import override
+from pipelines.evaluate import evaluate, read_labels
+from pipelines.layout import Layout
+from pipelines.registry import Registry
+from pipelines.report import _flags_per_day, daily_activity, reason_signals
+from report_data import DAYS, TOP_K, scored_days
+
+DAY = DAYS[-1]
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    params, labels = scored_days(root)
+    return root, params, labels
+
+
+class _Page(html.parser.HTMLParser):
+    """Every tag with its attributes, and the visible text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def assert_self_contained(text: str) -> list[bytes]:
+    """No script, no external URL anywhere; returns the embedded images' bytes."""
+    page = parse(text)
+    assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object", "embed")]
+    assert not re.search(r"(?i)(src|href)\s*=\s*[\"']?\s*(https?:)?//", text)
+    assert not re.search(r"(?i)@import|url\(", text)
+    assert "http://" not in text and "https://" not in text
+    images = []
+    for tag, attrs in page.tags:
+        if tag == "img":
+            src = attrs["src"]
+            assert src.startswith("data:image/png;base64,"), src[:40]
+            data = base64.b64decode(src.split(",", 1)[1], validate=True)
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+            images.append(data)
+            assert attrs.get("alt")
+    return images
+
+
+def test_every_scoring_run_writes_the_days_report(scored):
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    for day in DAYS:
+        path = lay.run_report(day)
+        assert path.endswith(f"as_of={day}/report.html") and io.exists(path)
+        assert io.read_json(lay.report(day, "drift.json"))["as_of"] == day
+    info = stages.score_stage(params, DAY)  # the step returns where the report is
+    assert info["report"] == lay.run_report(DAY) and info["drift"] in ("ok", "warn", "severe")
+
+
+def test_the_report_has_the_headline_numbers_and_the_champion(scored):
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    text = io.read_text(lay.run_report(DAY))
+    visible = " ".join(" ".join(parse(text).text).split())
+    score = io.read_json(lay.report(DAY, "score.json"))
+    clean = io.read_json(lay.report(DAY, "clean_report.json"))
+    assert f"Users scored {score['users_scored']:,}" in visible
+    assert f"Users flagged {TOP_K}" in visible and score["flagged"] == TOP_K
+    assert f"Events read {clean['rows_in']:,}" in visible
+    assert f"Rows quarantined {clean['rows_quarantined']:,}" in visible
+    assert f"{clean['rows_clean']:,} clean" in visible
+    registry = Registry(params["storage"]["models"])
+    champion = registry.champion()
+    assert f"Model version {champion['version']}" in visible
+    assert f"for {DAYS[0]}" in visible and "promoted: no champion yet" in visible
+    trained = registry.get(champion["version"])["training_data"]
+    assert f"{trained['rows_trained_on']:,} users trained on" in visible
+    drift = io.read_json(lay.report(DAY, "drift.json"))
+    assert f"Drift {drift['status']}" in visible
+
+
+def test_the_report_is_self_contained_with_real_charts(scored):
+    root, params, _ = scored
+    text = io.read_text(Layout.from_params(params).run_report(DAY))
+    images = assert_self_contained(text)
+    # histogram, flags per day, per reason, per type, two drift charts, one per top user (5)
+    assert len(images) == 4 + 2 + 5
+    assert len(set(images)) == len(images)
+
+
+def test_the_top_flagged_users_are_listed_with_their_reasons(scored):
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    text = io.read_text(lay.run_report(DAY))
+    scores = pd.read_parquet(lay.scores(DAY))
+    top = scores[scores["flagged"]].sort_values("rank").head(5)
+    for row in top.itertuples():
+        assert f"<code>{row.user_id}</code>" in text
+        first_reason = row.reasons.split("; ")[0]
+        assert first_reason and first_reason in text
+    sixth = scores.sort_values("rank").iloc[5]["user_id"]
+    assert f"<code>{sixth}</code>" not in text  # report.top_users is 5
+    assert text.count('class="spark"') == 5
+
+
+def test_without_labels_the_report_says_so_and_with_labels_it_shows_the_evaluation(scored):
+    root, params, labels = scored
+    lay = Layout.from_params(params)
+    plain = io.read_text(lay.run_report(DAY))
+    assert "No labels for this run" in plain and "Precision-recall" not in plain
+
+    out = str(root / "with_labels.html")
+    info = stages.report_stage(params, DAY, labels=str(labels), report_out=out)
+    assert info["report"] == out
+    text = io.read_text(out)
+    images = assert_self_contained(text)
+    assert len(images) == 11 + 3  # PR, ROC, recall per type
+    metrics, _ = evaluate(pd.read_parquet(lay.scores(DAY)), read_labels(str(labels)), params["train"])
+    visible = " ".join(" ".join(parse(text).text).split())
+    assert f"Precision-recall (PR-AUC {metrics['pr_auc']:.3f})" in text
+    assert f"ROC (ROC-AUC {metrics['roc_auc']:.3f})" in text
+    assert (f"precision {metrics['precision_at_k']:.3f}, recall {metrics['recall_at_k']:.3f} at the budget"
+            in visible)
+    for kind, recall in metrics["recall_per_type"].items():
+        assert f"{kind} {metrics['users_per_type'][kind]} {recall:.2f}" in visible
+
+    # the same from the parameters (report.labels), which is how the score step gets them
+    again = stages.report_stage(override(params, "report.labels", str(labels)), DAY, report_out=str(root / "b.html"))
+    assert "Recall per abuse type" in io.read_text(again["report"])
+
+
+def test_flags_per_day_come_from_each_scored_day_and_gaps_stay_empty(scored):
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    per_day = dict(_flags_per_day(lay, DAY, 30, TOP_K))
+    assert len(per_day) == 30 and per_day[DAYS[0]] == TOP_K and per_day[DAY] == TOP_K
+    assert per_day["2026-11-19"] is None and per_day["2026-10-23"] is None
+    # a day whose score.json is gone is counted from its scores
+    io.remove(lay.report(DAYS[0], "score.json"))
+    try:
+        assert dict(_flags_per_day(lay, DAY, 3, 0))[DAYS[0]] == TOP_K
+    finally:
+        io.write_json({"flagged": TOP_K}, lay.report(DAYS[0], "score.json"))
+
+
+def test_daily_activity_counts_match_the_clean_events(scored):
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    events = pd.read_parquet(lay.clean(DAY), columns=["user_id", "event_time"])
+    events = events[events["event_time"] < pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(days=1)]
+    events["day"] = events["event_time"].dt.tz_localize(None).dt.normalize()
+    per_user_day = events.groupby(["user_id", "day"]).size()
+    busiest = per_user_day.groupby("user_id").sum().idxmax()
+    band, users = daily_activity(lay.clean(DAY), DAY, 30, [busiest], params)
+    assert len(band) == 30 and band.index[-1] == pd.Timestamp(DAY)
+    expected = per_user_day.loc[busiest]
+    assert users[busiest].sort_index().to_dict() == {k: float(v) for k, v in expected.sort_index().items()}
+    day = expected.index[-1]
+    counts = per_user_day.xs(day, level="day")
+    assert band.loc[day, "p50"] == pytest.approx(counts.median())
+    assert band.loc[day, "p10"] <= band.loc[day, "p50"] <= band.loc[day, "p90"]
+    assert band.loc[pd.Timestamp("2026-10-25"), "p90"] == 0  # before the simulation: no activity
+
+
+def test_reason_signals_merge_windows_and_read_event_reasons():
+    assert reason_signals("n_new_devices_7d=3 (p100.0); refund_ratio_hist=0.5 (p99.1)") == [
+        "n_new_devices", "refund_ratio"]
+    assert reason_signals("login_failed at 2026-11-17 18:28:44 [new_device] (p99.9)") == ["login_failed"]
+    assert reason_signals("") == []
+
+
+def test_the_report_cli_rewrites_the_days_report_with_labels(scored, tmp_path):
+    root, params, labels = scored
+    import yaml
+
+    file = tmp_path / "params.yaml"
+    file.write_text(yaml.safe_dump(params))
+    out = tmp_path / "cli.html"
+    done = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(file), "report", "--as-of", DAY,
+                           "--labels", str(labels), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert str(out) in done.stdout and "Recall per abuse type" in out.read_text()
+    missing = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(file), "report", "--as-of",
+                              "2026-11-01"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no scores for 2026-11-01" in missing.stderr
+
+
+def test_the_airflow_scoring_task_logs_where_the_report_is_and_passes_the_labels(scored, tmp_path_factory,
+                                                                                monkeypatch):
+    """Last in this file: it rewrites the day's report, now with the labelled section."""
+    import logging
+
+    import yaml
+    from airflow_env import DAGS, airflow_env
+
+    root, params, labels = scored
+    home = tmp_path_factory.mktemp("airflow_home")
+    for key, value in airflow_env(home).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(str(DAGS))
+    import pipelines_tasks as tasks
+
+    file = root / "airflow-params.yaml"
+    file.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PIPELINES_PARAMS", str(file))
+    monkeypatch.setenv("PIPELINES_LABELS", str(labels))
+    monkeypatch.setattr(tasks, "get_current_context", lambda: {"params": {"as_of": DAY}, "run_id": "manual__r"})
+    monkeypatch.setattr(tasks, "_variable", lambda name: None)
+    monkeypatch.setattr(tasks, "export_aws_connection", lambda: [])
+    monkeypatch.setattr(tasks, "warehouse_url", lambda: None)
+    class Lines(logging.Handler):
+        lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    handler, logger = Lines(level=logging.INFO), logging.getLogger("pipelines.airflow")
+    logger.addHandler(handler)  # on the logger itself: Airflow's own logging setup routes records elsewhere
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        result = tasks.score_step()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    report = Layout.from_params(params).run_report(DAY)
+    assert result["report"] == report
+    expected = f"run report for {DAY}: file://{report} (drift: {result['drift']})"
+    assert any(expected in line for line in handler.lines), handler.lines
+    assert "Recall per abuse type" in io.read_text(report)
+    assert tasks.report_link("s3://bucket/reports/as_of=x/report.html") == "s3://bucket/reports/as_of=x/report.html"
