@@ -320,13 +320,17 @@ def pipeline_step(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def run(*args: Any) -> dict:
+        from pipelines import progress  # the step, run date and run id in every pipelines log line
+
         context = get_current_context()
         with airflow_errors():
             export_aws_connection()
             cfg = RunConfig.from_context(context)
-            log.info("%s for %s, parameters from %s", fn.__name__, cfg.as_of, cfg.params_source)
-            result = _jsonable(fn(cfg, *args))
-        log.info("%s: %s", fn.__name__, result)
+            with progress.context(step=fn.__name__.removesuffix("_step"), as_of=cfg.as_of, run_id=cfg.run_id,
+                                  embed=True):
+                log.info("%s for %s, parameters from %s", fn.__name__, cfg.as_of, cfg.params_source)
+                result = _jsonable(fn(cfg, *args))
+                log.info("%s: %s", fn.__name__, result)
         return result
 
     return run

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 
 from pipelines.errors import TransientWarehouseError, UserError
 
@@ -23,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", help="parameters file (default: $PIPELINES_PARAMS or params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log info and progress to stderr even when it is not a terminal (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no info, no progress")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
     def daily(name: str, help: str) -> argparse.ArgumentParser:
@@ -125,17 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--experiment", action="store_true", help="read the experiment table (what dvc repro publishes)")
     p.add_argument("--warehouse", help="read this warehouse URL instead")
+    _verbosity_options(sub)
     return parser
 
 
+def _verbosity_options(sub: argparse._SubParsersAction) -> None:
+    """-v / -q after any (sub)command too (`score -v` as `-v score`); kept apart from the
+    top-level ones (dest sub_*, no default), which a subcommand's default would overwrite."""
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=argparse.SUPPRESS,
+                       help="log info and progress to stderr even when it is not a terminal (-vv: debug)")
+        p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="warnings and errors only: no info, no progress")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbosity_options(action)
+
+
 def dispatch(args: argparse.Namespace) -> dict | None:
-    from pipelines import stages
+    from pipelines import progress, stages
     from pipelines.config import load_params, override, section
 
     params = load_params(args.params, required=args.step not in ("run", "benchmark", "validate", "warehouse"))
     if getattr(args, "as_of", None):
         params = override(params, "as_of", args.as_of)
     as_of = params.get("as_of")
+    if args.step in DAILY_STEPS:  # (run learns its date from the events; simulate has none)
+        progress.update(as_of=as_of)
     if args.step in DAILY_STEPS and not as_of:
         raise UserError("no run date: pass --as-of YYYY-MM-DD or set as_of in params.yaml")
     if args.step == "simulate":
@@ -213,9 +232,17 @@ def dispatch(args: argparse.Namespace) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from pipelines import progress
+
+    verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    progress.setup_cli_logging(progress.cli_level(verbose, args.quiet or getattr(args, "sub_quiet", False)))
+    # the run id of the log lines; publish records the same one with the day's rows
+    run_id = getattr(args, "run_id", None) or os.environ.get("PIPELINES_RUN_ID") or uuid.uuid4().hex[:12]
+    if hasattr(args, "run_id"):
+        args.run_id = run_id
     try:
-        result = dispatch(args)
+        with progress.context(step=args.step, as_of=getattr(args, "as_of", None), run_id=run_id):
+            result = dispatch(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

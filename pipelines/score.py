@@ -60,16 +60,20 @@ def score_users(features: pd.DataFrame, detector: Detector, params: dict[str, An
     the users' `sequences` (EventSequences, or a function returning them) instead of features."""
     size = int(section({"score": params}, "score")["batch_users"])
     batches = (features.iloc[start:start + size] for start in range(0, len(features), size))
-    return score_batches(batches, detector, params, as_of, explain=explain, sequences=sequences)
+    return score_batches(batches, detector, params, as_of, explain=explain, sequences=sequences, total=len(features))
 
 
 def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: dict[str, Any], as_of: str,
-                  explain: bool = True, sequences: Any = None) -> pd.DataFrame:
+                  explain: bool = True, sequences: Any = None, total: int | None = None) -> pd.DataFrame:
     """score_users over feature tables of a few users each: only a batch's matrices and reason
     objects exist at once, so memory stays flat as users grow; what is kept per user is its id,
-    score and reason text. Scores depend on the user alone, so batching changes no figure."""
+    score and reason text. Scores depend on the user alone, so batching changes no figure.
+    Progress is reported per batch (`total`: the users expected, if known)."""
+    from pipelines.progress import Progress
+
     p = section({"score": params}, "score")
     user_ids, scores, reasons, types = [], [], [], []
+    progress = Progress("scored", total, "users")  # a bar in a terminal, else a log line now and then
     for batch in batches:
         if not len(batch):
             continue
@@ -79,6 +83,8 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
         explained = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(batch))]
         reasons.append(pa.array([format_reasons(r) for r in explained], type=pa.string()))
         types.append(pa.array([suspected_types(r) for r in explained], type=pa.string()))
+        progress.update(len(batch))
+    progress.close()
     if not scores:
         raise UserError("no users to score: the feature table is empty")
     score = np.concatenate(scores)

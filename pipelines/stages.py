@@ -25,6 +25,7 @@ from pipelines import io
 from pipelines.config import section
 from pipelines.errors import UserError
 from pipelines.layout import Layout, parse_as_of
+from pipelines.progress import logged_step, parquet_rows
 from pipelines.registry import Registry
 
 log = logging.getLogger("pipelines")
@@ -52,6 +53,7 @@ def check(df: pd.DataFrame, suite: str, validation_dir: str | os.PathLike | None
     return summary
 
 
+@logged_step("simulate")
 def simulate_stage(params: dict, events_out: str, labels_out: str) -> dict:
     from pipelines.simulate import simulate
 
@@ -61,6 +63,7 @@ def simulate_stage(params: dict, events_out: str, labels_out: str) -> dict:
     return {"events": len(events), "users": len(labels), "anomalous_users": int(labels["is_anomaly"].sum())}
 
 
+@logged_step("ingest")
 def ingest_stage(params: dict, as_of: str | None, source: str | None = None, out: str | None = None,
                  validation_dir: str | None = None) -> dict:
     from pipelines.ingest import ingest
@@ -75,6 +78,7 @@ def ingest_stage(params: dict, as_of: str | None, source: str | None = None, out
     return {"as_of": paths.as_of, "source": source, "rows": len(events), "out": str(out)}
 
 
+@logged_step("clean")
 def clean_stage(params: dict, as_of: str | None, events_in: str | None = None, out: str | None = None,
                 quarantine_out: str | None = None, report_out: str | None = None,
                 validation_dir: str | None = None) -> dict:
@@ -96,6 +100,7 @@ def clean_stage(params: dict, as_of: str | None, events_in: str | None = None, o
     return report
 
 
+@logged_step("features")
 def features_stage(params: dict, as_of: str, events_in: str | None = None, out: str | None = None,
                    report_out: str | None = None, validation_dir: str | None = None) -> dict:
     from pipelines.features import build_features, window_suffixes
@@ -103,7 +108,10 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     p = {**section(params, "features"), "as_of": as_of}
     with io.local_copy(events_in or lay.clean(as_of)) as local_events:  # DuckDB scans a local file
+        # one DuckDB query does all the work, so there is no progress to show, only its start and end
+        log.info("building features from %s events with one DuckDB query", parquet_rows(local_events) or "the")
         features = build_features(str(local_events), p)
+    log.info("built %d features for %d users", features.shape[1] - 1, len(features))
     check(features, "features", validation_dir or lay.validation(as_of), windows=window_suffixes(p))
     io.write_parquet(features, out or lay.features(as_of))
     info = {"as_of": as_of, "users": len(features), "features": features.shape[1] - 1,
@@ -112,6 +120,7 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
     return info
 
 
+@logged_step("sequences")
 def sequences_stage(params: dict, as_of: str, events_in: str | None = None, out: str | None = None,
                     report_out: str | None = None, validation_dir: str | None = None) -> dict:
     """Each user's last events as tokens, for the sequence detectors (pipelines/sequences.py)."""
@@ -128,6 +137,7 @@ def sequences_stage(params: dict, as_of: str, events_in: str | None = None, out:
     return info
 
 
+@logged_step("train")
 def train_stage(params: dict, as_of: str, features_in: str | None = None, report_out: str | None = None,
                 labels: str | None = None, sequences_in: str | None = None) -> dict:
     """Fit the configured detector (labels reach the fit only for a supervised detector) and
@@ -140,7 +150,9 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
     features = _read_features(features_in or lay.features(as_of), as_of)
     label_frame = _read_labels(labels)
     sequences = sequences_loader(sequences_in or lay.sequences(as_of), as_of)
+    log.info("fitting %s on the features of %d users", section(params, "train")["detector"], len(features))
     detector, info = train(features, section(params, "train"), label_frame, sequences)
+    log.info("fitted %s on %d users", section(params, "train")["detector"], info["users_trained_on"])
     history = info.get("fit", {}).pop("history", [])
     io.write_json(history, lay.report(as_of, "training_history.json"))
     figures, _ = model_figures(detector, features, label_frame, section(params, "train"),
@@ -162,6 +174,7 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
     return info
 
 
+@logged_step("evaluate")
 def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | None = None,
                    model: str | None = None, metrics_out: str | None = None, plots_dir: str | None = None,
                    sequences_in: str | None = None) -> dict:
@@ -183,6 +196,7 @@ def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | Non
     return metrics
 
 
+@logged_step("promote")
 def promote_stage(params: dict, as_of: str, candidate: str | None = None, features_in: str | None = None,
                   labels: str | None = None, force: bool = False, report_out: str | None = None,
                   sequences_in: str | None = None) -> dict:
@@ -199,6 +213,7 @@ def promote_stage(params: dict, as_of: str, candidate: str | None = None, featur
                                       "forced", "reason")}
 
 
+@logged_step("score")
 def score_stage(params: dict, as_of: str, features_in: str | None = None, model: str | None = None,
                 out: str | None = None, report_out: str | None = None, validation_dir: str | None = None,
                 sequences_in: str | None = None) -> dict:
@@ -219,9 +234,12 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
             counts["inactive"] += int((~active).sum())
             yield batch.loc[active]
 
-    with _feature_batches(features_in or lay.features(as_of), as_of, int(p["batch_users"])) as batches:
+    features_path = features_in or lay.features(as_of)
+    # for the progress: every user of a local file is scored, unless only the active ones are
+    total = parquet_rows(features_path) if p["active_within_days"] is None and io.is_local(features_path) else None
+    with _feature_batches(features_path, as_of, int(p["batch_users"])) as batches:
         scores = score_batches(active_batches(batches), detector, p, as_of,
-                               sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+                               sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of), total=total)
     check(scores, "scores", validation_dir or lay.validation(as_of))
     out = out or lay.scores(as_of)
     io.write_parquet(scores, out)
@@ -242,6 +260,7 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     return info
 
 
+@logged_step("report")
 def report_stage(params: dict, as_of: str, scores_in: str | None = None, features_in: str | None = None,
                  model: str | None = None, labels: str | None = None, report_out: str | None = None,
                  sequences_in: str | None = None) -> dict:
@@ -285,6 +304,7 @@ def _scored_version(scores_path: str) -> str:
     return str(first[0])
 
 
+@logged_step("publish")
 def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id: str | None = None,
                   experiment: bool = False, url: str | None = None, report_out: str | None = None) -> dict:
     """Make the day's flagged users the only rows of that day in the warehouse table, in one

@@ -92,13 +92,24 @@ def simulate(params: dict | None = None, *, scenarios: tuple[Scenario, ...] | No
     `scenarios` replaces the registered abuse scenarios (SCENARIOS) for this call, e.g. to try a
     new one before registering it; anomaly_mix then names these."""
     scenarios = SCENARIOS if scenarios is None else tuple(scenarios)
+    from pipelines.progress import Progress
+
     w = World(parse_params(params, tuple(s.name for s in scenarios)), scenarios)
+    # progress per part: the world, the normal shoppers, each abuse scenario, signups, the tables
+    progress = Progress("simulated", len(w.scenarios) + 4, "parts")
     w.build_world()
     w.assign_abusers()
+    progress.update(1, "world")
     normal.shoppers(w)
+    progress.update(1, "normal shoppers")
     for s in w.scenarios:
         members = w.members[s.name]
         if len(members):
             s.generate(w, members)
+        progress.update(1, s.name)
     w.signups()
-    return output.assemble(w)
+    progress.update(1, "signups")
+    events, labels = output.assemble(w)
+    progress.update(1, "tables")
+    progress.close()
+    return events, labels
