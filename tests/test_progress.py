@@ -212,3 +212,16 @@ def test_a_step_logs_its_start_and_end_with_its_as_of(caplog):
     assert messages[1] == "score as_of=2026-11-21 run=r1 inside"
     assert re.fullmatch(r"score as_of=2026-11-21 run=r1 done in [\d.]+ s: users_scored=3", messages[2])
     assert progress.current() == {}
+
+
+def test_deep_training_logs_one_plain_line_per_epoch_and_no_bar_off_a_terminal(caplog, capsys, normal_features):
+    import logging
+
+    from pipelines.detectors import make_detector
+
+    with caplog.at_level(logging.INFO, logger="pipelines"):
+        make_detector("autoencoder", {"epochs": 2, "patience": 2, "progress": True, "device": "cpu"}).fit(
+            normal_features.iloc[:200])
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert len(epochs) == 2 and "epoch 1/2: loss" in epochs[0] and "epoch 2/2: loss" in epochs[1]
+    assert "\r" not in capsys.readouterr().err  # pytest's stderr is not a terminal: no tqdm bar

@@ -155,8 +155,11 @@ def _fit(build, row_loss: RowLoss, data: Batches, cfg: LoopConfig, label: str,
 
     history: list[dict] = []
     best, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=label, unit="epoch", file=sys.stderr,
-               disable=not cfg.progress, leave=True)
+    from pipelines.progress import bar_wanted, progress_log  # stdlib only: still plain torch + numpy
+
+    # a bar on a terminal; elsewhere (Airflow task logs) one plain line per epoch, no \r
+    drawn = cfg.progress and bar_wanted()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=label, unit="epoch", file=sys.stderr, disable=not drawn, leave=True)
     for epoch in bar:
         model.train()
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
@@ -178,6 +181,9 @@ def _fit(build, row_loss: RowLoss, data: Batches, cfg: LoopConfig, label: str,
         lr = optimiser.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
         bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}", lr=f"{lr:.2g}")
+        if cfg.progress and not drawn:
+            progress_log.info("%s epoch %d/%d: loss %.4g, validation %.4g, learning rate %.2g", label, epoch,
+                              cfg.epochs, train_loss, val_loss, lr)
         if val_loss < best - cfg.min_delta * abs(best if math.isfinite(best) else val_loss):
             best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
