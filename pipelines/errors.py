@@ -9,6 +9,11 @@ class ValidationFailed(UserError):
     """A Great Expectations suite failed; the message is the human summary."""
 
 
+class ScoresNotFinite(UserError):
+    """A detector gave NaN or infinite scores (a diverged network, a model fitted on degenerate
+    features): raised before any score is written, since such a ranking means nothing."""
+
+
 class TransientWarehouseError(Exception):
     """The warehouse is unreachable, busy or locked right now (connection refused, serialization
     failure, deadlock, lock timeout, a DuckDB file locked by another process): the same command

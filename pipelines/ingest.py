@@ -8,8 +8,11 @@ cleaning step's job (pipelines.clean). Every row of the file comes back; nothing
 """
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +40,10 @@ def ingest(source: str | os.PathLike, fmt: str = "auto") -> pd.DataFrame:
     if fmt not in FORMATS:
         raise UserError(f"unknown events format {fmt!r}; use one of: {', '.join(FORMATS)}")
     source = str(source)
+    if not is_s3(source) and not os.path.lexists(source):
+        raise UserError(f"{source}: file not found; check the path (a relative one starts at {os.getcwd()})")
+    if not is_s3(source) and not os.path.exists(source):
+        raise UserError(f"{source}: a link to a file that does not exist; point it at the events file")
     # the reference for "in the future" in cleaning: no event can be later than the read
     ingested_at = pd.Timestamp.now(tz="UTC").isoformat()
     with local_copy(source) as path:
@@ -107,7 +114,8 @@ def _read_parquet(source: str, path: Path, fmt: str) -> tuple[pd.DataFrame, str]
             raise UserError(f"{source}: duplicate column name(s) {', '.join(repeated)}; rename or drop all but one")
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"{source}: cannot read Parquet ({_first_line(exc)})") from exc
+        raise UserError(f"{source}: cannot read Parquet ({_first_line(exc)}); the file is damaged or truncated: "
+                        "write or copy it again") from exc
     df = table.to_pandas()
     for field in table.schema:
         # pandas would turn an integer column with nulls into float64, which mangles long ids.
@@ -187,11 +195,33 @@ def _read_csv_safely(source: str, path: Path, **kwargs) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         raise UserError(f"{source}: malformed CSV ({_first_line(exc)}); fix or quote that row") from exc
     except UnicodeDecodeError as exc:
-        raise UserError(f"{source}: not UTF-8 text at byte {exc.start}; save the file as UTF-8 CSV") from exc
+        where = _first_non_utf8(path) if kwargs.get("compression") is None else None
+        at = f" (line {where[0]}, byte {where[1]:#04x})" if where else ""
+        raise UserError(f"{source}: not UTF-8 text{at}; save the file as UTF-8 CSV") from exc
     except PermissionError as exc:
         raise UserError(f"{source}: permission denied; make the file readable by this user") from exc
-    except (OSError, EOFError, ValueError, ImportError, zipfile.BadZipFile) as exc:  # corrupt gzip, unsupported compression
-        raise UserError(f"{source}: cannot read as CSV ({_first_line(exc)})") from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile, lzma.LZMAError) as exc:
+        raise UserError(f"{source}: a damaged or truncated compressed file ({_first_line(exc)}); "
+                        "copy it again or pass it uncompressed") from exc
+    except (OSError, ValueError, ImportError) as exc:  # e.g. a compression whose library is missing
+        raise UserError(f"{source}: cannot read as CSV ({_first_line(exc)}); pass a CSV, CSV.gz or Parquet file") from exc
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int] | None:
+    """(line number, byte value) of the first byte that is not UTF-8: the parser's own offset
+    is into one of its read blocks, which tells a user nothing."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return lines + block[: exc.start].count(b"\n"), block[exc.start]
+            lines += block.count(b"\n")
+    return None
 
 
 def _detect_or_explain(source: str, columns) -> str:
@@ -199,6 +229,12 @@ def _detect_or_explain(source: str, columns) -> str:
     if layout is not None:
         return layout
     found = _short_list(columns)
+    header = str(columns[0]) if len(columns) == 1 else ""
+    separator = next((sep for sep in (";", "\t", "|") if sep in header), None)
+    if separator and any(c in header for c in REQUIRED_EVENT_COLUMNS):
+        shown = "tab" if separator == "\t" else repr(separator)
+        raise UserError(f"{source}: columns separated by {shown}, not commas; save it as comma-separated CSV"
+                        " (or name a tab-separated file .tsv)")
     if set(columns) & (set(EVENT_DTYPES) - {"event_id"}):  # meant as contract data, something is missing
         missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in columns]
         raise UserError(

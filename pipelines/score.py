@@ -11,7 +11,7 @@ import pyarrow as pa
 from pipelines.config import section
 from pipelines.detectors import Detector, Reason
 from pipelines.detectors.base import base_signal, format_reasons
-from pipelines.errors import UserError
+from pipelines.errors import ScoresNotFinite, UserError
 from pipelines.sequences import model_input
 
 
@@ -78,7 +78,9 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
         if not len(batch):
             continue
         X = model_input(detector, batch, sequences)
-        scores.append(np.asarray(detector.score(X), dtype="float64"))
+        batch_scores = np.asarray(detector.score(X), dtype="float64")
+        _require_finite(batch_scores, batch, detector)
+        scores.append(batch_scores)
         user_ids.append(pa.array(batch["user_id"].astype("str").to_numpy(), type=pa.string()))
         explained = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(batch))]
         reasons.append(pa.array([format_reasons(r) for r in explained], type=pa.string()))
@@ -107,6 +109,17 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
     for column in ("user_id", "reasons", "anomaly_types"):
         out[column] = out[column].astype("str")
     return out
+
+
+def _require_finite(scores: np.ndarray, batch: pd.DataFrame, detector: Detector) -> None:
+    """NaN sorts anywhere and inf ties: a ranking with either would flag users for nothing."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        example = batch["user_id"].iloc[int(np.flatnonzero(bad)[0])]
+        raise ScoresNotFinite(
+            f"model {detector.model_version_ or detector.name} gave {int(bad.sum())} NaN or infinite score(s) in a "
+            f"batch of {len(scores)} users (first: user {example}); nothing was written: retrain the model "
+            "(a diverged network or degenerate training features) or score with another version")
 
 
 def batched_scores(detector: Detector, features: pd.DataFrame, sequences: Any = None,

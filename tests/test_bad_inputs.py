@@ -1,0 +1,620 @@
+"""A corpus of malformed inputs, each run through the real entry points in a subprocess:
+`python -m pipelines run` (from a folder with no params.yaml: the defaults) for inputs with bad
+rows, `python -m pipelines ingest` (with the repository's params.yaml) for unusable files.
+
+Every case must end one of two ways (issue 9):
+
+- "quarantine": the command succeeds, the bad rows are in quarantine.parquet with the expected
+  reason (exactly the planted rows, nothing else), the accounting identity holds for every row
+  of the file, and every user left in the clean events is scored with a finite score;
+- "refuse": the command exits non-zero with one line, `error: ...`, naming the problem and the fix.
+
+Never a Python traceback. The inputs are generated here from a small simulation, nothing is
+committed. Each quarantine case is a whole run (tens of seconds), so they are marked slow and
+run a few at a time before their assertions; the refusals take a second or two each.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.simulate import simulate
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the daily steps need one; run uses the defaults
+LAST_DAY = "2026-11-21"  # the simulation's last day: the run date every quarantine case must keep
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path, pd.DataFrame], "Built"]
+    outcome: str  # "quarantine" or "refuse"
+    expect: str = ""  # quarantine: the reason (substring); refuse: a regex the one-line message matches
+    command: str = ""  # default: run for quarantine cases, ingest for refusals
+    check: Callable[["Result"], None] | None = None
+
+
+@dataclass
+class Built:
+    path: Path
+    rows: int | None = None  # data rows in the file (None: the command must refuse it)
+    planted: list[int] = field(default_factory=list)  # the rows changed (quarantined when the case expects it)
+    duplicates: int = 0  # exact duplicates the cleaner must remove
+
+
+@dataclass
+class Result:
+    case: Case
+    built: Built
+    proc: subprocess.CompletedProcess
+    out: Path
+
+
+# ----------------------------------------------------------------------------- building inputs
+
+
+def text_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """The simulation as an outsider hands it over in CSV: every value text, ISO times."""
+    out = events.assign(event_time=events["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return out.astype("object").where(out.notna(), None)
+
+
+def rows_of(base: pd.DataFrame, kind: str | None = None, n: int = 3, start: int = 40) -> list[int]:
+    """n rows spread through the file (of one event type when given) whose users have other events."""
+    pool = base.index[base["event_type"] == kind] if kind else base.index
+    pool = [i for i in pool if i >= start]
+    step = max(1, len(pool) // (n + 1))
+    return [pool[step * (k + 1)] for k in range(n)]
+
+
+def csv_case(column: str, values: list, kind: str | None = None, **csv_options) -> Callable:
+    """The base file with `values` planted in `column` on len(values) rows."""
+    def build(folder: Path, base: pd.DataFrame) -> Built:
+        frame = base.copy()
+        at = rows_of(frame, kind, len(values))
+        for row, value in zip(at, values):
+            frame.loc[row, column] = value
+        path = folder / "events.csv"
+        frame.to_csv(path, index=False, **csv_options)
+        return Built(path, len(frame), at)
+    return build
+
+
+def frame_case(edit: Callable[[pd.DataFrame], tuple[pd.DataFrame, list[int]]], suffix: str = ".csv",
+               duplicates: int = 0) -> Callable:
+    """The base file changed by `edit` (which returns the frame and the rows to be quarantined)."""
+    def build(folder: Path, base: pd.DataFrame) -> Built:
+        frame, planted = edit(base.copy())
+        path = folder / f"events{suffix}"
+        if suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+        return Built(path, len(frame), planted, duplicates)
+    return build
+
+
+def bytes_case(make: Callable[[pd.DataFrame], bytes], name: str = "events.csv", rows: int | None = None) -> Callable:
+    def build(folder: Path, base: pd.DataFrame) -> Built:
+        path = folder / name
+        path.write_bytes(make(base))
+        return Built(path, rows(base) if callable(rows) else rows)
+    return build
+
+
+def base_csv(base: pd.DataFrame, **options) -> bytes:
+    return base.to_csv(index=False, **options).encode()
+
+
+def epochs(base: pd.DataFrame, unit: str) -> np.ndarray:
+    since = pd.to_datetime(base["event_time"], utc=True) - pd.Timestamp("1970-01-01", tz="UTC")
+    return (since // pd.Timedelta(1, unit=unit)).astype("int64").to_numpy()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def typed_table(base: pd.DataFrame, **columns) -> pa.Table:
+    """The base rows as Parquet with typed columns (times as timestamps); `columns` replace some."""
+    frame = base.copy()
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame["price"] = pd.to_numeric(frame["price"])
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for name, array in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, array)
+    return table
+
+
+def epoch_case(unit: str) -> Callable:
+    scale = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+
+    def edit(frame: pd.DataFrame):
+        t = pd.to_datetime(frame["event_time"], utc=True)
+        seconds = (t - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
+        frame["event_time"] = (seconds * scale).astype("int64").astype(str)
+        return frame, []
+    return frame_case(edit)
+
+
+def mixed_epochs(frame: pd.DataFrame):
+    t = pd.to_datetime(frame["event_time"], utc=True)
+    seconds = ((t - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)).astype("int64")
+    unit = np.arange(len(frame)) % 3
+    frame["event_time"] = np.where(unit == 0, seconds.astype(str),
+                                   np.where(unit == 1, (seconds * 1000).astype(str), (seconds * 1_000_000).astype(str)))
+    return frame, []
+
+
+def mixed_formats(frame: pd.DataFrame):
+    t = pd.to_datetime(frame["event_time"], utc=True)
+    layouts = [t.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), t.dt.strftime("%Y-%m-%d %H:%M:%S UTC"),
+               t.dt.tz_convert("Asia/Kolkata").dt.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               ((t - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(milliseconds=1)).astype(str),
+               t.dt.strftime("%Y-%m-%dT%H:%M:%S")]
+    pick = np.arange(len(frame)) % len(layouts)
+    frame["event_time"] = [layouts[k].iloc[i] for i, k in enumerate(pick)]
+    return frame, []
+
+
+def duplicate_ids(frame: pd.DataFrame):
+    at = rows_of(frame, "view", 3)
+    for row in at:  # a later row reuses an earlier row's id with other content
+        frame.loc[row, "event_id"] = frame.loc[row - 30, "event_id"]
+    return frame, at
+
+
+def exact_duplicates(frame: pd.DataFrame):
+    return pd.concat([frame, frame.iloc[100:105]], ignore_index=True), []
+
+
+def unknown_columns(frame: pd.DataFrame):
+    frame["utm_source"] = "newsletter"
+    frame["Coupon Code"] = np.where(np.arange(len(frame)) % 7 == 0, "SPRING10", None)
+    return frame, []
+
+
+def drop(column: str):
+    return frame_case(lambda f: (f.drop(columns=[column]), []))
+
+
+def straggler(frame: pd.DataFrame):
+    frame.loc[rows_of(frame, "view", 1)[0], "event_time"] = "2026-11-22T00:05:00Z"
+    return frame, []
+
+
+def non_ascii_ids(frame: pd.DataFrame):
+    names = {"u0000003": "用户三", "u0000005": "ünïcødé", "u0000007": "🙂 emoji", "u0000009": "Ελένη"}
+    frame["user_id"] = frame["user_id"].replace(names)
+    return frame, []
+
+
+def hostile_ids(frame: pd.DataFrame):
+    names = {"u0000003": "=cmd|' /C calc'!A0", "u0000005": "+SUM(A1:A9)", "u0000007": "@HYPERLINK(\"x\")",
+             "u0000009": "'; DROP TABLE flagged_users; --", "u0000011": "1 OR 1=1", "u0000013": "\"quoted\", comma"}
+    frame["user_id"] = frame["user_id"].replace(names)
+    frame.loc[frame["review_text"].notna(), "review_text"] = "=HYPERLINK(\"http://evil\",\"click\")"
+    return frame, []
+
+
+def quoted_newlines(frame: pd.DataFrame):
+    at = frame.index[frame["event_type"] == "review"][:5]
+    frame.loc[at, "review_text"] = "line one\nline two, with a comma\r\nand \"quotes\""
+    return frame, []
+
+
+def big_field(column: str):
+    def edit(frame: pd.DataFrame):
+        row = rows_of(frame, "review" if column == "review_text" else None, 1)[0]
+        frame.loc[row, column] = "x" * 5_000_000
+        return frame, [row] if column == "user_id" else []
+    return edit
+
+
+def latin1(base: pd.DataFrame) -> bytes:
+    frame = base.copy()
+    frame.loc[frame["event_type"] == "review", "review_text"] = "très bien, Zürich"
+    return frame.to_csv(index=False).encode("latin-1")
+
+
+def zipped(base: pd.DataFrame, members: dict[str, bytes] | None = None) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in (members or {"events.csv": base_csv(base)}).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def xlsx(base: pd.DataFrame) -> bytes:
+    return zipped(base, {"[Content_Types].xml": b"<Types/>", "_rels/.rels": b"<Relationships/>",
+                         "xl/workbook.xml": b"<workbook/>", "xl/worksheets/sheet1.xml": b"<worksheet/>"})
+
+
+def in_dir(make: Callable[[Path, pd.DataFrame], Path]) -> Callable:
+    def build(folder: Path, base: pd.DataFrame) -> Built:
+        return Built(make(folder, base))
+    return build
+
+
+def make_dir(folder: Path, base) -> Path:
+    (folder / "events.csv").mkdir()
+    (folder / "events.csv" / "part-0.csv").write_bytes(base_csv(base))
+    return folder / "events.csv"
+
+
+def make_fifo(folder: Path, base) -> Path:
+    os.mkfifo(folder / "events.csv")
+    return folder / "events.csv"
+
+
+def make_broken_link(folder: Path, base) -> Path:
+    (folder / "events.csv").symlink_to(folder / "gone.csv")
+    return folder / "events.csv"
+
+
+def make_unreadable(folder: Path, base: pd.DataFrame) -> Built:
+    path = folder / "events.csv"
+    path.write_bytes(base_csv(base))
+    path.chmod(0)
+    return Built(path, len(base) if os.geteuid() == 0 else None)
+
+
+def times_as(expected: str) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
+        clean = pd.read_parquet(result.out / "work" / "clean.parquet")
+        assert pd.Timestamp(expected) in set(clean["event_time"])
+    return check
+
+
+def ids_kept_verbatim(*ids: str) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
+        scores = pd.read_parquet(result.out / "scores.parquet")
+        assert set(ids) <= set(scores["user_id"])
+    return check
+
+
+def prices_missing(n: int) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
+        clean = pd.read_parquet(result.out / "work" / "clean.parquet")
+        assert (clean["price"].isna() & clean["event_type"].eq("purchase")).sum() == n
+    return check
+
+
+def warehouse_intact(result: Result) -> None:
+    ids_kept_verbatim("'; DROP TABLE flagged_users; --", "1 OR 1=1", "=cmd|' /C calc'!A0")(result)
+    with duckdb.connect(str(result.out / "wh.duckdb"), read_only=True) as con:
+        (n,), = con.execute("SELECT count(*) FROM flagged_users").fetchall()
+    assert n > 0
+
+
+def extras_kept(result: Result) -> None:
+    clean = pd.read_parquet(result.out / "work" / "clean.parquet")
+    assert {"utm_source", "Coupon Code"} <= set(clean.columns)
+
+
+def warns_about_the_run_date(result: Result) -> None:
+    assert re.search(r"run date 2026-11-22 is set by 1 event\(s\) on that day", result.proc.stderr)
+
+
+def scored_as_of(day: str) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
+        assert pd.read_parquet(result.out / "scores.parquet")["as_of"].astype(str).eq(day).all()
+    return check
+
+
+Q, R = "quarantine", "refuse"
+FUTURE = "after ingest time (clean.max_future_days)"
+FLOOR = "before 1990-01-01 (clean.min_event_time)"
+
+CASES = [
+    # --- columns
+    Case("missing_event_time", drop("event_time"), R, r"missing required column\(s\) event_time.*events need"),
+    Case("missing_user_id", drop("user_id"), R, r"missing required column\(s\) user_id"),
+    Case("missing_event_type", drop("event_type"), R, r"missing required column\(s\) event_type"),
+    Case("unknown_columns", frame_case(unknown_columns), Q, check=extras_kept),
+    Case("duplicate_column_names", bytes_case(lambda b: base_csv(b.assign(price2=b["price"])).replace(
+        b"price2", b"price", 1)), R, r"duplicate column name\(s\) price in the header; rename or drop"),
+    Case("duplicate_column_names_parquet", bytes_case(lambda b: parquet_bytes(typed_table(b).rename_columns(
+        [c if c != "session_id" else "device_id" for c in typed_table(b).column_names])), "events.parquet"),
+        R, r"duplicate column name\(s\) device_id; rename or drop"),
+    # --- types
+    Case("price_not_a_number", csv_case("price", ["cheap", "12..5", "true"], "purchase"), Q, "price is not a number"),
+    Case("quantity_not_a_number", csv_case("quantity", ["two", "1/2", "x"], "purchase"), Q, "quantity is not a number"),
+    Case("rating_not_a_number", csv_case("rating", ["five", "★★★"], "review"), Q, "rating is not a number"),
+    Case("rating_out_of_range", csv_case("rating", ["0", "7", "4.5"], "review"), Q, "rating must be 1..5"),
+    Case("integer_user_ids_in_parquet", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, user_id=pa.array(b["user_id"].str[1:].astype("int64")))), "events.parquet", len), Q),
+    Case("event_type_as_integers_parquet", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, event_type=pa.array(np.where(np.arange(len(b)) == 50, 7, 0).astype("int64")))), "events.parquet", len),
+        R, r"no usable events: all \d+ rows were quarantined \(\d+ unknown event_type\); see .*quarantine",
+        command="run"),
+    Case("mixed_types_in_price_parquet", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, price=pa.array([None if p is None else ("12,50" if i == 60 else str(p)) for i, p in enumerate(b["price"])]))),
+        "events.parquet", len), Q, "price is not a number"),
+    # --- timestamps
+    Case("unparseable_times", csv_case("event_time", ["yesterday", "not a date", "2026-11-2O"]), Q,
+         "unparseable event_time"),
+    Case("impossible_times", csv_case("event_time", ["2026-02-30T10:00:00Z", "2026-11-20T25:00:00Z",
+                                                     "2026-11-20T10:61:00Z"]), Q, "unparseable event_time"),
+    Case("leap_second", csv_case("event_time", ["2016-12-31T23:59:60Z"]), Q, check=times_as("2017-01-01T00:00:00Z")),
+    Case("leap_second_with_offset_and_fraction", csv_case("event_time", ["2016-12-31 23:59:60.5+01:00"]), Q,
+         check=times_as("2016-12-31T23:00:00.5Z")),
+    Case("mixed_formats", frame_case(mixed_formats), Q),
+    Case("epoch_seconds", epoch_case("s"), Q),
+    Case("epoch_milliseconds", epoch_case("ms"), Q),
+    Case("epoch_microseconds", epoch_case("us"), Q),
+    Case("epoch_nanoseconds", epoch_case("ns"), Q),
+    Case("epoch_s_ms_us_mixed", frame_case(mixed_epochs), Q),
+    Case("far_future", csv_case("event_time", ["2099-01-01T00:00:00Z", "2031-06-01T12:00:00Z", "9999-12-31T23:59:59Z"]),
+         Q, FUTURE, check=scored_as_of(LAST_DAY)),
+    Case("epoch_14_digits", csv_case("event_time", ["99999999999999", "31536000000000"]), Q, FUTURE,
+         check=scored_as_of(LAST_DAY)),
+    Case("before_1990", csv_case("event_time", ["1970-01-01T00:00:00Z", "1899-12-31T00:00:00Z", "1989-12-31T23:59:59Z"]),
+         Q, FLOOR),
+    Case("epoch_zero_and_negative", csv_case("event_time", ["0", "-86400", "12"]), Q, FLOOR),
+    Case("beyond_any_calendar", csv_case("event_time", ["99999-01-01T00:00:00Z", "1e400"]), Q, "event_time"),
+    Case("missing_times", csv_case("event_time", [None, "   "]), Q, "missing event_time"),
+    Case("a_handful_of_rows_set_the_run_date", frame_case(straggler), Q, check=warns_about_the_run_date),
+    # --- prices and quantities
+    # CSV's NaN is its missing value, and a price may be missing: kept, with no price
+    Case("price_nan", csv_case("price", ["NaN", "nan"], "purchase"), Q, check=prices_missing(2)),
+    Case("price_inf", csv_case("price", ["inf", "Infinity", "-inf"], "purchase"), Q, "price is infinite"),
+    Case("price_inf_parquet", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, price=pa.array(np.where(np.arange(len(b)) % 97 == 1, np.inf, pd.to_numeric(b["price"]).to_numpy())))),
+        "events.parquet", len), Q, "price is infinite"),
+    Case("price_negative", csv_case("price", ["-5", "-0.01"], "purchase"), Q, "negative price"),
+    Case("price_1e20", csv_case("price", ["1e20", "1e15"], "purchase"), Q, "price above 1e+09 (clean.max_price)"),
+    Case("price_with_unit", csv_case("price", ["12 EUR", "€12", "$9.99", "1,299.00"], "purchase"), Q,
+         "price is not a number"),
+    Case("quantity_zero_and_negative", csv_case("quantity", ["0", "-2"], "purchase"), Q,
+         "quantity must be a whole number >= 1"),
+    Case("quantity_fraction", csv_case("quantity", ["2.5"], "purchase"), Q, "quantity must be a whole number >= 1"),
+    Case("quantity_1e30", csv_case("quantity", ["1e30", "1e400"], "purchase"), Q,
+         "quantity above 1000000 (clean.max_quantity)"),
+    # --- values
+    Case("unknown_event_types", csv_case("event_type", ["teleport", "click", "purchase!"]), Q, "unknown event_type"),
+    Case("event_types_in_other_case", csv_case("event_type", ["VIEW", " Purchase ", "Login"]), Q),
+    Case("null_user_ids", csv_case("user_id", [None, None]), Q, "missing user_id"),
+    Case("empty_user_ids", csv_case("user_id", ["   ", "\t"]), Q, "missing user_id"),
+    Case("very_long_user_ids", csv_case("user_id", ["u" * 257, "x" * 10_000]), Q,
+         "user_id longer than 256 characters (clean.max_id_length)"),
+    Case("non_ascii_user_ids", frame_case(non_ascii_ids), Q, check=ids_kept_verbatim("用户三", "ünïcødé", "🙂 emoji")),
+    Case("duplicate_event_ids_different_content", frame_case(duplicate_ids), Q,
+         "duplicate event_id with different content"),
+    Case("exact_duplicate_rows", frame_case(exact_duplicates, duplicates=5), Q),
+    # --- file shapes
+    Case("zero_bytes", bytes_case(lambda b: b""), R, r"file is empty; it needs a header row"),
+    Case("blank_lines_only", bytes_case(lambda b: b"\n\n\r\n"), R, r"file is empty; it needs a header row"),
+    Case("header_only", bytes_case(lambda b: b"event_time,user_id,event_type\n"), R, r"no events in the file"),
+    Case("parquet_zero_rows", bytes_case(lambda b: parquet_bytes(typed_table(b).slice(0, 0)), "events.parquet"), R,
+         r"no events in the file"),
+    Case("truncated_parquet", bytes_case(lambda b: parquet_bytes(typed_table(b))[:3000], "events.parquet"), R,
+         r"cannot read Parquet \(.+\); the file is damaged or truncated: write or copy it again"),
+    Case("parquet_times_as_epoch_ms", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, event_time=pa.array(epochs(b, "ms")))),
+        "events.parquet", len), Q),
+    Case("parquet_times_as_epoch_s", bytes_case(lambda b: parquet_bytes(typed_table(
+        b, event_time=pa.array(epochs(b, "s")))),
+        "events.parquet", len), Q),
+    Case("non_utf8_bytes", bytes_case(latin1), R, r"not UTF-8 text \(line \d+, byte 0xe8\); save the file as UTF-8 CSV"),
+    Case("byte_order_mark", bytes_case(lambda b: b"\xef\xbb\xbf" + base_csv(b), rows=len), Q),
+    Case("crlf_line_ends", bytes_case(lambda b: base_csv(b, lineterminator="\r\n"), rows=len), Q),
+    Case("quoted_newlines", frame_case(quoted_newlines), Q),
+    Case("five_mb_review", frame_case(big_field("review_text")), Q),
+    Case("five_mb_user_id", frame_case(big_field("user_id")), Q, "user_id longer than 256 characters"),
+    Case("ragged_row", bytes_case(lambda b: base_csv(b) + b"2026-11-20T10:00:00Z,u1,view,a,b,c,d,e,f,g,h,i,j,k,l,m\n"),
+         R, r"malformed CSV \(.+\); fix or quote that row"),
+    Case("unclosed_quote", bytes_case(lambda b: base_csv(b) + b'2026-11-20T10:00:00Z,"u1,view\n'), R,
+         r"malformed CSV \(.+\); fix or quote that row"),
+    Case("semicolon_separated", bytes_case(lambda b: base_csv(b, sep=";")), R,
+         r"columns separated by ';', not commas; save it as comma-separated CSV"),
+    # --- hostile text
+    Case("formula_injection_and_sql_in_ids", frame_case(hostile_ids), Q, check=warehouse_intact),
+    # --- not what the name says
+    Case("html_page", bytes_case(lambda b: b"<!DOCTYPE html>\n<html><head><title>Login</title></head></html>\n"), R,
+         r"HTML or XML, not CSV.*download the CSV itself"),
+    Case("json_lines", bytes_case(lambda b: b.head(20).to_json(orient="records", lines=True).encode()), R,
+         r"JSON, not CSV; convert it to CSV"),
+    Case("json_array", bytes_case(lambda b: b.head(20).to_json(orient="records").encode()), R, r"JSON, not CSV"),
+    Case("xlsx_named_csv", bytes_case(xlsx), R, r"an Excel workbook, not CSV; export the sheet as CSV"),
+    Case("zip_with_one_csv", bytes_case(zipped, rows=len), Q),
+    Case("zip_with_two_files", bytes_case(lambda b: zipped(b, {"a.csv": base_csv(b), "b.csv": base_csv(b)})), R,
+         r"a zip archive with 2 files; unzip it and pass one events file"),
+    Case("truncated_zip", bytes_case(lambda b: zipped(b)[:2000]), R, r"damaged or truncated zip archive"),
+    Case("gzip_without_suffix", bytes_case(lambda b: gzip.compress(base_csv(b)), rows=len), Q),
+    Case("truncated_gzip", bytes_case(lambda b: gzip.compress(base_csv(b))[:5000]), R,
+         r"damaged or truncated compressed file \(.+\); copy it again"),
+    Case("png_named_csv", bytes_case(lambda b: b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20), R,
+         r"not UTF-8 text \(line 1, byte 0x89\); save the file as UTF-8 CSV"),
+    Case("parquet_named_csv", bytes_case(lambda b: parquet_bytes(typed_table(b)), rows=len), Q),
+    Case("csv_named_parquet", bytes_case(base_csv, "events.parquet"), R,
+         r"not a valid Parquet file \(no Parquet header\); check the file or rename it to .csv"),
+    Case("directory", in_dir(make_dir), R, r"is a directory; pass one events file"),
+    Case("path_does_not_exist", in_dir(lambda folder, base: folder / "nope.csv"), R, r"nope.csv: file not found; check the path"),
+    Case("broken_symlink", in_dir(make_broken_link), R, r"a link to a file that does not exist; point it at"),
+    Case("fifo", in_dir(make_fifo), R, r"not a regular file; pass one events file"),
+    # root reads a mode-000 file anyway: then it is an ordinary, readable input
+    Case("unreadable_file", make_unreadable, Q if os.geteuid() == 0 else R,
+         "" if os.geteuid() == 0 else r"permission denied; make the file readable"),
+]
+
+
+# ----------------------------------------------------------------------------- running them
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+
+
+def execute(case: Case, root: Path, base: pd.DataFrame) -> Result:
+    folder = root / case.name
+    folder.mkdir()
+    built = case.build(folder, base)
+    command = case.command or ("run" if case.outcome == Q else "ingest")
+    out = folder / "out"
+    if command == "run":
+        args = ["run", "--events", str(built.path), "--out", str(out), "--warehouse", f"duckdb:///{out / 'wh.duckdb'}"]
+    else:
+        args = ["--params", str(PARAMS), "ingest", "--as-of", LAST_DAY, "--source", str(built.path),
+                "--out", str(out / "ingested.parquet")]
+    return Result(case, built, cli(args, folder), out)
+
+
+@pytest.fixture(scope="module")
+def base() -> pd.DataFrame:
+    events, _ = simulate({"n_users": 120, "days": 6, "seed": 7, "anomaly_rate": 0.05, "end_date": LAST_DAY})
+    return text_frame(events)
+
+
+@pytest.fixture(scope="module")
+def quarantine_results(tmp_path_factory, base) -> dict[str, Result]:
+    """Each a whole `run` (ingest, clean, validation, features, train, score, publish): a few of
+    them at once, since each is a process of its own."""
+    root = tmp_path_factory.mktemp("quarantine_cases")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = list(pool.map(lambda case: execute(case, root, base), QUARANTINED))
+    return {r.case.name: r for r in done}
+
+
+QUARANTINED = [c for c in CASES if c.outcome == Q]
+REFUSED = [c for c in CASES if c.outcome == R]
+
+
+def test_the_corpus_is_large_and_covers_both_endings():
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
+    assert len(CASES) >= 60
+    assert len(QUARANTINED) >= 25 and len(REFUSED) >= 25
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
+def test_unusable_input_is_refused_with_one_line(case: Case, tmp_path, base):
+    proc = execute(case, tmp_path, base).proc
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: ") and re.search(case.expect, lines[0]), lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", QUARANTINED, ids=[c.name for c in QUARANTINED])
+def test_bad_rows_are_quarantined_and_the_rest_is_scored(case: Case, quarantine_results):
+    result = quarantine_results[case.name]
+    proc = result.proc
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((result.out / "clean_report.json").read_text())
+    assert report["rows_in"] == result.built.rows, "every row of the file reaches cleaning"
+    assert report["rows_in"] == report["rows_clean"] + report["rows_quarantined"] + report["exact_duplicates_removed"]
+    assert report["exact_duplicates_removed"] == result.built.duplicates
+    quarantine = pd.read_parquet(result.out / "quarantine.parquet")
+    if case.expect:  # the planted rows and nothing else, each with the reason
+        assert len(quarantine) > 0 and quarantine["quarantine_reason"].str.contains(case.expect, regex=False).all(), \
+            quarantine["quarantine_reason"].value_counts()
+        if result.built.planted:
+            assert sorted(quarantine["source_row"]) == sorted(result.built.planted)
+    else:
+        assert quarantine.empty, quarantine["quarantine_reason"].value_counts()
+
+    # the rest is scored: every user of the clean events, once, with a finite score
+    clean = pd.read_parquet(result.out / "work" / "clean.parquet", columns=["user_id"])
+    scores = pd.read_parquet(result.out / "scores.parquet")
+    assert set(scores["user_id"]) == set(clean["user_id"]) and scores["user_id"].is_unique
+    assert np.isfinite(scores["score"]).all()
+    summary = json.loads(proc.stdout)
+    assert summary["features"]["as_of"] == (LAST_DAY if case.name != "a_handful_of_rows_set_the_run_date"
+                                            else "2026-11-22")
+    if case.check:
+        case.check(result)
+
+
+# ----------------------------------------------------------------------------- bad scores
+
+
+@pytest.fixture(scope="module")
+def day_features(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    from pipelines.clean import clean
+    from pipelines.features import build_features
+
+    events, _ = simulate({"n_users": 150, "days": 5, "seed": 11, "anomaly_rate": 0.05, "end_date": LAST_DAY})
+    features = build_features(clean(events)[0], {"as_of": LAST_DAY})
+    path = tmp_path_factory.mktemp("features") / "features.parquet"
+    features.to_parquet(path, index=False)
+    return path, features
+
+
+def broken_model(features: pd.DataFrame, value: float):
+    """A fitted robust_zscore whose state has gone bad, as a diverged fit leaves one."""
+    from pipelines.detectors import make_detector
+
+    detector = make_detector("robust_zscore", {})
+    detector.fit(features.drop(columns="user_id"))
+    detector.model_["median"] = np.full_like(detector.model_["median"], value)
+    return detector
+
+
+def test_a_model_giving_nan_scores_stops_the_score_step_before_anything_is_written(tmp_path, day_features):
+    from pipelines.registry import Registry
+
+    features_path, features = day_features
+    version = Registry(str(tmp_path / "models")).register(broken_model(features, np.nan), {"trained_as_of": LAST_DAY})
+    (tmp_path / "params.yaml").write_text(
+        f"as_of: '{LAST_DAY}'\nstorage: {{data: {tmp_path / 'data'}, reports: {tmp_path / 'reports'}, "
+        f"models: {tmp_path / 'models'}}}\n")
+    proc = cli(["--params", str(tmp_path / "params.yaml"), "score", "--features", str(features_path),
+                "--model", version, "--out", str(tmp_path / "scores.parquet")], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert re.match(rf"error: model {version} gave {len(features)} NaN or infinite score\(s\) in a batch of "
+                    rf"{len(features)} users \(first: user \S+\); nothing was written: retrain the model", lines[0])
+    assert not (tmp_path / "scores.parquet").exists()
+    assert not list((tmp_path / "reports").rglob("score.json"))
+
+
+def test_one_non_finite_score_in_a_later_batch_is_caught(day_features):
+    from pipelines.errors import ScoresNotFinite
+    from pipelines.score import score_users
+
+    _, features = day_features
+    detector = broken_model(features, 0.0)
+    healthy = detector._score
+    target, last_batch = features["user_id"].iloc[-2], len(features) - 100
+    assert last_batch > 0
+    calls = []
+
+    def diverges_on_one_user(X):
+        scores = healthy(X)
+        calls.append(len(X))
+        if len(calls) == 2:  # the second batch of 100 users
+            scores[-2] = np.inf
+        return scores
+
+    detector._score = diverges_on_one_user
+    with pytest.raises(ScoresNotFinite, match=rf"gave 1 NaN or infinite score\(s\) in a batch of {last_batch} users "
+                                              rf"\(first: user {target}\)"):
+        score_users(features, detector, {"batch_users": 100}, LAST_DAY)
+    detector._score = healthy
+    assert np.isfinite(score_users(features, detector, {"batch_users": 100}, LAST_DAY)["score"]).all()
