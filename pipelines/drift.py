@@ -105,17 +105,16 @@ def compute_drift(reference: dict[str, Any], feature_batches: Iterable[pd.DataFr
                   params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """The day's drift figures against `reference` (training_reference's output).
 
-    `feature_batches`: the day's feature table a few users at a time (only the reference's
-    columns are read). `scores`: the day's scores. `params`: the drift section."""
+    `feature_batches`: the day's feature table in parts, a few users or a few columns at a time
+    (only the reference's columns are read). `scores`: the day's scores. `params`: the drift
+    section."""
     if reference.get("format") != REFERENCE_FORMAT:
         raise UserError(f"drift reference format {reference.get('format')!r} is not {REFERENCE_FORMAT}; "
                         f"retrain the model to record a new one")
     ref_features = reference["features"]
     counts = {name: np.zeros(len(spec["shares"]), dtype="int64") for name, spec in ref_features.items()}
     seen: set[str] = set()
-    users = 0
     for batch in feature_batches:
-        users += len(batch)
         for name, spec in ref_features.items():
             if name in batch.columns:
                 seen.add(name)
@@ -134,6 +133,7 @@ def compute_drift(reference: dict[str, Any], feature_batches: Iterable[pd.DataFr
         rows.append({"feature": name, "psi": value, "status": _status(value, params),
                      "missing_share_reference": spec["shares"][-1], "missing_share_today": today[-1],
                      "in_model": name in model_features, "note": ""})
+    users = max((int(counts[name].sum()) for name in seen), default=0)
     rows.sort(key=lambda r: (-(np.inf if r["psi"] is None else r["psi"]), r["feature"]))
     score = _score_drift(reference["score"], np.asarray(scores, dtype="float64"), params, seed)
     warn = [r["feature"] for r in rows if r["status"] != "ok"]
@@ -276,9 +276,9 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
     with io.local_copy(features_path) as local:
         table = pq.ParquetFile(local)
         wanted = [c for c in reference["features"] if c in table.schema_arrow.names]
-        batches = (b.to_pandas() for b in table.iter_batches(batch_size=int(section(params, "score")["batch_users"]),
-                                                              columns=wanted))
-        result = compute_drift(reference, batches, scores, p)
+        # one column of every user at a time: 8 bytes a user, whatever the number of features
+        columns = (table.read(columns=[c], use_threads=False).to_pandas() for c in wanted)
+        result = compute_drift(reference, columns, scores, p)
     result = {**head, "reference_rebuilt": rebuilt,
               "reference_as_of": registry.get(version).get("trained_as_of"), **result}
     if result["status"] != "ok":

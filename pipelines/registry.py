@@ -3,7 +3,9 @@ uses, and the history of every promotion decision.
 
     <models>/registry/<version>/   the detector's files, meta.json (written last) and
                                    registry.json (training-data fingerprint, params, features,
-                                   metrics, library versions)
+                                   metrics, library versions); drift_reference.json (the
+                                   training users' summary drift is measured against,
+                                   pipelines/drift.py)
     <models>/champion.json         which version scores; replaced atomically
     <models>/promotions/*.json     one file per gate decision, promoted or not
 

@@ -463,7 +463,8 @@ def _users_section(as_of: str, lay: Any, scores: _Scores, history_days: int, par
     if not len(top):
         why = "No user was flagged." if not len(scores.flagged) else "report.top_users is 0."
         return f'<section><h2>Top flagged users</h2><p class="muted">{why}</p></section>'
-    band, users = daily_activity(lay.clean(as_of), as_of, history_days, list(top["user_id"]), params)
+    band, users = daily_activity(lay.clean(as_of), as_of, history_days, list(top["user_id"]), params,
+                                 population=scores.n)
     rows = []
     for row in top.itertuples(index=False):
         chart = (activity_chart(band, users.get(row.user_id, pd.Series(dtype="float64")), row.user_id)
@@ -473,18 +474,24 @@ def _users_section(as_of: str, lay: Any, scores: _Scores, history_days: int, par
         rows.append(f"<tr><td>#{int(row.rank)}</td><td><code>{html.escape(row.user_id)}</code><br>"
                     f"<span class='muted'>score {row.score:.3f}</span></td><td>{types}</td>"
                     f"<td><ul class='reasons'>{reasons}</ul></td><td>{chart}</td></tr>")
-    legend = (f"Activity: the user's events per day (red) against the users active that day (blue band: 10th to "
-              f"90th percentile, line: median), the last {history_days} days.")
+    sampled = f" (a sample of about {BAND_USERS:,} users)" if scores.n > BAND_USERS else ""
+    legend = (f"Activity: the user's events per day (red) against the users active that day{sampled} (blue band: "
+              f"10th to 90th percentile, line: median), the last {history_days} days.")
     return (f"<section><h2>Top {len(top)} flagged users</h2><p class='muted'>{html.escape(legend)}</p>"
             "<table class='list users'><tr><th>rank</th><th>user</th><th>suspected type</th><th>reasons</th>"
             f"<th>daily activity</th></tr>{''.join(rows)}</table></section>")
 
 
-def daily_activity(events_path: str, as_of: str, days: int, user_ids: list[str], params: dict[str, Any]
-                   ) -> tuple[pd.DataFrame | None, dict[str, pd.Series]]:
+BAND_USERS = 50_000  # the population band is drawn from about this many users (a stable hash sample)
+
+
+def daily_activity(events_path: str, as_of: str, days: int, user_ids: list[str], params: dict[str, Any],
+                   population: int | None = None) -> tuple[pd.DataFrame | None, dict[str, pd.Series]]:
     """(band, per user): per day of the window, the 10/50/90th percentiles of the event counts of
     the users active that day, and each given user's counts. DuckDB aggregates the file; only
-    one row per day and per (given user, day) comes back."""
+    one row per day and per (given user, day) comes back. With more than BAND_USERS users
+    (`population`), the band is drawn from a stable hash sample of about BAND_USERS of them, so
+    the aggregation's memory does not grow with the users."""
     import duckdb
 
     if not io.exists(events_path):
@@ -502,9 +509,10 @@ def daily_activity(events_path: str, as_of: str, days: int, user_ids: list[str],
                 con.execute(f"SET memory_limit = '{f['memory_limit']}'")
             window = "FROM read_parquet($path) WHERE event_time >= $start AND event_time < $end"
             bounds = {"path": str(local), "start": start.to_pydatetime(), "end": end.to_pydatetime()}
+            keep = 10_000 if not population else min(10_000, -(-BAND_USERS * 10_000 // population))
             band = con.execute(f"""
                 WITH per_day AS (SELECT user_id, CAST(event_time AS DATE) AS day, count(*) AS n {window}
-                                 GROUP BY ALL)
+                                 AND hash(user_id) % 10000 < {int(keep)} GROUP BY ALL)
                 SELECT day, quantile_cont(n, 0.1) AS p10, quantile_cont(n, 0.5) AS p50, quantile_cont(n, 0.9) AS p90
                 FROM per_day GROUP BY day ORDER BY day""", bounds).df()
             mine = con.execute(f"""

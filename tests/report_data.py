@@ -11,16 +11,17 @@ DAYS = ("2026-11-20", "2026-11-21")
 TOP_K = 12
 
 
-def scored_days(root: Path) -> tuple[dict, Path]:
-    """(params, labels path) of a registry, partitions and reports under `root`."""
+def scored_days(root: Path, storage: str | None = None) -> tuple[dict, Path]:
+    """(params, labels path) of a registry, partitions and reports under `root` (or under the
+    `storage` prefix, e.g. s3://bucket/run; the events and labels stay in `root`)."""
     from pipelines.simulate import simulate
 
     events, labels = simulate({"n_users": 500, "days": 12, "seed": 3, "end_date": DAYS[-1], "anomaly_rate": 0.1})
     events.to_parquet(root / "events.parquet", index=False)
     labels.to_parquet(root / "labels.parquet", index=False)
     params = default_params()
-    for key, value in (("storage", {"data": str(root / "data"), "reports": str(root / "reports"),
-                                    "models": str(root / "models")}),
+    base = storage or str(root)
+    for key, value in (("storage", {"data": f"{base}/data", "reports": f"{base}/reports", "models": f"{base}/models"}),
                        ("ingest.source", str(root / "events.parquet")), ("score.top_k", TOP_K),
                        ("features.threads", 1), ("report.top_users", 5)):
         params = override(params, key, value)

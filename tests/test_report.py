@@ -187,6 +187,19 @@ def test_daily_activity_counts_match_the_clean_events(scored):
     assert band.loc[pd.Timestamp("2026-10-25"), "p90"] == 0  # before the simulation: no activity
 
 
+def test_on_s3_the_report_and_drift_figures_are_stored_with_the_days_partition(s3, tmp_path):
+    params, _ = scored_days(tmp_path, storage="s3://events/run")
+    stored = {o["Key"] for o in s3.list_objects_v2(Bucket="events", Prefix="run/")["Contents"]}
+    for day in DAYS:
+        for name in ("report.html", "drift.json", "drift.parquet"):
+            assert f"run/reports/as_of={day}/{name}" in stored
+    version = Registry(params["storage"]["models"]).champion_version()
+    assert f"run/models/registry/{version}/drift_reference.json" in stored
+    text = io.read_text(f"s3://events/run/reports/as_of={DAY}/report.html")
+    assert len(assert_self_contained(text)) == 11 and f"Model version {version}" in " ".join(parse(text).text)
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "data").exists()
+
+
 def test_reason_signals_merge_windows_and_read_event_reasons():
     assert reason_signals("n_new_devices_7d=3 (p100.0); refund_ratio_hist=0.5 (p99.1)") == [
         "n_new_devices", "refund_ratio"]
