@@ -31,6 +31,9 @@ ID_COLUMNS = ("user_id", "event_id")
 # folds it into the next second, and so do we.
 _LEAP_SECOND = re.compile(r"(?<=\d\d:\d\d:)60(?=(?:[.,]\d+)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)?$)")
 
+# An epoch as text: what to_numeric would read as a number, without trying every string.
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
 # ingest() stamps the frame with the time it read the file (kept in the Parquet metadata), the
 # reference for "in the future"; a frame cleaned without that stamp is judged against now.
 INGESTED_AT = "ingested_at"
@@ -179,7 +182,7 @@ def parse_event_time(values: pd.Series, epoch_unit: str = "auto") -> pd.Series:
             return values.dt.tz_localize("UTC").astype(target)
         return values.dt.tz_convert("UTC").astype(target)
 
-    numeric = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values.astype("float64")
+    numeric = _epoch_numbers(values)
     result = pd.Series(pd.NaT, index=values.index, dtype=target)
     is_num = numeric.notna().to_numpy()
     if is_num.any():
@@ -188,6 +191,21 @@ def parse_event_time(values: pd.Series, epoch_unit: str = "auto") -> pd.Series:
     if text.any():
         result.loc[text] = _text_to_utc(values[text].astype("str")).astype(target)
     return result
+
+
+def _epoch_numbers(values: pd.Series) -> pd.Series:
+    """The values that are numbers (epochs), NaN elsewhere. Text is matched against a number's
+    shape first, in Arrow: to_numeric on millions of ISO strings fails each one in Python."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    if not pd.api.types.is_string_dtype(values) or values.dtype == object:  # mixed Python objects
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    text = pa.array(values, type=pa.string(), from_pandas=True)
+    looks = pc.fill_null(pc.match_substring_regex(text, _NUMBER), False).to_numpy(zero_copy_only=False)
+    numeric = pd.Series(np.nan, index=values.index, dtype="float64")
+    if looks.any():
+        numeric.loc[looks] = pd.to_numeric(values[looks], errors="coerce").astype("float64")
+    return numeric
 
 
 def _epoch_to_utc(num: pd.Series, epoch_unit: str) -> pd.Series:
@@ -209,14 +227,18 @@ def _epoch_to_utc(num: pd.Series, epoch_unit: str) -> pd.Series:
 
 
 def _text_to_utc(text: pd.Series) -> pd.Series:
-    stripped = text.str.strip().str.replace(r"\s*UTC$", "", regex=True)
+    trimmed = pc.replace_substring_regex(pc.utf8_trim_whitespace(pa.array(text, type=pa.string(), from_pandas=True)),
+                                         r"\s*UTC$", "")
+    stripped = pd.Series(trimmed.to_numpy(zero_copy_only=False), index=text.index, dtype="str")
     # at the contract's resolution before any fallback is merged in: pandas infers the unit
     # from the first values ("...:00Z" gives seconds) and would refuse a later fraction
     parsed = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601").astype(EVENT_DTYPES["event_time"])
     leftover = parsed.isna() & stripped.ne("")
     if leftover.any():  # mixed layouts in one file: fall back to per-value inference
         parsed.loc[leftover] = pd.to_datetime(stripped[leftover], utc=True, errors="coerce", format="mixed")
-        leap = parsed.isna() & stripped.str.contains(_LEAP_SECOND)
+        unparsed = parsed.isna()
+        leap = pd.Series(False, index=text.index)
+        leap.loc[unparsed] = stripped[unparsed].str.contains(_LEAP_SECOND).to_numpy(dtype=bool)
         if leap.any():
             at_59 = pd.to_datetime(stripped[leap].str.replace(_LEAP_SECOND, "59", regex=True), utc=True,
                                    errors="coerce", format="mixed")

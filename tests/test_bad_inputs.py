@@ -519,6 +519,7 @@ def test_unusable_input_is_refused_with_one_line(case: Case, tmp_path, base):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the first one waits for every run of the shared fixture
 @pytest.mark.parametrize("case", QUARANTINED, ids=[c.name for c in QUARANTINED])
 def test_bad_rows_are_quarantined_and_the_rest_is_scored(case: Case, quarantine_results):
     result = quarantine_results[case.name]
