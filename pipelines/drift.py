@@ -59,17 +59,22 @@ def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 
 def training_reference(features: pd.DataFrame, scores: np.ndarray, model_features: list[str] | None,
-                       bins: int = 10, sample_users: int = 5000, seed: int = 0) -> dict[str, Any]:
+                       bins: int = 10, sample_users: int = 5000, seed: int = 0,
+                       rows: np.ndarray | None = None) -> dict[str, Any]:
     """The summary of the training users that drift is measured against (JSON-able, a few KB
-    per hundred features). `features` are the training users' rows, `scores` the model's
-    scores of those users (or of a sample of them)."""
+    per hundred features). `features` are the training users' rows (or, with the boolean mask
+    `rows`, the rows of `features` that are: a column at a time, never a copy of the table),
+    `scores` the model's scores of those users (or of a sample of them)."""
     from pipelines.features import feature_columns
 
     columns = [c for c in feature_columns(features) if pd.api.types.is_numeric_dtype(features[c])]
-    out: dict[str, Any] = {"format": REFERENCE_FORMAT, "users": int(len(features)), "bins": int(bins),
+    users = int(len(features) if rows is None else np.count_nonzero(rows))
+    out: dict[str, Any] = {"format": REFERENCE_FORMAT, "users": users, "bins": int(bins),
                            "model_features": list(model_features or []), "features": {}}
     for column in columns:
         values = features[column].to_numpy(dtype="float64", na_value=np.nan)
+        if rows is not None:
+            values = values[rows]
         edges = bin_edges(values, bins)
         out["features"][column] = {"edges": edges, "shares": _shares(bin_counts(values, edges))}
     scores = np.asarray(scores, dtype="float64")
@@ -235,14 +240,14 @@ def reference_for_training(detector: Any, features: pd.DataFrame, train_params: 
     from pipelines.split import holdout_mask
 
     held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
-    training = features.loc[~held]
+    training = np.flatnonzero(~np.asarray(held))
     if len(training) > drift_params["sample_users"]:
-        sample = training.sample(n=int(drift_params["sample_users"]), random_state=0)
+        picked = np.sort(np.random.default_rng(0).choice(training, int(drift_params["sample_users"]), replace=False))
     else:
-        sample = training
-    scores = batched_scores(detector, sample.reset_index(drop=True), sequences, batch_users)
-    reference = training_reference(training, scores, detector.feature_names_, bins=int(drift_params["bins"]),
-                                   sample_users=int(drift_params["sample_users"]))
+        picked = training
+    scores = batched_scores(detector, features.iloc[picked].reset_index(drop=True), sequences, batch_users)
+    reference = training_reference(features, scores, detector.feature_names_, bins=int(drift_params["bins"]),
+                                   sample_users=int(drift_params["sample_users"]), rows=~np.asarray(held))
     reference["score"]["users"] = int(len(training))
     return reference
 
