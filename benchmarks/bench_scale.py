@@ -113,8 +113,9 @@ _SCORE = textwrap.dedent("""
 
 
 def _child(code: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, str(REPO), *args], check=True, capture_output=True,
-                          text=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code, str(REPO), *args], capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        sys.exit(f"benchmark child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
