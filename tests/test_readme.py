@@ -38,7 +38,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+# README_UNDER_TEST: another copy of the README (to see this test fail on a broken command without editing the real one)
+README = Path(os.environ.get("README_UNDER_TEST") or REPO / "README.md")
 BIN = Path(sys.executable).parent
 SHELL_LANGS = {"bash", "sh", "shell"}
 MARKERS = {"cluster", "long"}
@@ -123,7 +124,8 @@ def parse_blocks(text: str) -> list[Block]:
 
 
 def env_for(bin_dir: Path) -> dict[str, str]:
-    drop = ("PIPELINES_", "WAREHOUSE_URL", "AIRFLOW_HOME", "AWS_", "DVC_")
+    # nothing of the caller's configuration leaks in (nor the jobserver of a `make test` that runs this test)
+    drop = ("PIPELINES_", "WAREHOUSE_URL", "AIRFLOW_HOME", "AWS_", "DVC_", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update({"PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(bin_dir.parent),
                 "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "readme", "GIT_AUTHOR_EMAIL": "readme@example.invalid",
@@ -246,3 +248,12 @@ def test_every_unmarked_readme_command_runs(tmp_path):
         run_block(block, work, env)
     # make demo got as far as the flagged-users table
     assert (work / "data" / "experiments.duckdb").exists()
+
+
+def test_readme_links_to_its_own_sections_resolve():
+    text = README.read_text()
+    text_outside_code = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+             for h in re.findall(r"^#{1,6} (.+)$", text_outside_code, re.M)}
+    broken = sorted({a for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in slugs})
+    assert not broken, f"README.md links to missing sections: {broken}"
