@@ -96,8 +96,9 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
             f"round(CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE), {_DECIMALS}) "
             "FROM features ORDER BY user_id"
         ).to_arrow_table()
-    # arrow buffers are released column by column as pandas takes them: one copy, not two
-    features = table.to_pandas(self_destruct=True, split_blocks=True)
+    # each Arrow column is freed once pandas has copied it (split_blocks would save the copy,
+    # but its zero-copy blocks are read-only: any later assignment into the frame would fail)
+    features = table.to_pandas(self_destruct=True)
     del table
     features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()

@@ -475,9 +475,9 @@ def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd
 
 
 def _to_pandas(table) -> pd.DataFrame:
-    # Arrow's buffers are released column by column as pandas takes them, so a wide table is
-    # never held twice (pd.read_parquet keeps both until the end: 2x the table at the peak)
-    return table.to_pandas(self_destruct=True, split_blocks=True, ignore_metadata=False)
+    # each Arrow column is freed once pandas has copied it (split_blocks would save the copy,
+    # but its zero-copy blocks are read-only: any later assignment into the frame would fail)
+    return table.to_pandas(self_destruct=True)
 
 
 def detect_format(uri: str) -> str:

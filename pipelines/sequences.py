@@ -101,7 +101,7 @@ ORDER BY user_id, step"""
         except duckdb.OutOfMemoryException as exc:
             raise UserError(f"sequences.memory_limit {memory_limit} is too little for these events "
                             f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    frame = table.to_pandas(self_destruct=True)
     del table
     frame["user_id"] = frame["user_id"].astype("str")
     frame.attrs["as_of"] = day.isoformat()

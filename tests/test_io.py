@@ -415,3 +415,13 @@ def test_a_new_endpoint_is_not_served_by_a_cached_client(s3, monkeypatch):
     with pytest.raises(io.TransientStorageError, match="cannot read from S3") as excinfo:
         io.read_bytes("s3://events/a.bin")
     _one_line_user_error(excinfo, "s3://events/a.bin")
+
+
+def test_a_frame_read_from_parquet_can_be_assigned_into(tmp_path):
+    """Zero-copy Arrow blocks are read-only; a frame the pipeline hands on must take writes."""
+    path = tmp_path / "f.parquet"
+    pd.DataFrame({"user_id": ["a", "b"], "x": [1.0, 2.0], "y": [3.0, 4.0]}).to_parquet(path, index=False)
+    frame = io.read_parquet(path)
+    frame.loc[0, "x"] = 9.0
+    frame.iloc[1, 2] = float("nan")
+    assert frame["x"].tolist() == [9.0, 2.0] and frame["y"].isna().tolist() == [False, True]
