@@ -1,7 +1,7 @@
 """Every detector on the real public samples (REES46, Taobao: views, carts and purchases only,
 no devices, IPs or logins), with params.yaml's settings: the top flagged users and their
 reasons, for an analyst to judge (the samples have no labels), and the columns each detector
-dropped as constant on that sample.
+sees: the training step drops those empty (a signal the log lacks) or constant on that sample.
 
     python benchmarks/real_samples.py [--top 5] [--detectors a,b] [--json FILE]
 """
@@ -43,7 +43,8 @@ def run_sample(path: Path, names: list[str], top: int) -> dict:
                                report_out=f"{tmp}/sequences.json", validation_dir=f"{tmp}/v")
         features = io.read_parquet(f"{tmp}/features.parquet")
         sequences = stages.sequences_loader(f"{tmp}/sequences.parquet", day)
-        out: dict = {"as_of": day, "users": int(len(features)), "detectors": {}}
+        out: dict = {"as_of": day, "users": int(len(features)), "signals": features.attrs.get("signals"),
+                     "small_amount": features.attrs.get("small_amount"), "detectors": {}}
         for name in names:
             p = {**params["train"], "detector": name}
             try:
@@ -53,10 +54,14 @@ def run_sample(path: Path, names: list[str], top: int) -> dict:
                 continue
             scores = score_users(features, detector, params["score"], day, sequences=sequences)
             fit = {k: v for k, v in info.get("fit", {}).items() if k != "history"}
+            empty, constant = info.get("dropped_empty_features", []), info.get("dropped_constant_features", [])
             out["detectors"][name] = {
                 "input_kind": get_detector_class(name).input_kind,
-                "inputs_total": len(detector.feature_names_),
+                # the columns train.exclude_features leaves, then those the detector actually sees
+                "inputs_total": len(detector.feature_names_) + len(empty) + len(constant),
                 "inputs_used": len(detector.feature_names_) - len(fit.get("dropped_constant_features", [])),
+                "dropped_empty_features": empty,
+                "dropped_constant_features": constant,
                 "fit": fit,
                 "top": scores.head(top)[["user_id", "score", "reasons", "anomaly_types"]].to_dict("records"),
             }
@@ -76,13 +81,17 @@ def main() -> int:
     for sample, name in FILES.items():
         results[sample] = run_sample(SAMPLES / name, names, args.top)
         r = results[sample]
-        print(f"\n== {sample} ({name}): {r['users']} users as of {r['as_of']}")
+        print(f"\n== {sample} ({name}): {r['users']} users as of {r['as_of']}; signals missing: "
+              f"{', '.join(k for k, v in (r['signals'] or {}).items() if not v) or 'none'}; "
+              f"small_amount {r['small_amount']}")
         for det, d in r["detectors"].items():
             if "error" in d:
                 print(f"  {det}: not run: {d['error']}")
                 continue
-            dropped = d["fit"].get("dropped_constant_features")
-            extra = f", {len(dropped)} constant columns dropped" if dropped is not None else ""
+            extra = ""
+            if d["input_kind"] != "sequence":
+                extra = (f" of {d['inputs_total']}: {len(d['dropped_empty_features'])} empty and "
+                         f"{len(d['dropped_constant_features'])} constant columns dropped")
             print(f"  {det} ({d['input_kind']}, {d['inputs_used']} inputs{extra})")
             for row in d["top"]:
                 print(f"    {row['user_id']:>12} {row['score']:9.3f}  {row['reasons'] or '(no reason)'}"

@@ -141,7 +141,10 @@ class FeaturesParams(_Section):
     windows_days: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_sorted_unique)] = Field(
         default_factory=lambda: [1, 7, 28])
     history_days: PositiveInt | None = None
-    small_amount: float = Field(5.0, ge=0)
+    # "auto": the small_amount_quantile quantile of the purchase prices in the history window
+    # (relative to the platform); a number: a fixed threshold in the log's currency
+    small_amount: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
+    small_amount_quantile: float = Field(0.1, gt=0, lt=1)
     threads: PositiveInt | None = None
     memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)$")] | None = "2GB"
 

@@ -7,6 +7,34 @@ quiet in a short window gets that window's empty values (zeros, or the documente
 
 Point-in-time correct: only events strictly before the end of the as-of day are read, so
 anything that happens later cannot change a feature of that day.
+
+Missing signals are left empty (NULL, NaN in the table), never filled with a stand-in that
+changes what the feature means. Decided per signal:
+
+- Platform level, a signal the log does not carry at all (its column entirely NULL, or no event
+  of that type, before the end of the as-of day): every feature built on it is NULL for every
+  user. Sessions (`session_id`): distinct_sessions_*, events_per_session_*. Devices:
+  distinct_devices_*, n_new_devices_*, max_accounts_sharing_device. IPs: distinct_ips_*,
+  max_accounts_sharing_ip. Countries: distinct_countries_*, n_new_countries_*. Prices (no
+  purchase with a price): purchase_value_*, avg/max_purchase_price_*, refund_value_*,
+  small_purchase_share_*, small_failed_payment_share_*. Signups: account_age_days,
+  hours_signup_to_first_purchase, signed_up_in_window. Failed payments: share_payment_failed_*,
+  failed_payment_ratio_*, small_failed_payment_share_*. Logins (login or login_failed):
+  share_login_failed_*, login_fail_ratio_*. Reviews: share_review_*, avg_rating_*,
+  five_star_share_*, unbought_review_share_28d (ratings all NULL: avg_rating_*, five_star_share_*
+  too). Refunds: share_refund_*, refund_ratio_*, median_hours_to_refund_28d. Which signals were
+  missing is in attrs["signals"]. Event counts (n_review_*, ...) stay counts of what was logged.
+- User level, where the platform has the signal but this user has none of it: no signup event
+  for the user gives account_age_days and hours_signup_to_first_purchase NULL (the time since
+  the user's first event would measure how long the log goes back, not the account's age);
+  events in a window but none with a session id gives events_per_session NULL for that window.
+  Otherwise a user quiet in a window keeps that window's empty values (zeros, or the
+  documented defaults), which are real values there (no refund: refund_ratio 0).
+
+"Small" amounts (small_purchase_share_*, small_failed_payment_share_*) are relative to the
+platform: with `small_amount: auto` the threshold is the `small_amount_quantile` quantile of
+the purchase prices in the history window (a number gives a fixed threshold); the value used
+is in attrs["small_amount"].
 """
 from __future__ import annotations
 
@@ -25,6 +53,10 @@ from pipelines.errors import UserError
 
 SHARE_TYPES = ("view", "cart", "purchase", "payment_failed", "refund", "review", "login_failed")
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "purchase", "payment_failed", "refund", "review", "login", "login_failed")
+
+# the share_{type} columns that need a signal the log may not carry (module docstring)
+_SHARE_SIGNALS = {"payment_failed": ("payments_failed",), "refund": ("refunds",), "review": ("reviews",),
+                  "login_failed": ("logins",)}
 
 _DECIMALS = 9
 _FEW_ROWS_SHARE = 20  # the as-of day "set by a handful of rows": it holds under 1/20 of a typical day
@@ -69,7 +101,9 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     """One row per user with an event in the history window ending at the as-of day; float features.
 
     `events` is a clean events DataFrame, a pyarrow Table or a Parquet path. The result's
-    attrs hold "as_of" (ISO date) and "population": {"users_with_events" (any event before the
+    attrs hold "as_of" (ISO date), "signals" ({signal: present in the log}, see the module
+    docstring), "small_amount" ({"setting", "quantile", "value"}: the threshold used, None
+    when there are no prices) and "population": {"users_with_events" (any event before the
     end of the as-of day), "users_scored" (rows), "left_out_outside_history" (the difference),
     "history_days", "windows" (the column suffixes, as window_suffixes gives them)}.
     """
@@ -80,8 +114,10 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     with _connect(p["threads"], p.get("memory_limit")) as con:
         _register(con, events)
+        signals = _signals(con, end)
+        small = _small_amount(con, p, end, history_days, signals)
         try:
-            for statement in _feature_statements(windows, history_days, end, float(p["small_amount"])):
+            for statement in _feature_statements(windows, history_days, end, small["value"], signals):
                 con.execute(statement)
         except duckdb.OutOfMemoryException as exc:
             raise UserError(f"features.memory_limit {p.get('memory_limit')} is too little for these events "
@@ -102,6 +138,8 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     del table
     features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()
+    features.attrs["signals"] = signals
+    features.attrs["small_amount"] = small
     features.attrs["population"] = {
         "users_with_events": users_with_events,
         "users_scored": int(len(features)),
@@ -167,12 +205,55 @@ def _register(con: duckdb.DuckDBPyConnection, events: Any) -> None:
         con.register("events", events)
 
 
+# signal -> SQL aggregate over the events before the end: true when the log carries it
+_SIGNALS = {
+    "sessions": "count(session_id) > 0",
+    "devices": "count(device_id) > 0",
+    "ips": "count(ip) > 0",
+    "countries": "count(country) > 0",
+    "prices": "count(price) FILTER (WHERE event_type = 'purchase') > 0",
+    "ratings": "count(rating) > 0",
+    "signups": "count(*) FILTER (WHERE event_type = 'signup') > 0",
+    "payments_failed": "count(*) FILTER (WHERE event_type = 'payment_failed') > 0",
+    "logins": "count(*) FILTER (WHERE event_type IN ('login', 'login_failed')) > 0",
+    "reviews": "count(*) FILTER (WHERE event_type = 'review') > 0",
+    "refunds": "count(*) FILTER (WHERE event_type = 'refund') > 0",
+}
+
+
+def _signals(con: duckdb.DuckDBPyConnection, end: pd.Timestamp) -> dict[str, bool]:
+    """Which signals the log carries at all before `end` (see the module docstring)."""
+    row = con.execute(f"SELECT {', '.join(_SIGNALS.values())} FROM events WHERE event_time < {_ts(end)}").fetchone()
+    return {name: bool(v) for name, v in zip(_SIGNALS, row)}
+
+
+def _small_amount(con: duckdb.DuckDBPyConnection, p: dict[str, Any], end: pd.Timestamp,
+                  history_days: int | None, signals: dict[str, bool]) -> dict[str, Any]:
+    """The "small amount" threshold: a fixed number, or with "auto" the small_amount_quantile
+    quantile of the purchase prices in the history window (None when there are none)."""
+    setting, q = p["small_amount"], float(p.get("small_amount_quantile", 0.1))
+    if setting != "auto":
+        try:
+            value = float(setting)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"features.small_amount must be a number >= 0 or auto, not {setting!r}") from exc
+        return {"setting": value, "quantile": None, "value": value if signals["prices"] else None}
+    if not 0 < q < 1:
+        raise UserError(f"features.small_amount_quantile must be between 0 and 1, not {q!r}")
+    start = "" if history_days is None else f" AND event_time >= {_ts(end - pd.Timedelta(days=history_days))}"
+    (value,), = con.execute(
+        f"SELECT quantile_cont(CAST(price AS DOUBLE), {q}) FROM events WHERE event_type = 'purchase' "
+        f"AND price IS NOT NULL AND isfinite(CAST(price AS DOUBLE)) AND event_time < {_ts(end)}{start}").fetchall()
+    return {"setting": "auto", "quantile": q, "value": None if value is None else round(float(value), _DECIMALS)}
+
+
 def _ts(value: pd.Timestamp) -> str:
     return f"TIMESTAMPTZ '{value.isoformat()}'"
 
 
 def _feature_statements(
-    windows: list[int], history_days: int | None, end: pd.Timestamp, small_amount: float
+    windows: list[int], history_days: int | None, end: pd.Timestamp, small_amount: float | None,
+    signals: dict[str, bool] | None = None,
 ) -> list[str]:
     """DuckDB statements that leave one row per user active in the history window in table
     `features` (and every user with an event before `end` in table `user_counts`).
@@ -191,6 +272,15 @@ def _feature_statements(
     starts[f"_{HISTORY}"] = _ts(end - pd.Timedelta(days=history_days)) if history_days is not None else None
     start_longest, start_hist = starts[f"_{longest}d"], starts[f"_{HISTORY}"]
     purchase, refund, review = "event_type = 'purchase'", "event_type = 'refund'", "event_type = 'review'"
+    has = {name: True for name in _SIGNALS} | dict(signals or {})
+    if small_amount is None:  # no prices to compare: the small-amount shares are NULL (need "prices")
+        has["prices"], small_amount = False, 0.0
+
+    def need(expr: str, *names: str) -> str:
+        """`expr AS alias` when the log carries every named signal, else NULL AS alias."""
+        if all(has[n] for n in names):
+            return expr
+        return f"CAST(NULL AS DOUBLE) AS {expr.rsplit(' AS ', 1)[-1]}"
 
     def since(start: str | None, column: str = "event_time") -> str:
         return "TRUE" if start is None else f"{column} >= {start}"
@@ -288,38 +378,45 @@ GROUP BY k.user_id"""
             seconds = str(history_days * 86400.0)
         else:  # all history: from the earliest event read to the end
             seconds = "(SELECT span_s FROM history_span)"
+        signal_of = {"sessions": "sessions", "devices": "devices", "ips": "ips", "countries": "countries"}
         ratios += [
             f"n_events{s}",
             *[f"n_{t}{s}" for t in EVENT_COUNTS],
-            *[f"coalesce(distinct_{name}{s}, 0) AS distinct_{name}{s}" for name in distinct_keys],
+            *[need(f"coalesce(distinct_{name}{s}, 0) AS distinct_{name}{s}", signal_of[name]) for name in distinct_keys],
             f"coalesce(distinct_products{s}, 0) AS distinct_products{s}",
             f"distinct_active_hours{s}",
             f"n_night_utc{s} / greatest(n_events{s}, 1) AS night_share_utc{s}",
-            f"n_events{s} / greatest(distinct_sessions{s}, 1) AS events_per_session{s}",
+            # events in the window but none with a session id: no session to divide by (NULL)
+            need(f"CASE WHEN n_events{s} > 0 AND coalesce(distinct_sessions{s}, 0) = 0 THEN NULL "
+                 f"ELSE n_events{s} / greatest(coalesce(distinct_sessions{s}, 0), 1) END AS events_per_session{s}",
+                 "sessions"),
             # the mix of what a user does, independent of how much they do
-            *[f"n_{t}{s} / greatest(n_events{s}, 1) AS share_{t}{s}" for t in SHARE_TYPES],
+            *[need(f"n_{t}{s} / greatest(n_events{s}, 1) AS share_{t}{s}", *_SHARE_SIGNALS.get(t, ()))
+              for t in SHARE_TYPES],
             # least(): the distinct count is approximate and may overshoot by ~2%
             f"least(coalesce(distinct_products{s}, 0) / greatest(n_events{s}, 1), 1) AS product_diversity{s}",
             f"n_purchase{s} / greatest(n_view{s}, n_purchase{s}, 1) AS conversion_rate{s}",
             f"CASE WHEN n_cart{s} > 0 THEN 1 - least(n_purchase{s}, n_cart{s}) / n_cart{s} ELSE 0 END AS cart_abandon_ratio{s}",
-            f"n_refund{s} / greatest(n_purchase{s}, n_refund{s}, 1) AS refund_ratio{s}",
-            f"n_payment_failed{s} / greatest(n_payment_failed{s} + n_purchase{s}, 1) AS failed_payment_ratio{s}",
-            f"n_login_failed{s} / greatest(n_login_failed{s} + n_login{s}, 1) AS login_fail_ratio{s}",
-            f"purchase_value{s}",
-            f"refund_value{s}",
-            f"avg_purchase_price{s}",
-            f"max_purchase_price{s}",
-            f"n_small_purchase{s} / greatest(n_purchase{s}, 1) AS small_purchase_share{s}",
-            f"n_small_failed{s} / greatest(n_payment_failed{s}, 1) AS small_failed_payment_share{s}",
-            f"avg_rating{s}",
-            f"n_five_star{s} / greatest(n_review{s}, 1) AS five_star_share{s}",
+            need(f"n_refund{s} / greatest(n_purchase{s}, n_refund{s}, 1) AS refund_ratio{s}", "refunds"),
+            need(f"n_payment_failed{s} / greatest(n_payment_failed{s} + n_purchase{s}, 1) AS failed_payment_ratio{s}",
+                 "payments_failed"),
+            need(f"n_login_failed{s} / greatest(n_login_failed{s} + n_login{s}, 1) AS login_fail_ratio{s}", "logins"),
+            need(f"purchase_value{s}", "prices"),
+            need(f"refund_value{s}", "prices"),
+            need(f"avg_purchase_price{s}", "prices"),
+            need(f"max_purchase_price{s}", "prices"),
+            need(f"n_small_purchase{s} / greatest(n_purchase{s}, 1) AS small_purchase_share{s}", "prices"),
+            need(f"n_small_failed{s} / greatest(n_payment_failed{s}, 1) AS small_failed_payment_share{s}",
+                 "prices", "payments_failed"),
+            need(f"avg_rating{s}", "reviews", "ratings"),
+            need(f"n_five_star{s} / greatest(n_review{s}, 1) AS five_star_share{s}", "reviews", "ratings"),
             # exp(mean(log gap)): a typical gap that, unlike the mean, one long pause cannot swamp;
             # no repeat activity in the window: the gap is at least the window itself
             f"coalesce(exp(sum_log_gap{s} / 1e9 / nullif(n_gaps{s}, 0)) - 1, {seconds}) AS typical_gap_s{s}",
             # burstiness (Goh & Barabasi): -1 perfectly regular, 0 random, towards 1 bursty
             f"coalesce((std_gap{s} - mean_gap{s}) / nullif(std_gap{s} + mean_gap{s}, 0), 0) AS burstiness{s}",
-            f"coalesce(n_new_devices{s}, 0) AS n_new_devices{s}",
-            f"coalesce(n_new_countries{s}, 0) AS n_new_countries{s}",
+            need(f"coalesce(n_new_devices{s}, 0) AS n_new_devices{s}", "devices"),
+            need(f"coalesce(n_new_countries{s}, 0) AS n_new_countries{s}", "countries"),
             f"coalesce(max_same_product_purchases{s}, 0) AS max_same_product_purchases{s}",
         ]
 
@@ -432,18 +529,20 @@ CREATE TEMP TABLE features AS
 SELECT user_id,
        {", ".join(ratios)},
        coalesce(median_gap_s_{longest}d, {longest * 86400.0}) AS median_gap_s_{longest}d,
-       date_diff('second', coalesce(signup_time, first_seen), {_ts(end)}) / 86400.0 AS account_age_days,
+       -- no signup event for the user: its age is unknown (NULL), not the time since the log starts
+       date_diff('second', signup_time, {_ts(end)}) / 86400.0 AS account_age_days,
        -- recency: <= N exactly when the user has an event in the last N days (score.active_within_days)
        date_diff('microsecond', last_seen, {_ts(end)}) / 86400e6 AS days_since_last_event,
-       CASE WHEN signup_time >= {start_longest} THEN 1 ELSE 0 END AS signed_up_in_window,
-       coalesce(date_diff('second', coalesce(signup_time, first_seen), first_purchase),
-                date_diff('second', coalesce(signup_time, first_seen), {_ts(end)})) / 3600.0
+       {need(f"CASE WHEN signup_time >= {start_longest} THEN 1 ELSE 0 END AS signed_up_in_window", "signups")},
+       coalesce(date_diff('second', signup_time, first_purchase),
+                date_diff('second', signup_time, {_ts(end)})) / 3600.0
            AS hours_signup_to_first_purchase,
-       coalesce(max_accounts_sharing_device, 0) AS max_accounts_sharing_device,
-       coalesce(max_accounts_sharing_ip, 0) AS max_accounts_sharing_ip,
-       coalesce(n_unbought_reviews, 0) / greatest(n_review_{longest}d, 1) AS unbought_review_share_{longest}d,
+       {need("coalesce(max_accounts_sharing_device, 0) AS max_accounts_sharing_device", "devices")},
+       {need("coalesce(max_accounts_sharing_ip, 0) AS max_accounts_sharing_ip", "ips")},
+       {need(f"coalesce(n_unbought_reviews, 0) / greatest(n_review_{longest}d, 1) AS unbought_review_share_{longest}d",
+             "reviews")},
        -- no refund (of a product bought here) in the window: at least the window itself
-       coalesce(median_hours_to_refund, {longest * 24.0}) AS median_hours_to_refund_{longest}d
+       {need(f"coalesce(median_hours_to_refund, {longest * 24.0}) AS median_hours_to_refund_{longest}d", "refunds")}
 FROM user_counts
 LEFT JOIN user_gaps USING (user_id)
 {"".join(f"LEFT JOIN distinct_{name} USING (user_id) " for name in distinct_keys)}

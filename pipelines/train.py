@@ -26,6 +26,20 @@ def select_features(columns: list[str], exclude: list[str]) -> list[str]:
     return kept
 
 
+def uninformative_columns(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[str]]:
+    """(empty, constant): the columns with no value at all (a signal the log lacks) and those
+    with a single value among these rows (NaN aside); a detector can learn nothing from either."""
+    empty, constant = [], []
+    for c in columns:  # a column at a time: no copy of the whole table
+        values = frame[c].to_numpy(dtype="float64", na_value=np.nan)
+        present = values[~np.isnan(values)]
+        if len(present) == 0:
+            empty.append(c)
+        elif present.min() == present.max():
+            constant.append(c)
+    return empty, constant
+
+
 def training_labels(user_ids: pd.Series, labels: pd.DataFrame | None, detector: str) -> tuple[Any, int]:
     """0/1 per training user for a supervised detector; users absent from the labels file
     count as normal (an unreported case is not a known abuser), and how many is reported."""
@@ -56,6 +70,16 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     training_users = features.iloc[rows]
     if len(training_users) < 2:
         raise UserError(f"only {len(training_users)} users left for training; need more users or a smaller holdout_fraction")
+    dropped: dict[str, list[str]] = {}
+    if detector.input_kind != "sequence":
+        # empty and constant columns among the training users carry nothing to learn (on real
+        # view/cart/purchase logs most are: no devices, IPs, logins, refunds or reviews)
+        empty, constant = uninformative_columns(training_users, columns)
+        if len(empty) + len(constant) == len(columns):
+            raise UserError(f"every one of the {len(columns)} features is empty or constant among the "
+                            f"{len(training_users)} training users: nothing to learn")
+        columns = [c for c in columns if c not in set(empty) | set(constant)]
+        dropped = {"dropped_empty_features": empty, "dropped_constant_features": constant}
     training = model_input(detector, training_users, sequences, columns)
     extra: dict[str, Any] = {}
     if detector.supervised:
@@ -80,6 +104,7 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
         "users_available_for_training": int((~held_out).sum()),
         "users_held_out": int(held_out.sum()),
         "features": len(detector.feature_names_),
+        **dropped,
         "training_data_sha256": digest.hexdigest(),
         **extra,
     }

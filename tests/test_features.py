@@ -11,7 +11,7 @@ import pytest
 from pipelines.errors import UserError
 from pipelines.features import build_features, feature_columns, resolve_as_of, window_suffixes
 
-P = {"threads": 1}
+P = {"threads": 1, "small_amount": 5.0}  # fixed: the tiny logs below are written against it
 
 
 def build(events, **params):
@@ -64,9 +64,8 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
     assert a["night_share_utc_1d"] == pytest.approx(1.0)
     assert a["night_share_utc_7d"] == pytest.approx(4 / 5)
     assert a["unbought_review_share_28d"] == pytest.approx(1.0)  # p9 was never bought
-    # no signup: age from first seen (3 days back at 12:00) to the end of the day
-    assert a["account_age_days"] == pytest.approx(3.5)
-    assert a["hours_signup_to_first_purchase"] == pytest.approx(61.0)
+    # no signup event: the account's age is unknown, not the time since the log starts
+    assert math.isnan(a["account_age_days"]) and math.isnan(a["hours_signup_to_first_purchase"])
 
     # devices: b's dB is new on the last day; dA (last used 5 days back) counts in 7d and 28d
     assert (b["distinct_devices_1d"], b["distinct_devices_7d"], b["distinct_devices_28d"]) == (1, 2, 2)
@@ -75,7 +74,7 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
     assert (c["n_new_devices_1d"], c["n_new_devices_28d"]) == (0, 0)
     assert a["n_new_devices_1d"] == 0  # d1 was already used 3 days back
     # the event 40 days back is outside every window
-    assert b["n_login_28d"] == 2 and b["account_age_days"] == pytest.approx(40.5)
+    assert b["n_login_28d"] == 2 and math.isnan(b["account_age_days"])
 
     # a and c share d1; b shares nothing
     assert (a["max_accounts_sharing_device"], c["max_accounts_sharing_device"]) == (1, 1)
@@ -109,9 +108,19 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
         assert old[f"n_login_{w}d"] == old[f"share_view_{w}d"] == old[f"login_fail_ratio_{w}d"] == 0
         assert old[f"typical_gap_s_{w}d"] == w * 86400.0
     assert old["median_gap_s_28d"] == 28 * 86400.0 and old["median_hours_to_refund_28d"] == 28 * 24.0
-    assert old["unbought_review_share_28d"] == old["signed_up_in_window"] == old["max_accounts_sharing_device"] == 0
-    assert old["account_age_days"] == pytest.approx(40.5)
-    assert not f.isna().any().any()
+    assert old["unbought_review_share_28d"] == old["max_accounts_sharing_device"] == 0
+    # what this log does not carry is empty, for everyone: sessions, IPs, countries, signups, failed payments
+    empty = {c for c in f.columns if f[c].isna().all()}
+    assert empty == {
+        *{f"{x}_{w}" for w in ("1d", "7d", "28d", "hist")
+          for x in ("distinct_sessions", "events_per_session", "distinct_ips", "distinct_countries", "n_new_countries",
+                    "share_payment_failed", "failed_payment_ratio", "small_failed_payment_share")},
+        "max_accounts_sharing_ip", "account_age_days", "signed_up_in_window", "hours_signup_to_first_purchase",
+    }
+    assert not f.drop(columns=sorted(empty)).isna().any().any()
+    assert f.attrs["signals"] == {"sessions": False, "devices": True, "ips": False, "countries": False, "prices": True,
+                                  "ratings": True, "signups": False, "payments_failed": False, "logins": True,
+                                  "reviews": True, "refunds": True}
     # recency: from the last event to the end of the as-of day
     assert a["days_since_last_event"] == pytest.approx(20 / 24)  # the review at 04:00
     assert (b["days_since_last_event"], old["days_since_last_event"]) == (0.5, 40.5)
@@ -169,7 +178,9 @@ def test_output_shape_and_types(base_log, as_of):
     cols = feature_columns(f)
     assert "user_id" not in cols and len(cols) == f.shape[1] - 1
     assert all(str(f[c].dtype) == "float64" for c in cols)
-    assert np.isfinite(f[cols].to_numpy()).all()
+    values = f[cols].to_numpy()
+    assert (np.isfinite(values) | np.isnan(values)).all()  # finite, or empty (a signal this log lacks)
+    assert f.attrs["small_amount"] == {"setting": 5.0, "quantile": None, "value": 5.0}
     assert f.attrs["as_of"] == as_of
     for w in ("1d", "7d", "28d", "hist"):
         assert f"n_events_{w}" in f.columns and f"refund_ratio_{w}" in f.columns
@@ -288,13 +299,14 @@ def test_a_user_seen_only_long_ago_gets_a_row_unless_outside_the_history(make_ev
     # ... and every short window has its empty values, never NaN
     for w in (1, 7, 28):
         for name in ("n_events", "n_purchase", "purchase_value", "distinct_devices", "distinct_products",
-                     "conversion_rate", "share_view", "burstiness", "max_same_product_purchases", "avg_rating"):
+                     "conversion_rate", "share_view", "burstiness", "max_same_product_purchases"):
             assert gone[f"{name}_{w}d"] == 0, (name, w)
         assert gone[f"typical_gap_s_{w}d"] == w * 86400.0
-    assert gone["median_gap_s_28d"] == 28 * 86400.0 and gone["median_hours_to_refund_28d"] == 28 * 24.0
-    assert gone["account_age_days"] == pytest.approx(200.5)
+    assert gone["median_gap_s_28d"] == 28 * 86400.0 and math.isnan(gone["median_hours_to_refund_28d"])  # no refunds logged
+    assert math.isnan(gone["account_age_days"]) and math.isnan(gone["avg_rating_1d"])  # no signups, no ratings logged
     assert gone["days_since_last_event"] == pytest.approx(200.5 - 1 / 24)
-    assert not f.isna().any().any()
+    # empty only for the signals this log lacks, for both users alike
+    assert all(f[c].isna().all() for c in f.columns if f[c].isna().any())
     # the span of the history: from the earliest event read to the end of the as-of day
     assert f.loc["now", "typical_gap_s_hist"] == pytest.approx(200.5 * 86400.0)
     assert f.attrs["population"] == {
@@ -375,7 +387,9 @@ def test_a_year_long_log_scores_every_user():
     assert set(f["user_id"]) == users  # every user gets a row
     assert f["n_events_hist"].sum() == len(events)
     assert (f["n_events_28d"] == 0).sum() > len(f) / 2  # most of them only through the history
-    assert not f.isna().any().any()
+    # empty only where a signal is missing: for everyone (not logged), or per user (no signup, no session)
+    partly = {c for c in f.columns if f[c].isna().any() and not f[c].isna().all()}
+    assert partly <= {"account_age_days", "hours_signup_to_first_purchase", *(c for c in f.columns if "per_session" in c)}
     assert f.attrs["population"]["users_with_events"] == f.attrs["population"]["users_scored"] == len(users)
     assert f.attrs["population"]["left_out_outside_history"] == 0
 
@@ -532,3 +546,64 @@ def test_a_memory_limit_changes_no_value_and_too_little_is_a_one_line_error(sim_
     pd.testing.assert_frame_equal(roomy, tight)
     with pytest.raises(UserError, match="features.memory_limit 1MB is too little"):
         build_features(path, {"memory_limit": "1MB"})
+
+
+def test_small_amount_auto_is_a_low_quantile_of_the_platforms_purchase_prices(make_events, at, as_of):
+    # 20 purchases at 1..20 by ten users; u0 buys the two cheapest
+    ev = make_events([dict(event_time=at(0, 1, i), user_id=f"u{i // 2}", event_type="purchase", product_id=f"p{i}",
+                           price=float(i + 1)) for i in range(20)])
+    f = build(ev, as_of=as_of, small_amount="auto", small_amount_quantile=0.1).set_index("user_id")
+    value = float(np.quantile(np.arange(1, 21), 0.1))  # 2.9: linear interpolation, as DuckDB's quantile_cont
+    assert f.attrs["small_amount"] == {"setting": "auto", "quantile": 0.1, "value": pytest.approx(value)}
+    assert f.loc["u0", "small_purchase_share_1d"] == 1.0 and f.loc["u1", "small_purchase_share_1d"] == 0.0
+    # the same log in cents: the same users are "small"
+    cents = ev.assign(price=ev["price"] * 100)
+    g = build(cents, as_of=as_of, small_amount="auto").set_index("user_id")
+    assert g.attrs["small_amount"]["value"] == pytest.approx(100 * value)
+    assert g["small_purchase_share_1d"].equals(f["small_purchase_share_1d"])
+    # a number is still a fixed threshold
+    h = build(ev, as_of=as_of, small_amount=10.5).set_index("user_id")
+    assert h.attrs["small_amount"] == {"setting": 10.5, "quantile": None, "value": 10.5}
+    assert h["small_purchase_share_1d"].sum() == 5  # u0..u4 bought below 10.5
+    with pytest.raises(UserError, match="small_amount_quantile"):
+        build(ev, as_of=as_of, small_amount="auto", small_amount_quantile=1.5)
+    with pytest.raises(UserError, match="small_amount"):
+        build(ev, as_of=as_of, small_amount="tiny")
+
+
+def test_small_amount_without_prices_is_empty(make_events, at, as_of):
+    ev = make_events([dict(event_time=at(0, 1), user_id="a", event_type="purchase", product_id="p1"),
+                      dict(event_time=at(0, 2), user_id="b", event_type="view", product_id="p1")])
+    f = build(ev, as_of=as_of, small_amount="auto")
+    assert f.attrs["small_amount"]["value"] is None and f.attrs["signals"]["prices"] is False
+    for c in ("small_purchase_share_1d", "purchase_value_28d", "avg_purchase_price_hist", "max_purchase_price_7d"):
+        assert f[c].isna().all(), c
+    assert f["n_purchase_1d"].tolist() == [1.0, 0.0]  # the counts of what was logged stay
+
+
+def test_without_session_ids_the_session_features_are_empty_not_the_event_count(make_events, at, as_of):
+    rows = [dict(event_time=at(0, h), user_id="a", event_type="view", product_id=f"p{h}") for h in range(1, 6)]
+    f = build(make_events(rows), as_of=as_of)
+    assert f["events_per_session_1d"].isna().all() and f["distinct_sessions_hist"].isna().all()
+    assert f.attrs["signals"]["sessions"] is False
+    # the platform logs sessions, this user's events have none: empty for that user only
+    rows += [dict(event_time=at(0, 7), user_id="b", event_type="view", product_id="p1", session_id="s1"),
+             dict(event_time=at(0, 8), user_id="b", event_type="view", product_id="p2", session_id="s1")]
+    g = build(make_events(rows), as_of=as_of).set_index("user_id")
+    assert math.isnan(g.loc["a", "events_per_session_1d"]) and g.loc["b", "events_per_session_1d"] == 2.0
+    assert g.loc["a", "distinct_sessions_1d"] == 0
+
+
+def test_a_signup_gives_the_account_age_and_no_signup_leaves_it_empty(make_events, at, as_of):
+    ev = make_events([
+        dict(event_time=at(2), user_id="new", event_type="signup"),
+        dict(event_time=at(1), user_id="new", event_type="purchase", product_id="p1", price=3.0),
+        dict(event_time=at(20), user_id="old", event_type="view", product_id="p1"),
+        dict(event_time=at(0), user_id="old", event_type="purchase", product_id="p1", price=3.0),
+    ])
+    f = build(ev, as_of=as_of).set_index("user_id")
+    assert f.loc["new", "account_age_days"] == pytest.approx(2.5)
+    assert f.loc["new", "hours_signup_to_first_purchase"] == pytest.approx(24.0)
+    assert f.loc["new", "signed_up_in_window"] == 1 and f.loc["old", "signed_up_in_window"] == 0
+    # not 20.5 days (the time since the log first saw it): the account may be years old
+    assert math.isnan(f.loc["old", "account_age_days"]) and math.isnan(f.loc["old", "hours_signup_to_first_purchase"])

@@ -1,6 +1,8 @@
 """What every deep table detector shares: scaling fitted on the training users and saved with
 the model, the one training loop of pipelines.deep.loop, safe model files, and reasons from
-the network's own per-feature errors.
+the network's own per-feature errors. Missing values (NaN) are imputed by the scaler with the
+training center (the median, under the default robust_log scaling); columns constant or empty
+among the training users are dropped by it and reported as dropped_constant_features.
 
 A subclass gives `_network(n_inputs)` and `_row_loss(model, tensors)` (and `_row_score` when
 the score is not the training loss). torch is imported inside methods only: the registry
@@ -37,8 +39,10 @@ DEEP_DEFAULTS: dict[str, Any] = {
 class TableScaler:
     """Inputs on one scale, fitted on the training users: `robust_log` is signed log1p, then
     (x - median) / robust scale (heavy-tailed counts and money); `standard` is (x - mean) / std
-    (features that are already on comparable scales). Clipped to +-clip. Columns constant among
-    the training users are dropped (a network can learn nothing from them) and reported."""
+    (features that are already on comparable scales). Clipped to +-clip. Columns constant or
+    empty (all NaN) among the training users are dropped (a network can learn nothing from
+    them) and reported. A missing value (NaN) is imputed with the training center, 0 after
+    scaling: for `robust_log` the training median, for `standard` the mean."""
 
     MODES = ("robust_log", "standard")
 
@@ -50,12 +54,14 @@ class TableScaler:
         if mode not in cls.MODES:
             raise UserError(f"scaling must be one of {', '.join(cls.MODES)}, not {mode!r}")
         # signed_log1p keeps order, so a column is constant after it exactly when before it
-        keep = np.flatnonzero(X.max(axis=0) > X.min(axis=0))
+        # (fmax/fmin skip NaN: an all-NaN column compares NaN > NaN, False, and is dropped)
+        keep = np.flatnonzero(np.fmax.reduce(X, axis=0) > np.fmin.reduce(X, axis=0))
         if len(keep) == 0:
             raise UserError("every feature is constant among the training users: nothing to learn")
         center, scale = np.empty(len(keep)), np.empty(len(keep))
         for k, j in enumerate(keep):  # a column at a time: no copy of the whole table
             column = signed_log1p(X[:, j]) if mode == "robust_log" else X[:, j]
+            column = column[~np.isnan(column)]  # the values present (a kept column has two at least)
             if mode == "robust_log":
                 center[k] = np.median(column)
                 scale[k] = robust_scale(column[:, None], center[k:k + 1])[0]
@@ -69,7 +75,8 @@ class TableScaler:
         for start in range(0, len(X), rows):
             L = X[start:start + rows, self.keep]
             Z = ((signed_log1p(L) if self.mode == "robust_log" else L) - self.center) / self.scale
-            out[start:start + rows] = np.clip(Z, -self.clip, self.clip)
+            # a missing value sits at the training center: 0 after scaling
+            out[start:start + rows] = np.nan_to_num(np.clip(Z, -self.clip, self.clip), nan=0.0)
         return out
 
     def as_arrays(self) -> dict[str, np.ndarray]:

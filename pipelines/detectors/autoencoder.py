@@ -6,7 +6,10 @@ are the features reconstructed worst, so the reasons are the score's own terms.
 Training minimises a Huber loss instead (quadratic within `huber_delta` robust standard
 deviations, linear beyond): the training users include the abusers, and under squared error
 their extreme values would dominate the loss and the network would learn to reconstruct
-exactly them."""
+exactly them.
+
+Missing values (NaN) are imputed with the training median by the shared scaler
+(pipelines/detectors/_deep.py), which also drops columns constant or empty in training."""
 from __future__ import annotations
 
 from pipelines.detectors._deep import DEEP_DEFAULTS, DeepTableDetector, mlp

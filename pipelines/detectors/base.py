@@ -3,7 +3,16 @@
 A detector subclass implements `_fit` and `_score` on a float matrix (and `_save_state` /
 `_load_state` when its fitted state is not a picklable `model_`, `_reasons` when it can say
 why from its own model). Everything else, from column checks to reasons a reviewer can read,
-lives here once. Each detector declares what it reads (`input_kind`), whether it needs labels
+lives here once.
+
+Missing values: a feature the log lacks is NaN (pipelines/features.py). The training step drops
+columns empty or constant among the training users before fit; what is left may still hold NaN
+for some users (no signup event: no account age). `FeatureReference` is fitted on the values
+present; a NaN is never rare (rarity 0, no percentile, never a reason), and `impute` fills it
+with the training median for detectors that need a full matrix (trees, networks). Infinite
+values are refused. Each detector's docstring says which it does.
+
+Each detector declares what it reads (`input_kind`), whether it needs labels
 (`supervised`), whether it wants a GPU (`wants_gpu`) and what its reasons are (`reasons_kind`).
 """
 from __future__ import annotations
@@ -119,11 +128,17 @@ class FeatureReference:
     def fit(cls, X: np.ndarray) -> "FeatureReference":
         # column by column: quantiles over a whole matrix copy it, and at a million users
         # the copies, not the model, set the peak memory
+        # NaN (missing) values are left out; a column with no value at all gets a flat
+        # reference at 0 (its NaN are never rare, and imputation fills 0)
         points = np.linspace(0, 1, _QUANTILE_POINTS)
-        quantiles = np.empty((_QUANTILE_POINTS, X.shape[1]))
+        quantiles = np.zeros((_QUANTILE_POINTS, X.shape[1]))
+        median = np.zeros(X.shape[1])
         for j in range(X.shape[1]):
-            quantiles[:, j] = np.quantile(X[:, j], points)
-        median = np.array([np.median(X[:, j]) for j in range(X.shape[1])])
+            column = X[:, j]
+            present = column[~np.isnan(column)] if np.isnan(column).any() else column
+            if len(present):
+                quantiles[:, j] = np.quantile(present, points)
+                median[j] = np.median(present)
         return cls(quantiles, median, robust_scale(X, median))
 
     def percentiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,16 +149,27 @@ class FeatureReference:
         for j in range(X.shape[1]):
             at_or_below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="right") / n
             below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="left") / n
-        tail = np.minimum(at_or_below, 1.0 - below)
-        return 100.0 * at_or_below, np.maximum(tail, 0.5 / n)
+        tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
+        missing = np.isnan(X)
+        if missing.any():  # a missing value has no percentile and is not rare (tail 1)
+            at_or_below[missing], tail[missing] = np.nan, 1.0
+        return 100.0 * at_or_below, tail
 
     def rarity(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(percentile, rarity) per value: rarity is -log(two-sided tail probability), and
         among values beyond the quantile grid (equally rare to it) the farther one, in robust
         standard deviations, counts as slightly rarer."""
         percentile, tail = self.percentiles(X)
-        z = np.abs(X - self.median) / self.scale
+        z = np.nan_to_num(np.abs(X - self.median) / self.scale, nan=0.0)
         return percentile, -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
+
+    def impute(self, X: np.ndarray) -> np.ndarray:
+        """X with each missing (NaN) value replaced by its feature's training median (X itself
+        when nothing is missing)."""
+        missing = np.isnan(X)
+        if not missing.any():
+            return X
+        return np.where(missing, self.median, X)
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"quantiles": self.quantiles, "median": self.median, "scale": self.scale}
@@ -158,6 +184,10 @@ def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
     scale = np.ones(X.shape[1])
     for j in range(X.shape[1]):  # a column at a time: no copy of the whole matrix
         column = X[:, j]
+        if np.isnan(column).any():  # missing values are left out
+            column = column[~np.isnan(column)]
+            if len(column) == 0:
+                continue
         mad = _MAD_TO_SIGMA * np.median(np.abs(column - median[j]))
         q75, q25 = np.quantile(column, [0.75, 0.25])
         iqr = (q75 - q25) / 1.349
@@ -342,9 +372,10 @@ class Detector(ABC):
                 f"(e.g. {', '.join(missing[:3])}); rebuild features with the same params or retrain"
             )
         matrix = X[names].to_numpy(dtype="float64", na_value=np.nan)
-        if not np.isfinite(matrix).all():
-            bad = [names[j] for j in np.where(~np.isfinite(matrix).all(axis=0))[0]]
-            raise UserError(f"features contain missing or infinite values in: {', '.join(bad[:5])}")
+        # NaN is a missing value (a signal the log lacks), handled by each detector; inf is an error
+        if np.isinf(matrix).any():
+            bad = [names[j] for j in np.where(np.isinf(matrix).any(axis=0))[0]]
+            raise UserError(f"features contain infinite values in: {', '.join(bad[:5])}")
         return matrix
 
 

@@ -6,6 +6,9 @@ shared by many users (zero refunds, or a gap as long as the window for one-event
 never rare however extreme it looks. Windows of one signal (n_view_1d, n_view_7d, ...) count
 once, as their rarest, so a signal does not outvote others by being measured three times.
 The top signals are exactly the reasons `explain` prints: the score and its reasons agree.
+
+A missing value (NaN: a signal the log lacks for that user) is not rare: it contributes 0 and
+is never a reason; the training quantiles are those of the values present.
 """
 from __future__ import annotations
 

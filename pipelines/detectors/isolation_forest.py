@@ -1,4 +1,7 @@
-"""Isolation Forest (Liu et al. 2008): anomalies are the points random splits isolate quickly."""
+"""Isolation Forest (Liu et al. 2008): anomalies are the points random splits isolate quickly.
+
+A missing value (NaN: a signal the log lacks for that user) is imputed with the feature's
+training median before splitting, so it isolates like a typical user's value."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +24,7 @@ class IsolationForestDetector(Detector):
     }
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
+        X = self.reference_.impute(X)  # NaN -> the training median
         return signed_log1p(X) if self.params["log_transform"] else X
 
     def _fit(self, X: np.ndarray) -> None:

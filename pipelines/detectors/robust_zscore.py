@@ -1,5 +1,8 @@
 """Per-feature robust z-scores: how many robust standard deviations (median, MAD) a user is
-from the typical user on their most deviant features. Transparent and hard to fool by scale."""
+from the typical user on their most deviant features. Transparent and hard to fool by scale.
+
+A missing value (NaN) is imputed with the feature's training median: its z-score is 0, it adds
+nothing to the score. The median and scale are computed over the values present."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +21,7 @@ class RobustZScoreDetector(Detector):
     }
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
+        X = self.reference_.impute(X)  # NaN -> the training median (z = 0)
         return signed_log1p(X) if self.params["log_transform"] else X
 
     def _fit(self, X: np.ndarray) -> None:

@@ -2,7 +2,9 @@
 table. Class imbalance is handled by weighting the positive class (n_negative / n_positive,
 capped) in the loss; the probabilities are then calibrated (Platt scaling) on the loop's
 validation users, which were never trained on, so a score of 0.8 means about 80 %.
-Reasons are gradient x input on the logit: the features that pushed this user's score up."""
+Reasons are gradient x input on the logit: the features that pushed this user's score up.
+Missing values (NaN) are imputed with the training median by the shared scaler
+(pipelines/detectors/_deep.py), which also drops columns constant or empty in training."""
 from __future__ import annotations
 
 from typing import Any

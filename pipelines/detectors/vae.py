@@ -1,7 +1,9 @@
 """Variational autoencoder (Kingma & Welling 2014) on the per-user feature table. The score is
 the negative ELBO, with the encoder's mean as the code: the reconstruction term (Gaussian,
 unit variance, on the scaled features) plus the KL divergence of the code from the prior.
-Reasons are the features whose reconstruction term is largest."""
+Reasons are the features whose reconstruction term is largest. Missing values (NaN) are
+imputed with the training median by the shared scaler (pipelines/detectors/_deep.py), which
+also drops columns constant or empty in training."""
 from __future__ import annotations
 
 from pipelines.detectors._deep import DEEP_DEFAULTS, DeepTableDetector, mlp
