@@ -115,7 +115,9 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
     check(features, "features", validation_dir or lay.validation(as_of), windows=window_suffixes(p))
     io.write_parquet(features, out or lay.features(as_of))
     info = {"as_of": as_of, "users": len(features), "features": features.shape[1] - 1,
-            **features.attrs.get("population", {})}
+            **features.attrs.get("population", {}),
+            # which signals the log has, and the "small" amount used (features.small_amount: auto)
+            **{k: features.attrs[k] for k in ("signals", "small_amount") if k in features.attrs}}
     io.write_json(info, report_out or lay.report(as_of, "features.json"))
     return info
 

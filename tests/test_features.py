@@ -607,3 +607,21 @@ def test_a_signup_gives_the_account_age_and_no_signup_leaves_it_empty(make_event
     assert f.loc["new", "signed_up_in_window"] == 1 and f.loc["old", "signed_up_in_window"] == 0
     # not 20.5 days (the time since the log first saw it): the account may be years old
     assert math.isnan(f.loc["old", "account_age_days"]) and math.isnan(f.loc["old", "hours_signup_to_first_purchase"])
+
+
+def test_the_features_report_records_the_signals_found_and_the_small_amount_used(sim_clean, tmp_path):
+    import json as _json
+
+    from pipelines.config import default_params, override
+    from pipelines.stages import features_stage
+
+    events = tmp_path / "clean.parquet"
+    sim_clean.to_parquet(events, index=False)
+    day = str(resolve_as_of(str(events), None))
+    params = override(default_params(), "storage", {"data": str(tmp_path / "d"), "reports": str(tmp_path / "r"),
+                                                    "models": str(tmp_path / "m")})
+    features_stage(params, day, events_in=str(events), validation_dir=str(tmp_path / "v"))
+    report = _json.loads((tmp_path / "r" / f"as_of={day}" / "features.json").read_text())
+    built = pd.read_parquet(tmp_path / "d" / "features" / f"as_of={day}" / "features.parquet")
+    assert report["small_amount"] == built.attrs["small_amount"] and report["small_amount"]
+    assert report["signals"] == built.attrs["signals"] and report["signals"]
