@@ -201,16 +201,20 @@ def straggler(frame: pd.DataFrame):
     return frame, []
 
 
+def rename_users(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The first users of the file renamed (the simulation's ids have gaps)."""
+    first = sorted(frame["user_id"].unique())[: len(names)]
+    frame["user_id"] = frame["user_id"].replace(dict(zip(first, names)))
+    return frame
+
+
 def non_ascii_ids(frame: pd.DataFrame):
-    names = {"u0000003": "用户三", "u0000005": "ünïcødé", "u0000007": "🙂 emoji", "u0000009": "Ελένη"}
-    frame["user_id"] = frame["user_id"].replace(names)
-    return frame, []
+    return rename_users(frame, ["用户三", "ünïcødé", "🙂 emoji", "Ελένη"]), []
 
 
 def hostile_ids(frame: pd.DataFrame):
-    names = {"u0000003": "=cmd|' /C calc'!A0", "u0000005": "+SUM(A1:A9)", "u0000007": "@HYPERLINK(\"x\")",
-             "u0000009": "'; DROP TABLE flagged_users; --", "u0000011": "1 OR 1=1", "u0000013": "\"quoted\", comma"}
-    frame["user_id"] = frame["user_id"].replace(names)
+    frame = rename_users(frame, ["=cmd|' /C calc'!A0", "+SUM(A1:A9)", "@HYPERLINK(\"x\")",
+                                 "'; DROP TABLE flagged_users; --", "1 OR 1=1", "\"quoted\", comma"])
     frame.loc[frame["review_text"].notna(), "review_text"] = "=HYPERLINK(\"http://evil\",\"click\")"
     return frame, []
 
@@ -301,7 +305,8 @@ def prices_missing(n: int) -> Callable[[Result], None]:
 
 
 def warehouse_intact(result: Result) -> None:
-    ids_kept_verbatim("'; DROP TABLE flagged_users; --", "1 OR 1=1", "=cmd|' /C calc'!A0")(result)
+    ids_kept_verbatim("=cmd|' /C calc'!A0", "+SUM(A1:A9)", "@HYPERLINK(\"x\")", "'; DROP TABLE flagged_users; --",
+                      "1 OR 1=1", "\"quoted\", comma")(result)
     with duckdb.connect(str(result.out / "wh.duckdb"), read_only=True) as con:
         (n,), = con.execute("SELECT count(*) FROM flagged_users").fetchall()
     assert n > 0
@@ -398,7 +403,7 @@ CASES = [
     Case("empty_user_ids", csv_case("user_id", ["   ", "\t"]), Q, "missing user_id"),
     Case("very_long_user_ids", csv_case("user_id", ["u" * 257, "x" * 10_000]), Q,
          "user_id longer than 256 characters (clean.max_id_length)"),
-    Case("non_ascii_user_ids", frame_case(non_ascii_ids), Q, check=ids_kept_verbatim("用户三", "ünïcødé", "🙂 emoji")),
+    Case("non_ascii_user_ids", frame_case(non_ascii_ids), Q, check=ids_kept_verbatim("用户三", "ünïcødé", "🙂 emoji", "Ελένη")),
     Case("duplicate_event_ids_different_content", frame_case(duplicate_ids), Q,
          "duplicate event_id with different content"),
     Case("exact_duplicate_rows", frame_case(exact_duplicates, duplicates=5), Q),
