@@ -89,7 +89,7 @@ def test_train_passes_labels_only_to_a_supervised_detector():
     det, info = train(features, params, labels)
     assert info["supervised"] and info["positives_trained_on"] > 0
     assert 0 < info["users_without_label"] <= 100  # counted as normal, and reported
-    assert info["fit"]["dropped_constant_features"] == ["always_zero_7d"]
+    assert info["dropped_constant_features"] == ["always_zero_7d"]  # train drops it before the detector sees it
     assert len(info["fit"]["history"]) == 5
     # an unsupervised detector is fitted the same with or without labels
     ae = {"detector": "autoencoder", "exclude_features": [], "autoencoder": {**NET, "epochs": 3}}
