@@ -30,7 +30,7 @@ from pipelines.schema import FLAGGED_USERS_COLUMNS
 from pipelines.stages import publish_stage, redact
 from pipelines.warehouse import MIGRATIONS, Target, grant_reader, grant_writer, migrate, read_table, replace_day
 
-psycopg = pytest.importorskip("psycopg")  # a pinned dependency: never actually skipped
+import psycopg  # noqa: E402  a pinned dependency: a missing one fails the run, never skips it
 
 D1, D2 = "2024-03-10", "2024-03-11"
 REPO = Path(__file__).resolve().parents[1]
