@@ -284,6 +284,7 @@ class DriftParams(_Section):
     block_publish_on_severe: bool = False
     bins: int = Field(10, ge=2, le=100)
     sample_users: int = Field(5000, ge=100)
+    min_users: int = Field(500, ge=0)  # fewer users today or in training: PSI shown, not judged
 
     @model_validator(mode="after")
     def _severe_above_warn(self) -> "DriftParams":

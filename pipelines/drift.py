@@ -13,10 +13,24 @@ day's features with the same edges, a batch of users at a time (memory stays fla
         (the day's scores sampled to as many as the reference keeps, so the p-value means the
         same at 10k and at 1M users)
 
-and a status per feature: ok, warn (PSI >= drift.psi_warn), severe (PSI >= drift.psi_severe,
-or a feature the model was trained on missing from the day's table). The day's result is
-written to reports/as_of=D/drift.json and drift.parquet (one row per feature and the score);
-with drift.block_publish_on_severe, publish refuses a day whose drift is severe.
+Both share vectors are smoothed before the PSI: half a user is added to every bin that either
+side fills (bins empty on both sides are left out), so one empty bin among 90 users gives a
+bounded term instead of ln(share / 1e-4); with thousands of users the smoothing is negligible.
+
+A status per feature: ok, warn (PSI >= drift.psi_warn), severe (PSI >= drift.psi_severe, or
+a feature the model was trained on missing from the day's table). Only the features the model
+reads (the reference's model_features, the detector's feature_names_) and the score can make
+the day severe: a feature the model does not read is shown with its PSI but is at most a
+warning. Below drift.min_users users (today, or in the training reference) the PSI is
+computed and shown but not judged: a feature or score that would be warn or severe has status
+too_few_users, and so has the day (never severe, never blocking); only a model feature missing
+from the day's table is still severe, since that is a broken feed at any size. With 10 bins
+the PSI of two samples of one population is about 9/n + 9/N by chance alone (n, N users), so
+at 90 users it reaches drift.psi_warn without any drift.
+
+The day's result is written to reports/as_of=D/drift.json and drift.parquet (one row per
+feature and the score); with drift.block_publish_on_severe, publish refuses a day whose drift
+is severe.
 """
 from __future__ import annotations
 
@@ -33,7 +47,9 @@ log = logging.getLogger("pipelines")
 REFERENCE_FILE = "drift_reference.json"
 REFERENCE_FORMAT = 1
 SCORE = "score"  # the pseudo-feature name of the score in the figures
-_FLOOR = 1e-4  # an empty bin counts as this share, so the PSI stays finite
+_FLOOR = 1e-4  # shares without counts: an empty bin counts as this share, so the PSI stays finite
+SMOOTHING = 0.5  # users added to each filled bin before the PSI (additive smoothing)
+TOO_FEW = "too_few_users"  # the status of a figure measured on fewer than drift.min_users users
 
 
 # ----------------------------------------------------------------------------- reference (training)
@@ -99,10 +115,24 @@ def _sample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- the day's drift
 
 
-def psi(expected: Iterable[float], actual: Iterable[float]) -> float:
-    """Population stability index between two share vectors over the same bins."""
-    e = np.maximum(np.asarray(list(expected), dtype="float64"), _FLOOR)
-    a = np.maximum(np.asarray(list(actual), dtype="float64"), _FLOOR)
+def psi(expected: Iterable[float], actual: Iterable[float], n_expected: float | None = None,
+        n_actual: float | None = None) -> float:
+    """Population stability index between two share vectors over the same bins.
+
+    With the users behind each side (`n_expected`, `n_actual`), the shares are turned back into
+    counts and smoothed: SMOOTHING users added to every bin either side fills, bins that both
+    leave empty dropped. Without them, an empty bin counts as a share of 1e-4."""
+    e = np.asarray(list(expected), dtype="float64")
+    a = np.asarray(list(actual), dtype="float64")
+    if n_expected and n_actual:
+        ce, ca = e * float(n_expected), a * float(n_actual)
+        used = (ce > 0) | (ca > 0)
+        if not used.any():
+            return 0.0
+        ce, ca = ce[used] + SMOOTHING, ca[used] + SMOOTHING
+        e, a = ce / ce.sum(), ca / ca.sum()
+    else:
+        e, a = np.maximum(e, _FLOOR), np.maximum(a, _FLOOR)
     return float(np.sum((a - e) * np.log(a / e)))
 
 
@@ -124,39 +154,68 @@ def compute_drift(reference: dict[str, Any], feature_batches: Iterable[pd.DataFr
             if name in batch.columns:
                 seen.add(name)
                 counts[name] += bin_counts(batch[name].to_numpy(dtype="float64", na_value=np.nan), spec["edges"])
-    model_features = set(reference.get("model_features") or [])
+    listed = [str(c) for c in reference.get("model_features") or []]
+    # a reference that does not say what the model reads: every feature counts
+    model_features = set(listed) if listed else set(ref_features)
+    users = max((int(counts[name].sum()) for name in seen), default=0)
+    reference_users = int(reference["users"])
+    min_users = int(params.get("min_users", 0) or 0)
+    judged = users >= min_users and reference_users >= min_users
     rows = []
     for name, spec in ref_features.items():
+        in_model = name in model_features
         if name not in seen:
             # a column the model reads that is gone is a broken feed; any other is worth a warning
-            rows.append({"feature": name, "psi": None, "status": "severe" if name in model_features else "warn",
+            rows.append({"feature": name, "psi": None, "status": "severe" if in_model else "warn",
+                         "level": "severe" if in_model else "warn",
                          "missing_share_reference": spec["shares"][-1], "missing_share_today": None,
-                         "in_model": name in model_features, "note": "missing from the day's features"})
+                         "in_model": in_model, "note": "missing from the day's features"})
             continue
         today = _shares(counts[name])
-        value = psi(spec["shares"], today)
-        rows.append({"feature": name, "psi": value, "status": _status(value, params),
+        value = psi(spec["shares"], today, reference_users, counts[name].sum())
+        level = _status(value, params)
+        status, note = _judge(level, in_model, judged)
+        rows.append({"feature": name, "psi": value, "status": status, "level": level,
                      "missing_share_reference": spec["shares"][-1], "missing_share_today": today[-1],
-                     "in_model": name in model_features, "note": ""})
-    users = max((int(counts[name].sum()) for name in seen), default=0)
+                     "in_model": in_model, "note": note})
     rows.sort(key=lambda r: (-(np.inf if r["psi"] is None else r["psi"]), r["feature"]))
     score = _score_drift(reference["score"], np.asarray(scores, dtype="float64"), params, seed)
-    warn = [r["feature"] for r in rows if r["status"] != "ok"]
+    score["level"] = score["status"]
+    score["status"], _ = _judge(score["status"], True, judged)
+    warn = [r["feature"] for r in rows if r["status"] in ("warn", "severe")]
     severe = [r["feature"] for r in rows if r["status"] == "severe"]
-    if score["status"] != "ok":
+    unjudged = [r["feature"] for r in rows if r["status"] == TOO_FEW]
+    if score["status"] in ("warn", "severe"):
         warn.append(SCORE)
     if score["status"] == "severe":
         severe.append(SCORE)
+    if score["status"] == TOO_FEW:
+        unjudged.append(SCORE)
+    status = "severe" if severe else ("warn" if warn else (TOO_FEW if not judged else "ok"))
     return {
-        "status": "severe" if severe else ("warn" if warn else "ok"),
+        "status": status,
+        "judged": judged,
         "users": int(users),
-        "reference_users": reference["users"],
-        "thresholds": {k: params[k] for k in ("psi_warn", "psi_severe", "ks_p_warn")},
+        "reference_users": reference_users,
+        "thresholds": {k: params[k] for k in ("psi_warn", "psi_severe", "ks_p_warn")} | {"min_users": min_users},
+        "model_features": len(model_features),
         "drifted": warn,
         "severe": severe,
+        "unjudged": unjudged,
         "score": score,
         "features": rows,
     }
+
+
+def _judge(level: str, in_model: bool, judged: bool) -> tuple[str, str]:
+    """(status, note) of a figure whose PSI alone gives `level`."""
+    if level == "ok":
+        return "ok", ""
+    if not judged:
+        return TOO_FEW, "too few users to judge"
+    if level == "severe" and not in_model:
+        return "warn", "not read by the model: at most a warning"
+    return level, ""
 
 
 def _status(value: float, params: dict[str, Any]) -> str:
@@ -171,7 +230,7 @@ def _score_drift(ref: dict[str, Any], scores: np.ndarray, params: dict[str, Any]
     finite = scores[np.isfinite(scores)]
     reference = np.asarray(ref["sample"], dtype="float64")
     today = _sample(finite, max(len(reference), 1), seed)
-    value = psi(ref["shares"], _shares(bin_counts(finite, ref["edges"])))
+    value = psi(ref["shares"], _shares(bin_counts(finite, ref["edges"])), len(reference), len(finite))
     if len(today) and len(reference):
         test = ks_2samp(reference, today)
         statistic, pvalue = float(test.statistic), float(test.pvalue)
@@ -269,6 +328,9 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
     if reference is None:
         reference = _rebuild_reference(params, registry, version, sequences)
         rebuilt = reference is not None
+    if reference is not None and not reference.get("model_features"):
+        # what the model reads, from its metadata when the reference does not list it
+        reference = {**reference, "model_features": list(registry.get(version).get("feature_names") or [])}
     if reference is None:
         log.warning("drift on %s: model %s has no training reference (%s) and its training day's features "
                     "are gone; drift not measured", as_of, version, REFERENCE_FILE)
@@ -286,7 +348,11 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
         result = compute_drift(reference, columns, scores, p)
     result = {**head, "reference_rebuilt": rebuilt,
               "reference_as_of": registry.get(version).get("trained_as_of"), **result}
-    if result["status"] != "ok":
+    if result["status"] == TOO_FEW:
+        log.info("drift on %s: %s users today, %s in the training data of %s: below drift.min_users %s, so the "
+                 "PSI is shown but too few users to judge (%s)", as_of, result["users"], result["reference_users"],
+                 version, p["min_users"], summary(result))
+    elif result["status"] != "ok":
         log.warning("drift on %s (%s) against the training data of %s: %s", as_of, result["status"], version,
                     summary(result))
     else:

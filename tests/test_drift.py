@@ -1,6 +1,7 @@
 """Drift at scoring time: PSI per feature and a KS test on the scores against the champion's
 training reference; a shifted feature is found and an unshifted one is not; severe drift blocks
-publishing only when drift.block_publish_on_severe is set."""
+publishing only when drift.block_publish_on_severe is set; only the features the model reads
+make drift severe; below drift.min_users users the PSI is shown but not judged."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -110,7 +111,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     for key, value in (("storage", {"data": str(root / "data"), "reports": str(root / "reports"),
                                     "models": str(root / "models")}),
                        ("ingest.source", str(root / "events.parquet")), ("score.top_k", 15),
-                       ("features.threads", 1), ("warehouse.url", f"duckdb:///{root / 'warehouse.duckdb'}")):
+                       ("features.threads", 1), ("warehouse.url", f"duckdb:///{root / 'warehouse.duckdb'}"),
+                       ("drift.min_users", 0)):  # 400 users: judged here, the guard has its own tests
         params = override(params, key, value)
     stages.ingest_stage(params, DAY)
     stages.clean_stage(params, DAY)
@@ -191,3 +193,112 @@ def test_a_model_without_a_saved_reference_gets_one_rebuilt_from_its_training_da
     result = drift.day_drift(older, DAY, Registry(str(models)), version, Layout.from_params(params).features(DAY),
                              Layout.from_params(params).scores(DAY))
     assert result["reference_rebuilt"] is True and result["status"] == "ok"
+
+
+# --- small populations and the features the model does not read --------------------------------
+
+
+def test_by_chance_alone_the_psi_of_90_users_reaches_the_warning_and_that_of_500_does_not():
+    """Why drift.min_users: two samples of one population, the largest PSI of three features."""
+    def largest_psi(n: int, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        reference = drift.training_reference(_frame(rng, n), rng.normal(size=n), None)
+        today = _frame(np.random.default_rng(1000 + seed), n)
+        result = drift.compute_drift(reference, [today], rng.normal(size=n), _params(min_users=0))
+        return max(r["psi"] for r in result["features"])
+
+    small = np.median([largest_psi(90, seed) for seed in range(12)])
+    large = np.median([largest_psi(500, seed) for seed in range(12)])
+    assert small > _params()["psi_warn"] > 2 * large, (small, large)
+    assert _params()["min_users"] == 500
+
+
+def test_smoothing_bounds_an_empty_bin_and_vanishes_with_many_users():
+    reference = [0.1] * 10
+    empty_today = [0.0] + [1 / 9] * 9
+    floor_only = drift.psi(reference, empty_today)  # 0.1 * ln(0.1 / 1e-4) from the one bin: ~0.7
+    assert floor_only > 0.6
+    assert drift.psi(reference, empty_today, 5000, 90) < 0.35 < floor_only
+    # many users on both sides: the same as the shares' own PSI
+    exact = drift.psi([0.5, 0.5], [0.6, 0.4])
+    assert drift.psi([0.5, 0.5], [0.6, 0.4], 1e7, 1e7) == pytest.approx(exact, rel=1e-4)
+    # bins both sides leave empty do not count
+    assert drift.psi([0.5, 0.5, 0.0], [0.5, 0.5, 0.0], 100, 100) == pytest.approx(0.0)
+
+
+def test_below_min_users_the_psi_is_shown_but_never_severe_and_a_missing_model_feature_still_is():
+    rng = np.random.default_rng(8)
+    reference = drift.training_reference(_frame(rng, 2000), rng.normal(size=2000), ["refund_ratio_28d"])
+    shifted = _frame(np.random.default_rng(9), 90, shift=0.3)
+    result = drift.compute_drift(reference, [shifted], rng.normal(2, 1, 90), _params())
+    by_name = {r["feature"]: r for r in result["features"]}
+    assert result["status"] == "too_few_users" and result["judged"] is False and result["severe"] == []
+    assert by_name["refund_ratio_28d"]["psi"] > 1.0 and by_name["refund_ratio_28d"]["level"] == "severe"
+    assert by_name["refund_ratio_28d"]["status"] == "too_few_users"
+    assert by_name["refund_ratio_28d"]["note"] == "too few users to judge"
+    assert result["score"]["level"] != "ok" and result["score"]["status"] == "too_few_users"
+    assert {"refund_ratio_28d", "score"} <= set(result["unjudged"]) and result["drifted"] == []
+    assert result["thresholds"]["min_users"] == 500
+    # the same day judged: severe
+    assert drift.compute_drift(reference, [shifted], rng.normal(2, 1, 90), _params(min_users=50))["status"] == "severe"
+    # a small training reference is as unjudgeable as a small day
+    small_reference = drift.training_reference(_frame(rng, 90), rng.normal(size=90), ["refund_ratio_28d"])
+    big_day = _frame(np.random.default_rng(10), 3000, shift=0.3)
+    assert drift.compute_drift(small_reference, [big_day], rng.normal(size=3000), _params())["status"] == "too_few_users"
+    # a column the model reads gone from the table is a broken feed at any size
+    gone = drift.compute_drift(reference, [shifted.drop(columns=["refund_ratio_28d"])], rng.normal(size=90), _params())
+    assert gone["status"] == "severe" and gone["severe"] == ["refund_ratio_28d"]
+
+
+def test_a_feature_the_model_does_not_read_is_shown_but_at_most_a_warning():
+    rng = np.random.default_rng(11)
+    train = _frame(rng, 4000)
+    today = _frame(np.random.default_rng(12), 4000, shift=0.2)  # refund_ratio_28d far off
+    scores = np.random.default_rng(13).normal(size=4000)
+    not_read = drift.training_reference(train, scores, ["typical_gap_s_1d", "n_login_failed_7d"])
+    result = drift.compute_drift(not_read, [today], scores, _params())
+    row = {r["feature"]: r for r in result["features"]}["refund_ratio_28d"]
+    assert row["psi"] > 1.0 and row["level"] == "severe" and row["in_model"] is False
+    assert row["status"] == "warn" and row["note"].startswith("not read by the model")
+    assert result["status"] == "warn" and result["severe"] == [] and "refund_ratio_28d" in result["drifted"]
+    assert result["model_features"] == 2
+    read = drift.training_reference(train, scores, ["refund_ratio_28d"])
+    assert drift.compute_drift(read, [today], scores, _params())["severe"] == ["refund_ratio_28d"]
+    # a reference that does not say what the model reads: every feature counts
+    unknown = drift.training_reference(train, scores, None)
+    assert drift.compute_drift(unknown, [today], scores, _params())["status"] == "severe"
+
+
+def test_through_the_steps_a_shifted_unread_feature_does_not_block_publishing(trained):
+    root, params = trained
+    registry = Registry(params["storage"]["models"])
+    reference = registry.extra_json(registry.champion_version(), drift.REFERENCE_FILE)
+    unread = sorted(set(reference["features"]) - set(reference["model_features"]))
+    assert unread, "the champion reads only some of the features"
+    column = next(c for c in unread if c.startswith("n_"))  # a volume feature
+    blocking = override(params, "drift.block_publish_on_severe", True)
+    info = stages.score_stage(blocking, DAY, features_in=_shifted_features(root, params, column))
+    recorded = io.read_json(Layout.from_params(params).report(DAY, "drift.json"))
+    row = {r["feature"]: r for r in recorded["features"]}[column]
+    assert row["level"] == "severe" and row["status"] == "warn" and row["in_model"] is False
+    assert info["drift"] == "warn" and column in info["drifted"] and not recorded["severe"]
+    assert stages.publish_stage(blocking, DAY, run_id="unread")["rows"] == 15
+    stages.score_stage(params, DAY)  # back to the day's own features
+
+
+def test_below_min_users_the_day_is_logged_once_and_publishing_is_never_blocked(trained, caplog):
+    root, params = trained
+    small = override(override(params, "drift.min_users", 100_000), "drift.block_publish_on_severe", True)
+    shifted = _shifted_features(root, params, "account_age_days")
+    with caplog.at_level("INFO", logger="pipelines"):
+        info = stages.score_stage(small, DAY, features_in=shifted)
+    assert info["drift"] == "too_few_users" and info["drifted"] == []
+    lines = [r for r in caplog.records if "too few users to judge" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "INFO" and "below drift.min_users 100000" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "drift on" in r.getMessage()]
+    recorded = io.read_json(Layout.from_params(params).report(DAY, "drift.json"))
+    assert {r["feature"]: r for r in recorded["features"]}["account_age_days"]["level"] == "severe"
+    assert stages.publish_stage(small, DAY, run_id="small")["rows"] == 15
+    table = pd.read_parquet(Layout.from_params(params).report(DAY, "drift.parquet"))
+    assert (table.loc[table["feature"] == "account_age_days", "status"] == "too_few_users").all()
+    stages.score_stage(params, DAY)
