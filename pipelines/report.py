@@ -224,21 +224,28 @@ def flags_per_day_chart(per_day: list[tuple[str, int | None]], as_of: str) -> st
     return _png(fig, "Number of flagged users per day")
 
 
-def psi_chart(rows: list[dict[str, Any]], score_psi: float, thresholds: dict[str, float], limit: int = 15) -> str:
+def psi_chart(rows: list[dict[str, Any]], score_psi: float, thresholds: dict[str, float], limit: int = 15,
+              judged: bool = True) -> str:
+    """Bars of the score's and the most drifted features' PSI: red above psi_severe, orange
+    above psi_warn, blue below; grey for a feature the model does not read, and every bar grey
+    when the day has too few users to judge."""
     shown = [r for r in rows if r["psi"] is not None][:limit]
-    items = [("score", score_psi)] + [(r["feature"], r["psi"]) for r in shown]
+    items = [("score", score_psi, True)] + [(r["feature"] + ("" if r["in_model"] else " (not in model)"), r["psi"],
+                                             r["in_model"]) for r in shown]
     items = items[::-1]
     fig = _figure(5.6, 0.24 * len(items) + 1.0)
     ax = fig.add_subplot()
-    values = [v for _, v in items]
-    colors = [_RED if v >= thresholds["psi_severe"] else _ORANGE if v >= thresholds["psi_warn"] else _BLUE
-              for v in values]
+    values = [v for _, v, _ in items]
+    colors = [_GREY if not (judged and used) else
+              _RED if v >= thresholds["psi_severe"] else _ORANGE if v >= thresholds["psi_warn"] else _BLUE
+              for _, v, used in items]
     ax.barh(range(len(items)), values, color=colors)
-    ax.set_yticks(range(len(items)), [n for n, _ in items], fontsize=7)
+    ax.set_yticks(range(len(items)), [n for n, _, _ in items], fontsize=7)
     ax.axvline(thresholds["psi_warn"], color=_ORANGE, linestyle="--", linewidth=1, label="warn")
     ax.axvline(thresholds["psi_severe"], color=_RED, linestyle="--", linewidth=1, label="severe")
     ax.set_xlabel("population stability index vs training", fontsize=9)
-    ax.set_title("Largest drift: score and features", fontsize=10, loc="left")
+    ax.set_title("Largest drift: score and features" + ("" if judged else " (too few users to judge)"),
+                 fontsize=10, loc="left")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     _style(ax)
     ax.grid(axis="y", visible=False)
@@ -313,7 +320,7 @@ def _headline(as_of: str, version: str, scores: _Scores, reports: dict[str, Any]
         ("Users flagged", _n(score_json.get("flagged", int(scores.flagged_mask.sum())))),
         ("Events read", _n(clean.get("rows_in")) if clean else "n/a"),
         ("Rows quarantined", _n(clean.get("rows_quarantined")) if clean else "n/a"),
-        ("Drift", drift.get("status", "n/a")),
+        ("Drift", _drift_label(drift.get("status", "n/a"))),
     ]
     card_html = "".join(f'<div class="card{" " + _status_class(v) if k == "Drift" else ""}"><div class="label">'
                         f'{html.escape(k)}</div><div class="value">{html.escape(str(v))}</div></div>'
@@ -331,7 +338,12 @@ def _headline(as_of: str, version: str, scores: _Scores, reports: dict[str, Any]
     if score_json:
         details.append(f"<li>Users in the features: {_n(score_json.get('users_in_features'))}; scored: "
                        f"{_n(score_json.get('users_scored'))}; left out as inactive: {_n(left)}.</li>")
-    if drift.get("status") not in (None, "ok", "no_reference"):
+    if drift.get("status") == "too_few_users":
+        t = drift.get("thresholds") or {}
+        details.append(f"<li>Drift: {_n(drift.get('users'))} users today and {_n(drift.get('reference_users'))} in the "
+                       f"training data, below drift.min_users {_n(t.get('min_users'))}: the PSI is shown below but "
+                       f"too few users to judge (never severe, never blocks publishing).</li>")
+    elif drift.get("status") not in (None, "ok", "no_reference"):
         details.append(f'<li class="{_status_class(drift["status"])}">Drift ({html.escape(drift["status"])}): '
                        f'{html.escape(", ".join(drift.get("drifted", [])[:10]))}'
                        f'{" ..." if len(drift.get("drifted", [])) > 10 else ""}</li>')
@@ -435,20 +447,27 @@ def _drift_section(drift: dict[str, Any]) -> str:
     ks = ("n/a" if s["ks_pvalue"] is None else
           f"D = {s['ks_statistic']:.3f}, p = {s['ks_pvalue']:.3g} ({s['n_today']} of today's scores against "
           f"{s['n_reference']} training scores)")
-    note = (f'<p class="{_status_class(status)}"><b>{html.escape(status.upper())}</b>: '
-            + (html.escape(f"{len(drift['drifted'])} above PSI {t['psi_warn']} or KS p < {t['ks_p_warn']}; "
-                           f"{len(drift['severe'])} above PSI {t['psi_severe']} (severe).")
-               if status != "ok" else html.escape(f"no feature above PSI {t['psi_warn']}, scores KS p >= "
-                                                  f"{t['ks_p_warn']}.")) + "</p>")
+    if status == "too_few_users":
+        text = (f"{len(drift.get('unjudged', []))} figures above PSI {t['psi_warn']} or KS p < {t['ks_p_warn']}, "
+                f"but with {drift['users']:,} users today and {drift['reference_users']:,} in training (fewer than "
+                f"drift.min_users {t.get('min_users')}) chance alone moves the PSI that much: not judged.")
+    elif status != "ok":
+        text = (f"{len(drift['drifted'])} above PSI {t['psi_warn']} or KS p < {t['ks_p_warn']}; "
+                f"{len(drift['severe'])} severe (PSI above {t['psi_severe']} in a feature the model reads, "
+                f"or the score).")
+    else:
+        text = f"no feature above PSI {t['psi_warn']}, scores KS p >= {t['ks_p_warn']}."
+    note = (f'<p class="{_status_class(status)}"><b>{html.escape(_drift_label(status).upper())}</b>: '
+            f"{html.escape(text)}</p>")
     rows = []
     for r in [r for r in drift["features"] if r["status"] != "ok"][:25] or drift["features"][:5]:
         value = "missing" if r["psi"] is None else f"{r['psi']:.3f}"
         rows.append(f'<tr class="{_status_class(r["status"])}"><td>{html.escape(r["feature"])}</td><td>{value}</td>'
-                    f'<td>{html.escape(r["status"])}</td><td>{"yes" if r["in_model"] else "no"}</td>'
+                    f'<td>{html.escape(_drift_label(r["status"]))}</td><td>{"yes" if r["in_model"] else "no"}</td>'
                     f'<td>{html.escape(r.get("note") or "")}</td></tr>')
     table = ("<table class='list'><tr><th>feature</th><th>PSI</th><th>status</th><th>model reads it</th>"
              f"<th></th></tr>{''.join(rows)}</table>")
-    charts = psi_chart(drift["features"], s["psi"], t) + score_cdf_chart(s)
+    charts = psi_chart(drift["features"], s["psi"], t, judged=drift.get("judged", True)) + score_cdf_chart(s)
     rebuilt = (" The training reference was rebuilt from the training day's features."
                if drift.get("reference_rebuilt") else "")
     return (f"<section><h2>Drift against the training data</h2>{note}"
@@ -572,6 +591,10 @@ def _n(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
     return str(value)
+
+
+def _drift_label(status: str) -> str:
+    return "too few users" if status == "too_few_users" else str(status)
 
 
 def _status_class(status: str) -> str:

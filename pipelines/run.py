@@ -6,6 +6,8 @@ whatever `features.history_days` or `score.active_within_days` say for daily run
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,10 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
                                           out=str(work / "clean.parquet"), quarantine_out=str(out / "quarantine.parquet"),
                                           report_out=str(out / "clean_report.json"), validation_dir=validation)
     day = str(resolve_as_of(str(work / "clean.parquet"), as_of))
+    # the day's partition names too, where the run report reads the events read, the quarantine
+    # reasons and the users' daily activity (the same file under a second name, not a copy)
+    _link(work / "clean.parquet", Path(lay.clean(day)))
+    _link(out / "clean_report.json", Path(lay.report(day, "clean_report.json")))
     summary["features"] = stages.features_stage(params, day, events_in=str(work / "clean.parquet"),
                                                 out=str(out / "features.parquet"), validation_dir=validation)
     sequences = None
@@ -60,3 +66,16 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
                                         sequences_in=sequences)
         summary["evaluate"] = {k: metrics[k] for k in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k")}
     return summary
+
+
+def _link(src: Path, dst: Path) -> None:
+    """`dst` names the file `src` (a hard link, or a copy where links are refused), replacing
+    what was there in one rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

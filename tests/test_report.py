@@ -9,6 +9,7 @@ import html.parser
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -79,7 +80,7 @@ def test_every_scoring_run_writes_the_days_report(scored):
         assert path.endswith(f"as_of={day}/report.html") and io.exists(path)
         assert io.read_json(lay.report(day, "drift.json"))["as_of"] == day
     info = stages.score_stage(params, DAY)  # the step returns where the report is
-    assert info["report"] == lay.run_report(DAY) and info["drift"] in ("ok", "warn", "severe")
+    assert info["report"] == lay.run_report(DAY) and info["drift"] in ("ok", "warn", "severe", "too_few_users")
 
 
 def test_the_report_has_the_headline_numbers_and_the_champion(scored):
@@ -101,7 +102,9 @@ def test_the_report_has_the_headline_numbers_and_the_champion(scored):
     trained = registry.get(champion["version"])["training_data"]
     assert f"{trained['rows_trained_on']:,} users trained on" in visible
     drift = io.read_json(lay.report(DAY, "drift.json"))
-    assert f"Drift {drift['status']}" in visible
+    # 500 simulated users, about 330 of them trained on: below drift.min_users
+    assert drift["status"] == "too_few_users" and "Drift too few users" in visible
+    assert "below drift.min_users 500: the PSI is shown below but too few users to judge" in visible
 
 
 def test_the_report_is_self_contained_with_real_charts(scored):
@@ -267,3 +270,52 @@ def test_the_airflow_scoring_task_logs_where_the_report_is_and_passes_the_labels
     assert any(expected in line for line in handler.lines), handler.lines
     assert "Recall per abuse type" in io.read_text(report)
     assert tasks.report_link("s3://bucket/reports/as_of=x/report.html") == "s3://bucket/reports/as_of=x/report.html"
+
+
+def test_the_report_of_pipelines_run_has_the_same_headline_numbers_and_activity_charts(tmp_path):
+    """`python -m pipelines run` keeps its own paths (out/work/clean.parquet, out/clean_report.json);
+    its report must still show the events read, the quarantine and why, the champion and its
+    promotion, and one activity chart per top flagged user, as the daily score step's does."""
+    import json
+
+    from pipelines.simulate import simulate
+
+    events, _ = simulate({"n_users": 150, "days": 8, "seed": 11, "anomaly_rate": 0.08, "end_date": "2026-11-21"})
+    events = events.assign(event_time=events["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    bad = events.head(3).copy()
+    bad["event_type"] = "teleport"  # not an event type: quarantined with its reason
+    pd.concat([events, bad]).to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "params.yaml").write_text("report:\n  top_users: 4\nfeatures:\n  threads: 1\n")
+    done = subprocess.run([sys.executable, "-m", "pipelines", "run", "--events", "events.csv", "--out", "out",
+                           "--warehouse", f"duckdb:///{tmp_path}/wh.duckdb"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    day = summary["score"]["as_of"]
+    out = tmp_path / "out"
+    path = out / "reports" / f"as_of={day}" / "report.html"
+    assert summary["score"]["report"] == str(Path("out") / "reports" / f"as_of={day}" / "report.html")
+    text = path.read_text()
+    images = assert_self_contained(text)
+    visible = " ".join(" ".join(parse(text).text).split())
+    clean = json.loads((out / "clean_report.json").read_text())  # where `run` has always put it
+    assert clean["rows_in"] == len(events) + 3 and clean["rows_quarantined"] == 3
+    (reason, count), = clean["quarantine_reasons"].items()
+    assert "n/a" not in visible.split("Headline", 1)[1].split("Model", 1)[0]
+    assert f"Events read {clean['rows_in']:,}" in visible and "Rows quarantined 3" in visible
+    assert f"{clean['rows_in']:,} read, {clean['rows_clean']:,} clean, 3 quarantined: {count} {reason}" in visible
+    assert f"Users scored {summary['score']['users_scored']:,}" in visible
+    assert f"Users flagged {summary['score']['flagged']}" in visible
+    version = summary["train"]["model_version"]
+    assert f"Model version {version}" in visible and "(this run scored with another model)" not in visible
+    assert f"for {day}" in visible and "Gate decision promoted: no champion yet" in visible
+    # the activity charts: one per top flagged user, from the run's clean events
+    assert text.count('class="spark"') == 4 and "no clean events for this day" not in text
+    assert len(images) == 4 + 2 + 4
+    # the clean events under the day's partition name are the same file, not a copy
+    assert (out / "data" / "clean" / f"as_of={day}" / "events.parquet").stat().st_ino == \
+        (out / "work" / "clean.parquet").stat().st_ino
+    # about 150 users: drift shown, not judged
+    drift = json.loads((out / "reports" / f"as_of={day}" / "drift.json").read_text())
+    assert drift["status"] == "too_few_users" and summary["score"]["drift"] == "too_few_users"
+    assert "Drift too few users" in visible
