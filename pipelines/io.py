@@ -27,7 +27,9 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -249,15 +251,61 @@ def join(base: str | os.PathLike, *parts: str | os.PathLike) -> str:
 # --- local atomic helpers -------------------------------------------------------------------------
 
 
+def _temp_prefix(target: Path) -> str:
+    """`.<name>.<host>_<pid>.`: hidden (listdir and readers skip it), and saying which process on
+    which machine writes it, so that a later writer can tell a leftover from a live write."""
+    return f".{target.name}.{_HOST}_{os.getpid()}."
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove the temporary files and folders of `target` that a killed writer left (SIGKILL,
+    OOM, power loss skip the clean-up): those of this machine whose process is gone. A live
+    writer's, or another machine's on a shared disk, are left alone."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(_HOST)}_(\d+)\.")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if not found or _alive(int(found.group(1))):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            log.debug("removed %s, left by a writer that is gone", entry)
+        except FileNotFoundError:  # another writer swept it first
+            continue
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
-    A killed or failing writer leaves the previous good file untouched. Local paths only.
+    A killed or failing writer leaves the previous good file untouched. Local paths only. The
+    temporary file is hidden; one a killed writer left is removed by the next write of `path`.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    _sweep_stale(target)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -279,7 +327,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise UserError(f"{_str(path)}: atomic_dir works on local directories; build locally and publish with put_dir")
     target = local
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     old = target.parent / f".{target.name}.old"
     try:
         yield tmp
@@ -593,7 +642,8 @@ def _put_dir_local(source: Path, target: Path, text: str) -> None:
         log.debug("%s already exists; keeping it", text)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         try:
