@@ -21,8 +21,10 @@ all in one scratch copy of the repository with `../shared` beside it and the rep
 outputs (the DVC pipeline's data, the registry, the experiment table).
 
 The fast tests check that every block either runs something or carries a marker, that no
-marker is misspelt, that a broken command fails the runner, and that the README's Mermaid
-diagram names every DVC stage of dvc.yaml and both DAG ids of dags/.
+marker is misspelt, that a broken command fails the runner, that the README's Mermaid
+diagram names every DVC stage of dvc.yaml and both DAG ids of dags/ and is well formed, and
+that docs/pipeline.png (docs/make_pipeline_diagram.py) is drawn from the current dvc.yaml and
+DAGs.
 """
 from __future__ import annotations
 
@@ -206,6 +208,99 @@ def test_mermaid_diagram_names_every_stage_and_both_dags():
     assert len(set(dag_ids)) >= 2, dag_ids
     missing = [d for d in set(dag_ids) if d not in diagram]
     assert not missing, f"the README's diagram does not name DAG(s) {missing}"
+
+
+_MERMAID_NODE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)(\[\(([^\[\]()"]+)\)\]|\[([^\[\]()"]+)\]|\["([^"]+)"\]|\(([^\[\]()"]+)\))?$')
+
+
+def mermaid_problems(diagram: str) -> tuple[list[str], set[str], set[str]]:
+    """(problems, ids given a label, ids used in edges) of a `flowchart` block in the subset the
+    README uses: `subgraph ID[label]` ... `end`, chains `a --> b[label] --> c`, and lone nodes
+    `id[(label)]`. Ids are letters, digits and _; a label in [...] or (...) has no brackets or
+    quotes unless it is quoted ["..."]."""
+    problems, labelled, used, depth = [], set(), set(), 0
+    for n, raw in enumerate(diagram.splitlines()[1:], start=2):
+        line = raw.strip()
+        if not line or line.startswith("%%"):
+            continue
+        if line == "end":
+            depth -= 1
+            if depth < 0:
+                problems.append(f"line {n}: `end` without a subgraph")
+            continue
+        if line.startswith("subgraph "):
+            depth += 1
+            m = _MERMAID_NODE.match(line.removeprefix("subgraph ").strip())
+            if not m or m.group(3) or m.group(6):
+                problems.append(f"line {n}: subgraph needs `subgraph id[label]` or `subgraph id[\"label\"]`: {line}")
+            continue
+        parts = [p.strip() for p in line.split("-->")]
+        for part in parts:
+            m = _MERMAID_NODE.match(part)
+            if not m:
+                problems.append(f"line {n}: not a node `id`, `id[label]`, `id[(label)]`, `id(label)` or "
+                                f"`id[\"label\"]`: {part!r}")
+                continue
+            if m.group(2):
+                labelled.add(m.group(1))
+            if len(parts) > 1:
+                used.add(m.group(1))
+    if depth:
+        problems.append(f"{depth} subgraph(s) without `end`")
+    return problems, labelled, used
+
+
+def test_mermaid_diagram_is_valid_in_the_subset_it_uses():
+    diagram = _mermaid(README.read_text())
+    problems, labelled, used = mermaid_problems(diagram)
+    assert not problems, problems
+    stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    # every node an edge names is a DVC stage (a bare id) or given a label somewhere: a typo shows
+    assert used - labelled - stages == set(), used - labelled - stages
+    assert labelled - used == set(), f"nodes no edge reaches: {labelled - used}"
+    # and the checker catches what it is for
+    bad, _, _ = mermaid_problems("flowchart LR\n    subgraph two words\n    a b --> c[x [y]]\n    d(\"q\") --> e\n")
+    assert len(bad) == 5 and "'a b'" in bad[1] and "'c[x [y]]'" in bad[2] and "d(\"q\")" in bad[3], bad
+    assert bad[4] == "1 subgraph(s) without `end`"
+
+
+def _diagram_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_pipeline_diagram", REPO / "docs" / "make_pipeline_diagram.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pipeline_image_is_embedded_and_drawn_from_the_current_dvc_stages(tmp_path):
+    diagram = _diagram_module()
+    text = README.read_text()
+    assert "](docs/pipeline.png)" in text
+    stored = diagram.stored_graph(REPO / "docs" / "pipeline.png")
+    assert stored is not None, "docs/pipeline.png has no graph in it: python docs/make_pipeline_diagram.py"
+    current = diagram.dvc_graph()
+    assert stored["dvc"] == current, ("docs/pipeline.png is not drawn from the current dvc.yaml: "
+                                      "python docs/make_pipeline_diagram.py")
+    assert current["stages"] == list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    assert ["promote", "score"] in current["edges"] and ["score", "publish"] in current["edges"]
+    assert set(stored["dags"]) == {"pipelines_retrain_daily", "pipelines_score_daily"}
+    assert stored["dags"]["pipelines_retrain_daily"]["queues"] == {"train_on_gpu": "gpu"}
+    # a stage added to dvc.yaml without redrawing: the graph no longer matches
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    spec["stages"]["explain"] = {"cmd": "true", "deps": ["${storage.data}/scores/as_of=${as_of}/scores.parquet"],
+                                 "outs": ["explain.json"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    changed = diagram.dvc_graph(tmp_path / "dvc.yaml")
+    assert changed != stored["dvc"] and ["score", "explain"] in changed["edges"]
+
+
+def test_the_pipeline_image_is_up_to_date_with_the_dags_too():
+    """The script's --check reads the DAGs through Airflow's DagBag (a few seconds)."""
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "make_pipeline_diagram.py"), "--check"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "docs/pipeline.png is up to date" in done.stdout
 
 
 # ---------------------------------------------------------------- the commands themselves
