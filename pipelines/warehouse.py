@@ -9,6 +9,10 @@
   lock, so a reader sees the old rows or the new ones, never a mix or a gap, and a writer that
   dies mid-load leaves the old day. Rows go in with COPY (PostgreSQL) or from Arrow (DuckDB),
   batch by batch, so publishing a million users never holds them all in pandas.
+- On PostgreSQL each table is partitioned by day: the day is COPYed into a staging table with
+  no index, indexed in bulk, and swapped in for the old day's partition (two SECURITY DEFINER
+  functions, so the writer still has no DDL rights); readers of the day wait from the swap to
+  the commit (milliseconds), then see the new rows.
 - Names from configuration are checked and double-quoted; values are bound parameters.
 - A database that is down, busy or locked raises TransientWarehouseError (retry later); a bad
   URL, name or missing migration raises UserError (fix the configuration).
@@ -71,10 +75,123 @@ class Migration:
     name: str
     statements: tuple[str, ...]
     option: str | None = None  # applied only when this option is on (e.g. user_scores)
+    dialect: str | None = None  # applied only on this backend ("postgresql"); None: on both
 
     def checksum(self) -> str:
         # of the templates, not the rendered SQL: the same migration under another name is the same
         return hashlib.sha256("\n;\n".join(self.statements).encode()).hexdigest()[:16]
+
+
+# Both functions refuse anything but a day-partitioned table of their own schema ({schema_lit}),
+# and the staging table's name is fixed by the parent and the day: the writer gets no general DDL.
+_DAY_PARENT_CHECK = """
+  SELECT n.nspname, c.relname INTO nsp, rel FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent AND c.relkind = 'p';
+  IF nsp IS DISTINCT FROM {schema_lit} THEN
+    RAISE EXCEPTION 'pipelines: % is not a day-partitioned table of schema %', parent, {schema_lit};
+  END IF;"""
+
+_STAGE_DAY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {fn_stage}(parent regclass, day date) RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE nsp text; rel text; staging text;
+BEGIN""" + _DAY_PARENT_CHECK + """
+  staging := rel || '_n' || to_char(day, 'YYYYMMDD');
+  EXECUTE format('DROP TABLE IF EXISTS %I.%I', nsp, staging);
+  -- no index yet: COPY appends without maintaining one; the CHECK lets ATTACH skip its scan
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS, CHECK (as_of = %L::date))',
+                 nsp, staging, nsp, rel, day);
+  RETURN format('%I.%I', nsp, staging)::regclass;
+END $fn$"""
+
+_SWAP_DAY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {fn_swap}(parent regclass, staging regclass, day date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET maintenance_work_mem = '256MB' AS $fn$
+DECLARE nsp text; rel text; part text; ix record; cols text;
+BEGIN""" + _DAY_PARENT_CHECK + """
+  IF staging IS DISTINCT FROM to_regclass(format('%I.%I', nsp, rel || '_n' || to_char(day, 'YYYYMMDD'))) THEN
+    RAISE EXCEPTION 'pipelines: % is not the staging table of % for %', staging, parent, day;
+  END IF;
+  part := rel || '_p' || to_char(day, 'YYYYMMDD');
+  -- the parent's indexes, built in bulk on the staged day while readers still read the old one
+  FOR ix IN SELECT i.indexrelid, i.indisunique, i.indisprimary, i.indnatts FROM pg_catalog.pg_index i
+            WHERE i.indrelid = parent ORDER BY i.indexrelid LOOP
+    SELECT string_agg(pg_catalog.pg_get_indexdef(ix.indexrelid, k, false), ', ' ORDER BY k) INTO cols
+      FROM generate_series(1, ix.indnatts) k;
+    IF ix.indisprimary THEN
+      EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', staging, cols);
+    ELSE
+      EXECUTE format('CREATE %s INDEX ON %s (%s)', CASE WHEN ix.indisunique THEN 'UNIQUE' ELSE '' END, staging, cols);
+    END IF;
+  END LOOP;
+  -- from here to the commit readers of the parent wait (milliseconds), then see the new day
+  IF to_regclass(format('%I.%I', nsp, part)) IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', parent, nsp, part);
+    EXECUTE format('DROP TABLE %I.%I', nsp, part);
+  END IF;
+  EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%L)', parent, staging, day);
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);
+END $fn$"""
+
+
+def _partition_by_day(key: str, view: str | None = None) -> str:
+    """One PL/pgSQL block that turns the table `key` into a table partitioned by as_of, a
+    partition per day it holds, keeping its rows, indexes, grants and (if given) the view on it."""
+    return """
+DO $mig$
+DECLARE nsp text := {schema_lit}; rel text := {%(key)s_lit}; old text := rel || '_unpartitioned';
+        view text := %(view)s; cols text; day date; g record; ix record; idx text;
+        table_grants text[] := ARRAY[]::text[]; view_grants text[] := ARRAY[]::text[];
+        index_defs text[] := ARRAY[]::text[]; view_def text; pk text;
+BEGIN
+  IF (SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = nsp AND c.relname = rel) = 'p' THEN
+    RETURN;  -- already by day
+  END IF;
+  FOR g IN SELECT grantee, privilege_type FROM information_schema.role_table_grants
+           WHERE table_schema = nsp AND table_name = rel AND grantee <> current_user LOOP
+    table_grants := table_grants || format('GRANT %%s ON %%I.%%I TO %%s', g.privilege_type, nsp, rel,
+                                          CASE WHEN g.grantee = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(g.grantee) END);
+  END LOOP;
+  FOR ix IN SELECT c.relname, pg_catalog.pg_get_indexdef(i.indexrelid) AS def FROM pg_catalog.pg_index i
+            JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+            WHERE i.indrelid = format('%%I.%%I', nsp, rel)::regclass AND NOT i.indisprimary LOOP
+    index_defs := index_defs || ix.def;
+    EXECUTE format('DROP INDEX %%I.%%I', nsp, ix.relname);
+  END LOOP;
+  IF view IS NOT NULL AND to_regclass(format('%%I.%%I', nsp, view)) IS NOT NULL THEN
+    view_def := pg_catalog.pg_get_viewdef(format('%%I.%%I', nsp, view)::regclass);
+    FOR g IN SELECT grantee, privilege_type FROM information_schema.role_table_grants
+             WHERE table_schema = nsp AND table_name = view AND grantee <> current_user LOOP
+      view_grants := view_grants || format('GRANT %%s ON %%I.%%I TO %%s', g.privilege_type, nsp, view,
+                                         CASE WHEN g.grantee = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(g.grantee) END);
+    END LOOP;
+    EXECUTE format('DROP VIEW %%I.%%I', nsp, view);
+  END IF;
+  EXECUTE format('ALTER TABLE %%I.%%I RENAME TO %%I', nsp, rel, old);
+  SELECT conname INTO pk FROM pg_catalog.pg_constraint
+    WHERE conrelid = format('%%I.%%I', nsp, old)::regclass AND contype = 'p';
+  IF pk IS NOT NULL THEN  -- frees the name for the new table's key
+    EXECUTE format('ALTER TABLE %%I.%%I RENAME CONSTRAINT %%I TO %%I', nsp, old, pk, old || '_pkey');
+  END IF;
+  EXECUTE format('CREATE TABLE %%I.%%I (LIKE %%I.%%I INCLUDING DEFAULTS, PRIMARY KEY (as_of, user_id)) '
+                 'PARTITION BY LIST (as_of)', nsp, rel, nsp, old);
+  FOREACH idx IN ARRAY index_defs LOOP  -- the same definitions, now on the partitioned table
+    EXECUTE idx;  -- captured before the rename: they name the table as it is called again now
+  END LOOP;
+  FOR day IN EXECUTE format('SELECT DISTINCT as_of FROM %%I.%%I ORDER BY 1', nsp, old) LOOP
+    EXECUTE format('CREATE TABLE %%I.%%I PARTITION OF %%I.%%I FOR VALUES IN (%%L)',
+                   nsp, rel || '_p' || to_char(day, 'YYYYMMDD'), nsp, rel, day);
+  END LOOP;
+  EXECUTE format('INSERT INTO %%I.%%I SELECT * FROM %%I.%%I', nsp, rel, nsp, old);
+  EXECUTE format('DROP TABLE %%I.%%I', nsp, old);
+  FOREACH idx IN ARRAY table_grants LOOP EXECUTE idx; END LOOP;
+  IF view_def IS NOT NULL THEN
+    EXECUTE format('CREATE VIEW %%I.%%I AS %%s', nsp, view, view_def);
+    FOREACH idx IN ARRAY view_grants LOOP EXECUTE idx; END LOOP;
+  END IF;
+END $mig$""" % {"key": key, "view": "{%s_lit}" % view if view else "NULL"}
 
 
 # Never edit an applied migration (migrate refuses a changed checksum): add the next number.
@@ -119,6 +236,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             scored_at TIMESTAMP WITH TIME ZONE NOT NULL,
             PRIMARY KEY (as_of, user_id)
         )""", "CREATE INDEX IF NOT EXISTS {ix_scores_user} ON {scores} (user_id, as_of)"), option="user_scores"),
+    # PostgreSQL: one partition per day, so that a day is loaded into a table of its own with no
+    # index to maintain row by row (COPY runs at the server's bare rate), indexed in bulk, and
+    # swapped in; replacing a day drops the old partition instead of deleting rows (no vacuum
+    # debt). The writer stays without DDL rights: two SECURITY DEFINER functions do the staging
+    # and the swap, for the schema's day-partitioned tables only.
+    Migration(5, "day_partition_functions", (_STAGE_DAY_FUNCTION, _SWAP_DAY_FUNCTION,
+                                             "REVOKE ALL ON FUNCTION {fn_stage}(regclass, date) FROM PUBLIC",
+                                             "REVOKE ALL ON FUNCTION {fn_swap}(regclass, regclass, date) FROM PUBLIC"),
+              dialect="postgresql"),
+    Migration(6, "flagged_users_by_day", (_partition_by_day("table", "latest"),), dialect="postgresql"),
+    Migration(7, "user_scores_by_day", (_partition_by_day("scores"),), option="user_scores", dialect="postgresql"),
 )
 
 
@@ -172,16 +300,28 @@ class Target:
                    w.get("user_scores_table", "user_scores"))
 
     def names(self) -> dict[str, str]:
-        t = self.table
+        t, u = self.table, self.user_scores_table
         return {"table": t, "latest": f"{t}_latest", "ix_day": f"{t}_as_of_rank_idx",
-                "ix_user": f"{t}_user_id_idx", "ix_score": f"{t}_score_idx", "scores": self.user_scores_table,
-                "ix_scores_user": f"{self.user_scores_table}_user_id_idx"}
+                "ix_user": f"{t}_user_id_idx", "ix_score": f"{t}_score_idx", "scores": u,
+                "ix_scores_user": f"{u}_user_id_idx", "fn_stage": "pipelines_stage_day",
+                "fn_swap": "pipelines_swap_day",
+                # PostgreSQL's day partitions and what the by-day migration renames: not templates,
+                # listed so that their length is checked with the rest
+                "~part": f"{t}_p20261121", "~staging": f"{t}_n20261121", "~old": f"{t}_unpartitioned",
+                "~scores_part": f"{u}_p20261121", "~scores_old": f"{u}_unpartitioned"}
 
     def sql_names(self) -> dict[str, str]:
-        """Quoted names for the migration templates: tables and views schema-qualified, indexes
-        bare (an index lives in its table's schema)."""
+        """Quoted names for the migration templates: tables, views and functions
+        schema-qualified, indexes bare (an index lives in its table's schema), and `*_lit` the
+        schema and tables as SQL string literals (for PL/pgSQL)."""
         s = _quote(self.schema)
-        return {k: (_quote(v) if k.startswith("ix_") else f"{s}.{_quote(v)}") for k, v in self.names().items()}
+        names = {k: (_quote(v) if k.startswith("ix_") else f"{s}.{_quote(v)}")
+                 for k, v in self.names().items() if not k.startswith("~")}
+        # checked identifiers (letters, digits, _): safe inside quotes
+        literals = {"schema": self.schema, "table": self.table, "latest": f"{self.table}_latest",
+                    "scores": self.user_scores_table}
+        names.update({f"{k}_lit": f"'{v}'" for k, v in literals.items()})
+        return names
 
     def qualified(self, key: str = "table") -> str:
         return self.sql_names()[key]
@@ -191,7 +331,8 @@ class Target:
 
     def wanted(self, options: set[str] | None = None) -> list[Migration]:
         options = self.options() if options is None else options
-        return [m for m in MIGRATIONS if m.option is None or m.option in options]
+        return [m for m in MIGRATIONS if (m.option is None or m.option in options)
+                and (m.dialect is None or m.dialect == ("duckdb" if self.kind == "duckdb" else "postgresql"))]
 
     @property
     def safe_url(self) -> str:
@@ -667,27 +808,33 @@ def _pg_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch
         if pending:
             raise UserError(_behind_message(target, pending))
         with con.cursor() as cur:
-            _pg_load(cur, target, "table", FLAGGED_ARROW, as_of, flagged)
+            staged = [("table", _pg_stage(cur, target, "table", FLAGGED_ARROW, as_of, flagged))]
             _checkpoint("loaded")
             if scores is not None:
-                _pg_load(cur, target, "scores", USER_SCORES_ARROW, as_of, scores)
+                staged.append(("scores", _pg_stage(cur, target, "scores", USER_SCORES_ARROW, as_of, scores)))
+            # readers of the day wait from the first swap to the commit, then see the new rows
+            for key, staging in staged:
+                cur.execute(f"SELECT {target.qualified('fn_swap')}(%s::regclass, %s::regclass, %s)",
+                            [target.qualified(key), staging, as_of])
         _checkpoint("before_commit")
         con.commit()
 
 
-def _pg_load(cur, target: Target, key: str, schema: pa.Schema, as_of, batches) -> None:
-    """Delete the day, then COPY the new rows in as CSV rendered by Arrow (no Python per row).
-    CSV keeps NULL (unquoted empty) apart from '' (quoted) and floats at full precision."""
+def _pg_stage(cur, target: Target, key: str, schema: pa.Schema, as_of, batches) -> str:
+    """COPY the day's rows into a new, index-free table of its own (the day's staging table),
+    as CSV rendered by Arrow (no Python per row); returns its name for the swap. CSV keeps NULL
+    (unquoted empty) apart from '' (quoted) and floats at full precision."""
     import pyarrow.csv as pacsv
 
-    table = target.qualified(key)
-    cur.execute(f"DELETE FROM {table} WHERE as_of = %s", [as_of])
+    cur.execute(f"SELECT {target.qualified('fn_stage')}(%s::regclass, %s)::text", [target.qualified(key), as_of])
+    staging = cur.fetchone()[0]
     options = pacsv.WriteOptions(include_header=False, batch_size=8192)
-    with cur.copy(f"COPY {table} ({', '.join(schema.names)}) FROM STDIN (FORMAT csv)") as copy:
+    with cur.copy(f"COPY {staging} ({', '.join(schema.names)}) FROM STDIN (FORMAT csv, FREEZE)") as copy:
         for batch in batches:
             buffer = _io.BytesIO()
             pacsv.write_csv(batch, buffer, options)
             copy.write(buffer.getbuffer())
+    return staging
 
 
 # ----------------------------------------------------------------------------- roles
@@ -721,6 +868,15 @@ def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
         session.exec(f"GRANT {rights} ON ALL TABLES IN SCHEMA {s} TO {r}")
         # new tables and views the owner makes in the schema (later migrations) are covered too
         session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} GRANT {rights} ON TABLES TO {r}")
+        # The day's staging and swap functions are the writer's only DDL; the default privilege
+        # covers them when a later migration creates them (a writer granted before 0005).
+        give, to = ("GRANT", "TO") if kind == "writer" else ("REVOKE", "FROM")
+        session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} "
+                     f"{give} EXECUTE ON FUNCTIONS {to} {r}")
+        for function in (f"{target.qualified('fn_stage')}(regclass, date)",
+                         f"{target.qualified('fn_swap')}(regclass, regclass, date)"):
+            if session.rows("SELECT to_regprocedure(?) IS NOT NULL", [function])[0][0]:
+                session.exec(f"{give} EXECUTE ON FUNCTION {function} {to} {r}")
         if kind == "writer":
             session.exec(f"REVOKE INSERT, DELETE ON {s}.{_quote(_MIGRATIONS_TABLE)} FROM {r}")
         con.commit()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import duckdb
@@ -255,20 +256,30 @@ def run_writer(fn, name: str = "writer") -> tuple[threading.Thread, list]:
     return thread, errors
 
 
-def _assert_old_then_new(backend, read, flagged, old_day, monkeypatch):
+def _assert_old_then_new(backend, read, flagged, old_day, monkeypatch, swap_waits=None):
+    """Readers see the old day at every stop inside the replace's transaction. PostgreSQL swaps
+    the day's partition in at the end (`swap_waits`): from then to the commit a reader waits on
+    the table's lock, and when the commit lets it go on it gets the whole new day."""
     checkpoints = Checkpoints(stages=("loaded", "before_commit"))
     monkeypatch.setattr(warehouse, "_checkpoint", checkpoints)
     thread, errors = run_writer(lambda: replace_day(flagged(D1, ["n1", "n2", "n3"], "new"), backend.url,
                                                     backend.table, D1))
+    new_day = {"n1": "new", "n2": "new", "n3": "new"}
     for stage in ("loaded", "before_commit"):
         checkpoints.wait()
-        # inside the replace's transaction, the day deleted and the new rows in: readers still see every old row
+        if stage == "before_commit" and swap_waits is not None:
+            waiting, got = swap_waits()
+            checkpoints.release()
+            waiting.join(timeout=20)
+            assert not waiting.is_alive() and got == [new_day], got
+            continue
+        # inside the replace's transaction, the new rows staged: readers still see every old row
         assert read() == old_day, f"a reader saw a partial replace at {stage}"
         checkpoints.release()
     thread.join(timeout=20)
     assert not thread.is_alive() and not errors, errors
     assert checkpoints.seen == ["loaded", "before_commit"]
-    assert read() == {"n1": "new", "n2": "new", "n3": "new"}
+    assert read() == new_day
 
 
 def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged, monkeypatch):
@@ -288,7 +299,23 @@ def test_postgres_reader_sees_old_rows_until_the_replace_commits(pg_url, flagged
             assert dict(zip(via_project["user_id"], via_project["run_id"])) == got
             return got
 
-        _assert_old_then_new(backend, read, flagged, old_day, monkeypatch)
+        def swap_waits():
+            """A reader started after the swap: it waits on the lock, holding no partial day."""
+            got: list = []
+            waiting = threading.Thread(target=lambda: got.append(read()), daemon=True)
+            waiting.start()
+            for _ in range(400):
+                state = reader_watch.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [reader.info.backend_pid]).fetchone()
+                if state and state[0] == "Lock":
+                    break
+                time.sleep(0.05)
+            assert state and state[0] == "Lock", f"the reader did not wait on the swap's lock: {state}"
+            assert waiting.is_alive() and got == []
+            return waiting, got
+
+        with psycopg.connect(pg_url, autocommit=True) as reader_watch:
+            _assert_old_then_new(backend, read, flagged, old_day, monkeypatch, swap_waits)
     finally:
         reader.close()
 

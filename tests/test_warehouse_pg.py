@@ -103,7 +103,13 @@ def test_migrate_from_empty_creates_the_table_indexes_and_view_and_records_them(
         assert con.execute("SELECT to_regclass(%s)", [f'"{schema}".user_scores']).fetchone()[0] is None
     assert migrate(target)["applied"] == []  # idempotent
     # the optional table is a migration of its own, applied when switched on
-    assert migrate(Target(pg_url, "flagged_users", schema, user_scores=True))["applied"] == ["0004_user_scores"]
+    assert migrate(Target(pg_url, "flagged_users", schema, user_scores=True))["applied"] == [
+        "0004_user_scores", "0007_user_scores_by_day"]
+    with pg(pg_url) as con:  # both tables partitioned by day (a partition per day, swapped in)
+        kinds = con.execute("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                            "c.relnamespace WHERE n.nspname = %s AND c.relname IN ('flagged_users', "
+                            "'user_scores')", [schema]).fetchall()
+        assert sorted(kinds) == [("flagged_users", "p"), ("user_scores", "p")]
 
     replace_day(flagged(D1, ["a", "b"], "r1"), pg_url, "flagged_users", D1, schema=schema)
     replace_day(flagged(D2, ["a"], "r2"), pg_url, "flagged_users", D2, schema=schema)
@@ -380,9 +386,9 @@ def roles(pg_url):
                 admin.execute(f'DROP ROLE "{n}"')
 
 
-def denied(con, statement: str) -> None:
+def denied(con, statement: str, params: list | None = None) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        con.execute(statement)
+        con.execute(statement, params)
 
 
 def test_owner_writer_and_reader(pg_url, roles, flagged):
@@ -412,6 +418,13 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
         denied(con, f'DROP VIEW "{s}".flagged_users_latest')
         denied(con, f'INSERT INTO "{s}".schema_migrations VALUES (\'x\', 99, \'x\', \'x\', now())')
         denied(con, "CREATE TABLE public.mine (x int)")
+        # its staging and swap functions work on the schema's day-partitioned tables only
+        for other in (f'"{s}".schema_migrations', f"public.{s}_unrelated"):
+            with pytest.raises(psycopg.errors.RaiseException, match="not a day-partitioned table"):
+                con.execute(f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [other, D1])
+        with pytest.raises(psycopg.errors.RaiseException, match="not the staging table"):
+            con.execute(f'SELECT "{s}".pipelines_swap_day(%s::regclass, %s::regclass, %s)',
+                        [f'"{s}".flagged_users', f'"{s}".flagged_users_p20240310', D1])
     with pytest.raises(UserError, match="permission denied"):  # a pending migration needs the owner
         migrate(Target(writer_url, "flagged_users", s, user_scores=True))
 
@@ -431,11 +444,12 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
         denied(con, f"CREATE SCHEMA {s}_mine")
         denied(con, f"SELECT * FROM public.{s}_unrelated")
         denied(con, f'SELECT * FROM "{s}_other".secrets')
+        denied(con, f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [f'"{s}".flagged_users', D2])
     assert read_table(as_user(pg_url, reader), "flagged_users", D1, schema=s)["user_id"].tolist() == ["c"]
 
     # a table a later migration adds is covered by the default privileges, with no new grant
     assert migrate(Target(as_user(pg_url, owner), "flagged_users", s, user_scores=True))["applied"] == \
-        ["0004_user_scores"]
+        ["0004_user_scores", "0007_user_scores_by_day"]
     replace_day(flagged(D2, ["a"], "w3"), writer_url, "flagged_users", D2, schema=s,
                 user_scores=flagged(D2, ["a"], "w3").assign(flagged=True).drop(columns=["reasons"]))
     with pg(as_user(pg_url, reader)) as con:
@@ -446,6 +460,59 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
     grant_reader(owner_target, writer)
     with pytest.raises(UserError, match="permission denied"):
         replace_day(flagged(D1, ["x"], "w4"), writer_url, "flagged_users", D1, schema=s)
+
+
+def day_scores(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(flagged=True).drop(columns=["reasons", "anomaly_types"])
+
+
+def test_upgrading_a_populated_schema_to_day_partitions_keeps_rows_indexes_view_and_grants(
+        pg_url, roles, flagged, monkeypatch):
+    """A deployment at migration 4 (one plain table, days of rows, a reader and a writer granted)
+    upgrades to one partition per day: nothing lost, the reader and writer keep their rights."""
+    s, owner, writer, reader = roles["schema"], roles["owner"], roles["writer"], roles["reader"]
+    owner_url = as_user(pg_url, owner)
+    target = Target(owner_url, "flagged_users", s, user_scores=True)
+    before = tuple(m for m in MIGRATIONS if m.version <= 4)
+    monkeypatch.setattr(warehouse, "MIGRATIONS", before)
+    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0001", "0002", "0003", "0004"]
+    grant_writer(target, writer), grant_reader(target, reader)
+    writer_url = as_user(pg_url, writer)
+    with pg(writer_url) as con:  # rows as the publisher before 0005 wrote them: into the one table
+        for d, users in ((D1, ["a", "b"]), (D2, ["b", "c", "d"])):
+            for rank, u in enumerate(users, 1):
+                con.execute(f'INSERT INTO "{s}".flagged_users VALUES (%s, %s, 1.0, %s, %s, %s, %s, %s, now())',
+                            [d, u, rank, "x=1 (p99.0)", "", "m", "plain"])
+                con.execute(f'INSERT INTO "{s}".user_scores VALUES (%s, %s, 1.0, %s, true, %s, %s, now())',
+                            [d, u, rank, "m", "plain"])
+    monkeypatch.setattr(warehouse, "MIGRATIONS", MIGRATIONS)
+    with pytest.raises(UserError, match="pending migrations: 0005_day_partition_functions"):
+        replace_day(flagged(D1, ["x"], "x"), writer_url, "flagged_users", D1, schema=s,
+                    user_scores=day_scores(flagged(D1, ["x"], "x")))
+
+    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0005", "0006", "0007"]
+    with pg(as_user(pg_url, reader)) as con:
+        for table in ("flagged_users", "user_scores"):
+            assert sorted(con.execute(f'SELECT as_of::text, user_id, run_id FROM "{s}".{table}').fetchall()) == [
+                (D1, "a", "plain"), (D1, "b", "plain"), (D2, "b", "plain"), (D2, "c", "plain"), (D2, "d", "plain")]
+        assert sorted(con.execute(f'SELECT user_id, as_of::text FROM "{s}".flagged_users_latest').fetchall()) == [
+            ("a", D1), ("b", D2), ("c", D2), ("d", D2)]
+        denied(con, f'DELETE FROM "{s}".flagged_users')
+    with pg(pg_url) as admin:
+        parts = admin.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                              "WHERE i.inhparent = %s::regclass ORDER BY 1", [f'"{s}".flagged_users']).fetchall()
+        assert parts == [("flagged_users_p20240310",), ("flagged_users_p20240311",)]
+        indexes = {r[0] for r in admin.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND "
+                                               "tablename = 'flagged_users'", [s])}
+        for cols in ("(as_of, user_id)", "(as_of, rank)", "(user_id, as_of)", "(score)"):
+            assert any(cols in d for d in indexes), (cols, indexes)
+        assert admin.execute("SELECT to_regclass(%s)", [f'"{s}".flagged_users_unpartitioned']).fetchone()[0] is None
+    # the writer replaces a migrated day through a swap, the other day untouched
+    replace_day(flagged(D1, ["z"], "swapped"), writer_url, "flagged_users", D1, schema=s,
+                user_scores=day_scores(flagged(D1, ["z"], "swapped")))
+    assert day(pg_url, "flagged_users", D1, s) == {"z": "swapped"}
+    assert day(pg_url, "flagged_users", D2, s) == {u: "plain" for u in "bcd"}
+    assert day(pg_url, "user_scores", D1, s) == {"z": "swapped"}
 
 
 def test_grants_need_a_migrated_schema_and_postgres(pg_url, tmp_path):
