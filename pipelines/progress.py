@@ -11,7 +11,16 @@ handlers format the line:
 `Progress` is a tqdm bar when its stream (stderr) is a terminal, and plain log lines at most
 every PIPELINES_PROGRESS_SECONDS (default 30) plus one at the end when it is not (a file, a
 pipe, an Airflow task log). It shows nothing when the `pipelines.progress` logger is not
-enabled for INFO (`-q`, or a library caller that configured no logging).
+enabled for INFO (`-q`, or a library caller that configured no logging). A step without a
+Progress of its own (features' one DuckDB query, a detector's fit) says "still running after
+N s" every PIPELINES_PROGRESS_SECONDS while it runs (`logged_step`).
+
+A plain CLI command off a terminal with neither -v nor -q (cron, CI, `nohup ... > log`) keeps
+quiet about what is quick and speaks up about what is slow: its `pipelines` lines are warnings
+and errors only, but the `pipelines.progress` lines are INFO, and they start only once a step
+has run for PIPELINES_PROGRESS_SECONDS, so a short command prints nothing (scripts and tests get
+just the outcome) while a long step shows its progress and its end as in Airflow. -v shows
+every line; a terminal shows bars and every info line.
 
 Only the standard library is imported here (tqdm only when a bar is drawn): the DAG files
 import this module at task time.
@@ -25,6 +34,7 @@ import inspect
 import logging
 import os
 import sys
+import threading
 import time
 from typing import IO, Any, Callable, Iterator
 
@@ -33,6 +43,9 @@ progress_log = logging.getLogger("pipelines.progress")
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pipelines_log_context", default={})
 _active_bars = 0  # bars being drawn: the CLI handler then writes through tqdm.write
+_slow_only = False  # the plain CLI default off a terminal: progress lines only once a step is slow
+# cli_level's level for that default: the `pipelines` loggers say warnings, `pipelines.progress` info
+PROGRESS_WHEN_SLOW = logging.INFO + 5
 
 
 # ----------------------------------------------------------------------------- context
@@ -128,13 +141,72 @@ def logged_step(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict
             with context(step=name, as_of=as_of or None):
                 log.info("started")
                 start = time.perf_counter()
-                result = fn(*args, **kwargs)
-                log.info("done in %.1f s%s", time.perf_counter() - start, _counts(result))
+                with _Heartbeat() as beat:
+                    result = fn(*args, **kwargs)
+                took = time.perf_counter() - start
+                log.info("done in %.1f s%s", took, _counts(result))
+                if beat.spoke and not log.isEnabledFor(logging.INFO):
+                    # the plain default: a slow step's end, after its progress lines
+                    progress_log.info("done in %.1f s%s", took, _counts(result))
             return result
 
         return run
 
     return decorate
+
+
+class _Heartbeat:
+    """"still running after N s" on `pipelines.progress` every PIPELINES_PROGRESS_SECONDS while
+    a step runs, from a daemon thread in the step's log context; silent while a Progress of the
+    step reports (a progress line within the interval), inside another step's heartbeat, or when the interval is 0 (every Progress
+    line shown: tests) or progress is off (-q). `spoke`: whether any progress line was logged
+    during the step (its own or a Progress's)."""
+
+    _depth = 0
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.interval = _interval()
+        self.spoke = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lines_before = _lines_logged
+
+    def __enter__(self) -> "_Heartbeat":
+        with self._lock:
+            _Heartbeat._depth += 1
+            outermost = _Heartbeat._depth == 1
+        if outermost and self.interval > 0 and progress_log.isEnabledFor(logging.INFO):
+            ctx = contextvars.copy_context()
+            self._thread = threading.Thread(target=ctx.run, args=(self._beat,), daemon=True,
+                                            name="pipelines-heartbeat")
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.interval):
+            if time.monotonic() - _last_line_at >= self.interval * 0.9:  # no Progress line meanwhile
+                _log_progress("still running after %.1f s", time.monotonic() - started)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            _Heartbeat._depth -= 1
+        self.spoke = _lines_logged != self._lines_before
+
+
+_lines_logged = 0  # progress lines logged so far (a step's end is logged in the plain default if any was)
+_last_line_at = 0.0  # time.monotonic() of the last one
+
+
+def _log_progress(message: str, *args: Any, logger: logging.Logger | None = None) -> None:
+    global _lines_logged, _last_line_at
+    _lines_logged += 1
+    _last_line_at = time.monotonic()
+    (logger or progress_log).info(message, *args)
 
 
 def _counts(result: Any) -> str:
@@ -165,20 +237,23 @@ class _Handler(logging.StreamHandler):
 def cli_level(verbose: int = 0, quiet: bool = False, stream: IO | None = None) -> int:
     """-q: warnings only (no info, no progress; an error still prints its one line). -v: info
     (progress as log lines when stderr is not a terminal), -vv: debug. Neither: info with bars
-    in a terminal, warnings only otherwise (scripts and tests get just the outcome)."""
+    in a terminal; otherwise PROGRESS_WHEN_SLOW: warnings, and the plain progress lines of a
+    step once it has run for PIPELINES_PROGRESS_SECONDS (a quick command prints nothing)."""
     if quiet:
         return logging.WARNING
     if verbose >= 2:
         return logging.DEBUG
     if verbose == 1 or _isatty(stream or sys.stderr):
         return logging.INFO
-    return logging.WARNING
+    return PROGRESS_WHEN_SLOW
 
 
 def setup_cli_logging(level: int, stream: IO | None = None) -> logging.Handler:
     """One stderr handler on the root logger, lines like
     `2026-12-02T01:02:03Z INFO score as_of=2026-11-30 run=abc123 <message>` (UTC); `level`
-    applies to the `pipelines` loggers."""
+    applies to the `pipelines` loggers (PROGRESS_WHEN_SLOW: warnings, and progress lines at
+    INFO once a step is slow)."""
+    global _slow_only
     handler = _Handler(stream or sys.stderr)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(context)s%(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
@@ -190,7 +265,9 @@ def setup_cli_logging(level: int, stream: IO | None = None) -> logging.Handler:
     root.addHandler(handler)
     # `level` for the pipeline's own loggers; other libraries (Great Expectations is chatty at
     # INFO) say only warnings, or their info with -vv
-    logging.getLogger("pipelines").setLevel(level)
+    _slow_only = level == PROGRESS_WHEN_SLOW
+    logging.getLogger("pipelines").setLevel(logging.WARNING if _slow_only else level)
+    logging.getLogger("pipelines.progress").setLevel(logging.INFO if _slow_only else logging.NOTSET)
     root.setLevel(logging.WARNING if level >= logging.INFO else logging.INFO)
     return handler
 
@@ -264,7 +341,9 @@ class Progress:
             self.bar.close()
             _active_bars -= 1
         elif self.enabled and (self.done != self._logged or not self.done):
-            self._line()
+            # the plain CLI default: a last line only for what was slow enough to have had one
+            if not _slow_only or self._logged >= 0 or time.monotonic() - self.started >= self.interval_s:
+                self._line()
 
     def _line(self) -> None:
         self._last, self._logged = time.monotonic(), self.done
@@ -272,7 +351,7 @@ class Progress:
         head = f"{self.what} {self.done} of {self.total}{unit}" if self.total else f"{self.what} {self.done}{unit}"
         detail = [f"{100 * self.done / self.total:.0f}%"] if self.total else []
         detail.append(f"{self._last - self.started:.1f} s")
-        self.logger.info("%s (%s)%s", head, ", ".join(detail), f" {self.note}" if self.note else "")
+        _log_progress("%s (%s)%s", head, ", ".join(detail), f" {self.note}" if self.note else "", logger=self.logger)
 
     def __enter__(self) -> "Progress":
         return self

@@ -120,12 +120,107 @@ def test_v_and_q_are_accepted_before_and_after_every_subcommand():
     assert not hasattr(parser.parse_args(["score"]), "sub_verbose")
 
 
-def test_the_default_level_is_info_in_a_terminal_and_warnings_otherwise():
+def test_the_default_level_is_info_in_a_terminal_and_slow_progress_otherwise():
     assert progress.cli_level(stream=FakeTTY()) == logging.INFO
-    assert progress.cli_level(stream=io.StringIO()) == logging.WARNING
+    assert progress.cli_level(stream=io.StringIO()) == progress.PROGRESS_WHEN_SLOW
+    assert logging.INFO < progress.PROGRESS_WHEN_SLOW < logging.WARNING
     assert progress.cli_level(1, stream=io.StringIO()) == logging.INFO
     assert progress.cli_level(2, stream=io.StringIO()) == logging.DEBUG
     assert progress.cli_level(1, quiet=True, stream=FakeTTY()) == logging.WARNING
+
+
+def test_off_a_terminal_without_v_a_quick_command_is_silent_and_a_slow_one_shows_plain_progress(tmp_path):
+    (tmp_path / "params.yaml").write_text("simulate:\n  n_users: 200\n  days: 3\n")
+    quick = cli("simulate", cwd=tmp_path, PIPELINES_PROGRESS_SECONDS="300", PIPELINES_RUN_ID="q1")
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert quick.stderr == ""  # scripts and tests get just the outcome
+    slow = cli("simulate", cwd=tmp_path, PIPELINES_PROGRESS_SECONDS="0.2", PIPELINES_RUN_ID="s1")
+    assert slow.returncode == 0, slow.stderr[-3000:]
+    assert "\r" not in slow.stderr
+    lines = slow.stderr.strip().splitlines()
+    parsed = [LINE.match(line) for line in lines]
+    assert lines and all(parsed), lines[:5]
+    assert {m.group(1) for m in parsed} == {"INFO"} and {m.group(4) for m in parsed} == {"s1"}
+    messages = [m.group(5) for m in parsed]
+    # a periodic line (the step's heartbeat, or simulate's parts), then the step's end
+    assert len(messages) >= 2 and messages[-1].startswith("done in ") and "events=" in messages[-1], messages
+    assert all(re.fullmatch(r"still running after [\d.]+ s|simulated \d+ of \d+ parts \(\d+%, [\d.]+ s\).*", m)
+               for m in messages[:-1]), messages
+    # only the progress lines: not the step's start, nor its other info lines
+    assert not [m for m in messages if m == "started"]
+
+
+@pytest.fixture
+def slow_default(restore_logging, monkeypatch):
+    """The CLI's plain default off a terminal, with PIPELINES_PROGRESS_SECONDS=0.2."""
+    stream = io.StringIO()
+    monkeypatch.setenv("PIPELINES_PROGRESS_SECONDS", "0.2")
+    progress.setup_cli_logging(progress.PROGRESS_WHEN_SLOW, stream=stream)
+    yield stream
+    progress.setup_cli_logging(logging.WARNING, stream=io.StringIO())  # _slow_only off again
+
+
+def test_the_plain_default_says_nothing_of_a_quick_step_and_heartbeats_a_slow_one(slow_default):
+    import time
+
+    @progress.logged_step("features")
+    def step(params, as_of, seconds):
+        logging.getLogger("pipelines").info("an info line of the step")
+        time.sleep(seconds)
+        return {"users": 3}
+
+    with progress.context(run_id="r9"):
+        step({}, "2026-11-21", 0.0)
+        assert slow_default.getvalue() == ""
+        step({}, "2026-11-21", 0.75)
+    lines = slow_default.getvalue().splitlines()
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert {(m.group(1), m.group(2), m.group(3), m.group(4)) for m in parsed} == {("INFO", "features", "2026-11-21", "r9")}
+    messages = [m.group(5) for m in parsed]
+    beats = [m for m in messages if m.startswith("still running after ")]
+    assert 2 <= len(beats) <= 4, messages
+    assert re.fullmatch(r"done in 0\.\d s: users=3", messages[-1]) and len(messages) == len(beats) + 1
+    assert "an info line of the step" not in slow_default.getvalue()
+
+
+def test_the_plain_default_logs_a_quick_progress_not_at_all_and_a_slow_one_with_its_end(slow_default):
+    import time
+
+    with Progress("scored", 30, "users", stream=io.StringIO()) as p:
+        p.update(30)
+    assert slow_default.getvalue() == ""
+    with Progress("scored", 30, "users", stream=io.StringIO()) as p:
+        for _ in range(3):
+            time.sleep(0.25)
+            p.update(10)
+    messages = [line.split(" INFO ", 1)[1] for line in slow_default.getvalue().splitlines()]
+    assert [m.split(" (")[0] for m in messages] == ["scored 10 of 30 users", "scored 20 of 30 users",
+                                                    "scored 30 of 30 users"], messages
+
+
+def test_a_step_heartbeat_is_quiet_while_its_progress_reports_and_with_q(restore_logging, monkeypatch, caplog):
+    import time
+
+    monkeypatch.setenv("PIPELINES_PROGRESS_SECONDS", "0.2")
+
+    @progress.logged_step("score")
+    def step(params, as_of):
+        with Progress("scored", 8, "users", stream=io.StringIO(), interval_s=0.1) as p:
+            for _ in range(8):
+                time.sleep(0.1)
+                p.update(1)
+        return {}
+
+    with caplog.at_level(logging.INFO, logger="pipelines"):
+        step({}, "2026-11-21")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.progress"]
+    assert len([m for m in lines if m.startswith("scored ")]) >= 4
+    assert not [m for m in lines if m.startswith("still running")], lines
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipelines"):  # -q
+        step({}, "2026-11-21")
+    assert not caplog.records
 
 
 # ----------------------------------------------------------------------------- the helper
