@@ -17,6 +17,7 @@ _SMALL_NET = {"hidden": [16], "epochs": 60, "batch_size": 64, "patience": 8, "pr
 FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}, "ecdf_tail": {},
         "autoencoder": {**_SMALL_NET, "latent": 1}, "vae": {**_SMALL_NET, "latent": 2},
         "supervised_mlp": {**_SMALL_NET, "dropout": 0.0},
+        "ecod": {},
         "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0},
                      "member_params": {"isolation_forest": {"n_estimators": 60}}}}
 DETECTORS = sorted(FAST)  # the interface: every detector
@@ -54,9 +55,12 @@ def with_outlier(X: pd.DataFrame, row: int, **values) -> pd.DataFrame:
 
 def test_registry_has_every_detector():
     assert {"isolation_forest", "robust_zscore", "ecdf_tail", "autoencoder", "vae", "supervised_mlp",
-            "ensemble"} <= set(REGISTRY)
+            "ensemble", "ecod"} <= set(REGISTRY)
     for name in DETECTORS:
         assert get_detector_class(name).name == name
+    # the conformance tests below run for every registered table detector (the sequence
+    # detectors' own interface tests are in test_sequences.py and test_deep.py)
+    assert {n for n in REGISTRY if get_detector_class(n).input_kind == "table"} <= set(DETECTORS)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -110,7 +114,7 @@ def test_model_version_is_a_content_hash(name, normal_features, tmp_path):
     assert again == v1  # same params and data: same version
     changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0},
                       "ecdf_tail": {"top_signals": 3}, "autoencoder": {"latent": 2}, "vae": {"beta": 0.5},
-                      "supervised_mlp": {"hidden": [8]},
+                      "supervised_mlp": {"hidden": [8]}, "ecod": {"group_windows": False},
                       "ensemble": {"members": {"ecdf_tail": 2.0, "isolation_forest": 1.0},
                                    "member_params": {"isolation_forest": {"n_estimators": 60}}}}[name]
     assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1
@@ -280,6 +284,104 @@ def test_ensemble_puts_members_on_one_scale_and_uses_their_sections(normal_featu
         make_detector("ensemble", {"members": {"supervised_mlp": 1.0}})
     with pytest.raises(UserError, match="at least one weight"):
         make_detector("ensemble", {"members": {"ecdf_tail": 0.0}})
+
+
+def _combined(combine: str, rarity: np.ndarray, members: dict[str, float] | None = None) -> np.ndarray:
+    """The ensemble's score for given member rarities (its combination rule alone)."""
+    members = members or {"ecdf_tail": 1.0, "isolation_forest": 1.0}
+    return make_detector("ensemble", {"members": members, "combine": combine})._combine(rarity)[0]
+
+
+def test_ensemble_combiners_or_and_and_of_the_tails():
+    """`max` and `harmonic` let one member's extreme case decide (an OR of the tails), `mean`
+    and `arithmetic` want the members to agree (an AND): a user extreme for one member and
+    ordinary for the other ranks above one mildly rare for both only with the first two."""
+    extreme_for_one, mild_for_both = [9.0, 0.1], [5.0, 5.0]
+    rarity = np.array([extreme_for_one, mild_for_both])
+    for combine in ("max", "harmonic"):
+        s = _combined(combine, rarity)
+        assert s[0] > s[1], combine
+    for combine in ("mean", "arithmetic"):
+        s = _combined(combine, rarity)
+        assert s[1] > s[0], combine
+    # every rule is a power mean of the tail shares: members that agree give their common value,
+    # and with equal weights the family is ordered max >= harmonic >= mean >= arithmetic
+    agree = np.array([[3.0, 3.0]])
+    for combine in ("mean", "harmonic", "arithmetic"):
+        assert _combined(combine, agree)[0] == pytest.approx(3.0), combine
+    many = np.random.default_rng(0).exponential(2.0, size=(200, 2))
+    mx, hm, mn, ar = (_combined(c, many) for c in ("max", "harmonic", "mean", "arithmetic"))
+    assert (mx + np.log(2) >= hm - 1e-9).all() and (hm >= mn - 1e-9).all() and (mn >= ar - 1e-9).all()
+    # a member of weight 0 never counts, nor overflows the sum when extreme
+    zero = {"ecdf_tail": 1.0, "isolation_forest": 0.0}
+    for combine in ("max", "harmonic", "mean", "arithmetic"):
+        s = _combined(combine, np.array([[2.0, 700.0], [1.0, 0.0]]), zero)
+        assert s == pytest.approx([2.0, 1.0]), combine
+    with pytest.raises(UserError, match="ensemble.combine must be one of"):
+        make_detector("ensemble", {"combine": "median"})
+
+
+def test_a_fitted_ensemble_scores_and_explains_by_its_combination_rule(normal_features):
+    """Fitted, the score is the rule applied to the members' rarities, and under `max` the
+    reasons are exactly the deciding member's."""
+    X = normal_features
+    Y = with_outlier(X, 11, refund_ratio_28d=0.9)
+    members = {"ecdf_tail": 1.0, "robust_zscore": 1.0}
+    for combine in ("mean", "harmonic", "max", "arithmetic"):
+        det = make_detector("ensemble", {"members": members, "combine": combine}).fit(X)
+        rarity = det._member_rarity(Y.to_numpy())
+        np.testing.assert_allclose(det.score(Y), _combined(combine, rarity, members))
+    deciding = int(np.argmax(rarity[11]))
+    member = det.members_[list(members)[deciding]]
+    assert [(r.feature, r.contribution) for r in det.reasons(Y.iloc[[11]], top_n=2)[0]] == \
+        [(r.feature, pytest.approx(r.contribution)) for r in member.reasons(Y.iloc[[11]], top_n=2)[0]]
+
+
+def test_ensemble_keeps_a_members_order_between_grid_points(normal_features):
+    """One member alone: the ensemble's rarity is a strictly increasing function of the member's
+    score (interpolated between the training quantiles), so no two users it tells apart tie."""
+    X = normal_features
+    det = make_detector("ensemble", {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.0},
+                                     "member_params": {"isolation_forest": {"n_estimators": 20}}}).fit(X)
+    rng = np.random.default_rng(3)
+    new = X.sample(200, random_state=3).reset_index(drop=True) * rng.uniform(0.9, 1.1, size=(200, X.shape[1]))
+    member, ensemble = det.members_["ecdf_tail"].score(new), det.score(new)
+    order = np.argsort(member, kind="stable")
+    assert (np.diff(ensemble[order]) >= 0).all()
+    assert len(np.unique(ensemble)) == len(np.unique(member))
+
+
+def test_ecod_takes_the_tails_the_skewness_points_to(normal_features):
+    """ECOD (Li et al. 2022): the largest of the summed left tails, the summed right tails and the
+    summed skew-side tails. A user rare on the long tail of a right-skewed feature and of a
+    left-skewed one scores about both; one rare on their short tails only about one."""
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame({"refund_ratio_28d": rng.exponential(1.0, 500), "account_age_days": -rng.exponential(1.0, 500),
+                      "typical_gap_s_1d": rng.normal(size=500)})
+    det = make_detector("ecod").fit(X)
+    assert list(det.skew_sign_) == [1.0, -1.0, pytest.approx(det.skew_sign_[2])]
+    lo, hi = X.min(), X.max()
+    long_tails = pd.DataFrame({"refund_ratio_28d": [hi["refund_ratio_28d"]], "account_age_days": [lo["account_age_days"]],
+                               "typical_gap_s_1d": [0.0]})
+    short_tails = pd.DataFrame({"refund_ratio_28d": [lo["refund_ratio_28d"]], "account_age_days": [hi["account_age_days"]],
+                                "typical_gap_s_1d": [0.0]})
+    one_rare = -np.log(0.5 / 2001)  # the rarest a value can be: beyond the 2001-point quantile grid
+    assert det.score(long_tails)[0] > 2 * one_rare - 1.0
+    assert det.score(short_tails)[0] < one_rare + 2.0
+    assert {r.feature for r in det.reasons(long_tails)[0]} == {"refund_ratio_28d", "account_age_days"}
+    assert len(det.reasons(short_tails)[0]) == 1  # the deciding (left or right) sum's one rare term
+    median = X.median().to_frame().T
+    assert det.reasons(median) == [[]]
+
+
+def test_ecod_counts_a_signals_windows_once(normal_features):
+    X = normal_features
+    median = X.median().to_frame().T
+    views = median.assign(n_view_1d=X["n_view_1d"].max() + 20, n_view_7d=X["n_view_7d"].max() + 50)
+    one_window = median.assign(n_view_1d=X["n_view_1d"].max() + 20)
+    grouped, ungrouped = make_detector("ecod").fit(X), make_detector("ecod", {"group_windows": False}).fit(X)
+    assert ungrouped.score(views)[0] - ungrouped.score(one_window)[0] > 3.0
+    assert grouped.score(views)[0] - grouped.score(one_window)[0] < 0.5
 
 
 def test_benchmark_builds_each_detector_from_its_train_section(monkeypatch):

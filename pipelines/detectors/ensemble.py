@@ -1,8 +1,20 @@
 """An ensemble of detectors: each member's score is put on one scale, its tail rarity among
 the training users' scores (-log of the share of training users scoring at least as high,
-growing linearly beyond the highest training score), and the ensemble score is the weighted
-mean of those. Reasons merge the members' reasons,
-each weighted by its member's share of the ensemble score.
+growing linearly beyond the highest training score), and the ensemble score combines those
+rarities r_j = -log p_j with the weights w_j (normalised to sum 1), as tail shares p_j are
+combined into one (`combine`):
+- `mean`: sum_j w_j r_j, the weighted geometric mean of the shares (Fisher's method up to a
+  constant): every member's view counts, an AND of the tails.
+- `harmonic`: log sum_j w_j exp(r_j), the weighted harmonic mean of the shares (Wilson 2019): a
+  soft maximum, so a member that finds a user far rarer than the others do mostly decides.
+- `max`: max_j (r_j + log w_j), the smallest share divided by its weight (weighted Bonferroni):
+  an OR of the tails.
+- `arithmetic`: -log sum_j w_j p_j, the weighted arithmetic mean of the shares (as averaging
+  ranks): a user is rare only where every member finds it rare, the AND end of the family.
+These are -log of the weighted power means of the shares, with powers 0, -1, -inf and 1.
+Reasons merge the members' reasons, each weighted by its member's share of the ensemble score
+(for `harmonic` its share of the sum, for `max` the deciding member's, for `mean` and
+`arithmetic` w_j r_j over the sum of those).
 
 Members and weights come from params.yaml (`train.ensemble.members`); each member uses its
 own section of `train` (train.py passes them as `member_params`). A sequence member (e.g.
@@ -21,13 +33,28 @@ from pipelines.detectors.base import Detector, Reason, base_signal, get_detector
 from pipelines.errors import UserError
 
 _POINTS = 2001
+COMBINERS = ("mean", "harmonic", "max", "arithmetic")
+
+
+def _level(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """How many of the grid's points lie below each x, interpolated linearly between two points
+    (so the rarity keeps the member's own order between them, not ties per grid cell); an x equal
+    to a grid value counts the points strictly below it."""
+    i = np.searchsorted(grid, x, side="left")
+    inside = (i > 0) & (i < len(grid))
+    j = np.clip(i, 1, len(grid) - 1)
+    lo, hi = grid[j - 1], grid[j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(hi > lo, (x - lo) / (hi - lo), 1.0)
+    between = inside & (x < hi)  # x == grid[i] is on a point: i below it
+    return np.where(between, j - 1 + np.clip(frac, 0.0, 1.0), i).astype("float64")
 
 
 @register
 class EnsembleDetector(Detector):
     name = "ensemble"
     reasons_kind = "the members' reasons, weighted by each member's share of the score"
-    defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "member_params": {}}
+    defaults = {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "combine": "mean", "member_params": {}}
 
     @classmethod
     def params_from_train(cls, train: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +82,8 @@ class EnsembleDetector(Detector):
                 raise UserError(f"ensemble.members.{name}: the weight must be a number >= 0, not {weight!r}")
         if sum(members.values()) <= 0:
             raise UserError("ensemble.members: at least one weight must be above 0")
+        if self.params["combine"] not in COMBINERS:
+            raise UserError(f"ensemble.combine must be one of {', '.join(COMBINERS)}, not {self.params['combine']!r}")
         self.members_ = {n: make_detector(n, (self.params["member_params"] or {}).get(n) or {}) for n in members}
         for name, member in self.members_.items():
             if member.supervised or member.input_kind not in ("table", "sequence"):
@@ -125,7 +154,7 @@ class EnsembleDetector(Detector):
         rarity = np.empty_like(raw)
         spread = np.maximum(self.quantiles_[-1] - self.quantiles_[_POINTS // 2], 1e-12)
         for j in range(raw.shape[1]):
-            below = np.searchsorted(self.quantiles_[:, j], raw[:, j], side="left") / _POINTS
+            below = _level(self.quantiles_[:, j], raw[:, j]) / _POINTS
             tail = np.maximum(1.0 - below, 0.5 / _POINTS)
             # beyond every training user, rarity keeps growing with the distance (in units of the
             # training scores' upper half-range), so one member's extreme case is not capped
@@ -134,14 +163,36 @@ class EnsembleDetector(Detector):
         return rarity
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._member_rarity(X) @ self.weights
+        return self._combine(self._member_rarity(X))[0]
+
+    def _combine(self, rarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the ensemble score, each member's share of it) from the members' rarities."""
+        w = self.weights
+        how = self.params["combine"]
+        parts = rarity * w
+        shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-12)
+        if how == "mean":
+            return parts.sum(axis=1), shares
+        with np.errstate(divide="ignore"):
+            if how == "arithmetic":  # -log sum w exp(-r), from the largest term so nothing underflows
+                logged = -rarity + np.log(w)
+                top = logged.max(axis=1, keepdims=True)
+                return -(top + np.log(np.exp(logged - top).sum(axis=1, keepdims=True)))[:, 0], shares
+            logged = rarity + np.log(w)  # a member of weight 0 is -inf: never counts
+        top = logged.max(axis=1, keepdims=True)
+        if how == "max":
+            deciding = (logged == top).astype("float64")
+            return top[:, 0], deciding / deciding.sum(axis=1, keepdims=True)
+        # harmonic: log-sum-exp, computed from the largest term so nothing overflows
+        terms = np.exp(logged - top)
+        total = terms.sum(axis=1, keepdims=True)
+        return (top + np.log(total))[:, 0], terms / total
 
     def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
         import pandas as pd
 
         frame = pd.DataFrame(matrix, columns=self.feature_names_)
-        parts = self._member_rarity(matrix) * self.weights
-        shares = parts / np.maximum(parts.sum(axis=1, keepdims=True), 1e-12)
+        shares = self._combine(self._member_rarity(matrix))[1]
         member_reasons = [m.reasons(self._member_input(m, frame), top_n) for m in self.members_.values()]
         out = []
         for i in range(len(matrix)):

@@ -1,0 +1,156 @@
+"""Candidates for the default detector against both halves of issue 7's test, side by side.
+
+A. ADBench (`pipelines benchmark`'s protocol and code: the three files, seeds 0..2): ROC-AUC at
+   least the best PyOD detector's on each file and a mean above every PyOD detector's mean,
+   checked by pipelines.benchmark.criterion against saved PyOD figures (`--pyod`, from
+   `python -m pipelines benchmark --npz F --detectors pyod:IForest,pyod:ECOD,pyod:AutoEncoder,pyod:DeepSVDD --out F.json`).
+B. The simulation (benchmarks/bench_detectors_sim.py, held-out users): a PR-AUC above ecdf_tail's
+   without losing more than 0.01 of ROC-AUC on any abuse type. Tune on `--sim dev` only; run
+   `--sim frozen` once, at the end, for the chosen candidate.
+
+    python benchmarks/bench_ensemble_candidates.py --pyod P1.json P2.json P3.json [--sim dev|frozen]
+        [--cache DIR] [--only NAME,NAME] [--out FILE]
+
+Each candidate is a set of train.* overrides of params.yaml (CANDIDATES below); the same
+settings on every file and on the simulation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ADBENCH = REPO.parent / "shared" / "datasets" / "adbench"
+FILES = ("6_cardio.npz", "38_thyroid.npz", "32_shuttle.npz")
+
+
+def _ens(members: dict[str, float], combine: str, **extra) -> dict:
+    return {"train.detector": "ensemble", "train.ensemble.members": members, "train.ensemble.combine": combine,
+            **extra}
+
+
+# name -> train.* overrides (the baseline, ecdf_tail, is params.yaml's default)
+CANDIDATES: dict[str, dict] = {
+    "ecdf_tail": {"train.detector": "ecdf_tail"},
+    "ens_mean_if25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "mean"),
+    "ens_harmonic_if25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "harmonic"),
+    "ens_max_if25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "max"),
+    "ens_harmonic_if15": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.15}, "harmonic"),
+    "ens_harmonic_if50": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.5}, "harmonic"),
+    "ens_mean_if100": _ens({"ecdf_tail": 1.0, "isolation_forest": 1.0}, "mean"),
+    "ens_harmonic_if25_t1000": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "harmonic",
+                                    **{"train.isolation_forest.n_estimators": 1000}),
+    "ens_harmonic_if25_ecod10": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25, "ecod": 0.1}, "harmonic"),
+    "ens_mean_if25_ecod25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25, "ecod": 0.25}, "mean"),
+    "ens_arith_if200": _ens({"ecdf_tail": 1.0, "isolation_forest": 2.0}, "arithmetic"),
+    "ens_arith_if25_rz50": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25, "robust_zscore": 0.5}, "arithmetic"),
+    "ens_arith_if25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "arithmetic"),
+}
+
+
+def adbench(names: list[str], adbench_dir: Path) -> list[dict]:
+    """Ours on each file, as `pipelines benchmark --out` writes it (one result per file)."""
+    from pipelines.benchmark import benchmark, load_npz
+    from pipelines.config import default_params, override
+
+    out = []
+    for file in FILES:
+        X, y = load_npz(str(adbench_dir / file))
+        result = {"dataset": file, "detectors": {}}
+        for name in names:
+            params = default_params()
+            for key, value in CANDIDATES[name].items():
+                params = override(params, key, value, source=name)
+            detector = params["train"]["detector"]
+            figures = benchmark(X, y, [detector], params["train"])["detectors"][detector]
+            result["detectors"][name] = figures
+            print(f"{file:16s} {name:26s} ROC-AUC {figures['roc_auc']:.5f}", flush=True)
+        out.append(result)
+    return out
+
+
+def simulation(names: list[str], sim: str, cache: str | None) -> dict:
+    """bench_detectors_sim.py on the same simulation: ecdf_tail and every candidate as a variant."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sim.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / "bench_detectors_sim.py"), "--sim", sim,
+               "--detectors", "ecdf_tail", "--out", str(out)]
+        if cache:
+            cmd += ["--cache", cache]
+        for name in names:
+            if name == "ecdf_tail":
+                continue
+            cmd += ["--variant", name, *[f"{k}={json.dumps(v)}" for k, v in CANDIDATES[name].items()]]
+        subprocess.run(cmd, check=True)
+        return json.loads(out.read_text())["detectors"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pyod", nargs="+", required=True, metavar="PYOD.json",
+                    help="`pipelines benchmark --out` files with PyOD's four detectors, one per ADBench file")
+    ap.add_argument("--sim", choices=("dev", "frozen"), default="dev")
+    ap.add_argument("--cache", help="bench_detectors_sim.py's --cache (the built simulation, reused)")
+    ap.add_argument("--adbench", default=str(ADBENCH), help="folder of the ADBench .npz files")
+    ap.add_argument("--only", help="comma-separated candidate names (default: all)")
+    ap.add_argument("--skip-sim", action="store_true", help="ADBench only")
+    ap.add_argument("--out", help="write both halves' figures as JSON")
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
+
+    from pipelines.benchmark import criterion, merge_results
+
+    pyod = []
+    for path in args.pyod:
+        try:
+            pyod.append((json.loads(Path(path).read_text()), ""))
+        except (OSError, ValueError) as exc:
+            ap.error(f"{path}: not a readable benchmark --out file ({exc})")
+    ours = adbench(names, Path(args.adbench))
+    merged = merge_results(pyod + [(r, "") for r in ours])
+    a = {n: criterion(merged, n) for n in names}
+    sim = {} if args.skip_sim else simulation(names, args.sim, args.cache)
+
+    base = sim.get("ecdf_tail")
+    print(f"\n| candidate | {' | '.join(Path(f).stem.split('_', 1)[1] for f in FILES)} | mean | A | "
+          f"{args.sim} PR-AUC | {args.sim} ROC-AUC | worst type dROC | B |")
+    print("|---" * 10 + "|")
+    rows = {}
+    for n in names:
+        c = a[n]
+        cells = [f"{c['files'][f]['roc_auc']:.5f}{'' if c['files'][f]['reached'] else ' (below)'}" for f in FILES] \
+            if "files" in c else ["-"] * len(FILES)
+        mean = f"{c['mean_roc_auc']:.5f}" if "mean_roc_auc" in c else "-"
+        row = {"adbench": c}
+        sim_cells = ["-", "-", "-", "-"]
+        if base and n in sim:
+            r = sim[n]
+            drop = min(r["roc_auc_per_type"][t] - base["roc_auc_per_type"][t] for t in base["roc_auc_per_type"])
+            b = (n != "ecdf_tail") and r["pr_auc"] > base["pr_auc"] and drop >= -0.01
+            sim_cells = [f"{r['pr_auc']:.4f}", f"{r['roc_auc']:.4f}", f"{drop:+.4f}", "yes" if b else "no"]
+            row["simulation"] = {"pr_auc": r["pr_auc"], "roc_auc": r["roc_auc"], "worst_type_roc_auc_change": drop,
+                                 "roc_auc_per_type": r["roc_auc_per_type"], "met": b}
+        rows[n] = row
+        print(f"| {n} | {' | '.join(cells)} | {mean} | {'yes' if c['met'] else 'no'} | {' | '.join(sim_cells)} |")
+    best = {f: max((d for d in merged[f] if d.startswith("pyod:")), key=lambda d: merged[f][d]["roc_auc"])
+            for f in FILES}
+    print("best PyOD: " + ", ".join(f"{Path(f).stem} {best[f]} {merged[f][best[f]]['roc_auc']:.5f}" for f in FILES))
+    both = [n for n in names if rows[n]["adbench"]["met"] and rows[n].get("simulation", {}).get("met")]
+    print("both halves hold for: " + (", ".join(both) if both else "none of these"))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"sim": args.sim, "candidates": CANDIDATES, "results": rows},
+                                             indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
