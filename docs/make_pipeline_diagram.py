@@ -151,8 +151,7 @@ def layout(nodes: list[str], edges: list[list[str]], labels: dict[str, str]) -> 
         step = BOX_H + GAP_Y + 0.25
         top = (len(column) - 1) * step / 2
         for j, n in enumerate(column):
-            lines = labels[n].count("\n") + 1
-            pos[n] = (x + width / 2, top - j * step, widths[n] + 0 * lines)
+            pos[n] = (x + width / 2, top - j * step, widths[n])
         x += width + GAP_X
     return pos
 
