@@ -12,7 +12,7 @@ import os
 import sys
 import uuid
 
-from pipelines.errors import TransientWarehouseError, UserError
+from pipelines.errors import TransientWarehouseError, UserError, write_failure
 
 RAW_EVENTS = "data/raw/events.parquet"
 RAW_LABELS = "data/raw/labels.parquet"
@@ -251,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a full disk or an unwritable folder: one line, not a traceback
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.exit_code
     if result is not None:
         print(json.dumps(result, default=str, sort_keys=True))
     return 0

@@ -18,7 +18,9 @@ make a changed endpoint give a fresh client instead of a cached one pointing at 
 User mistakes (missing file or bucket, bad URI, denied access, no credentials) raise
 pipelines.errors.UserError with a one-line message that starts with the URI; an object store that
 cannot be reached or says "try again" (refused, reset, timeout, throttling, 5xx) raises
-TransientStorageError with the same kind of message, which schedulers retry.
+TransientStorageError with the same kind of message, which schedulers retry. A local write the
+system refuses (disk full, file size limit or quota, read-only or unwritable folder) raises
+pipelines.errors.OutputWriteError, one line naming the file and the fix; the file is unchanged.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from pipelines.errors import TransientWarehouseError, UserError
+from pipelines.errors import TransientWarehouseError, UserError, output_write_error
 
 log = logging.getLogger(__name__)
 
@@ -301,19 +303,35 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     A killed or failing writer leaves the previous good file untouched. Local paths only. The
     temporary file is hidden; one a killed writer left is removed by the next write of `path`.
+    A full disk or an unwritable folder raises OutputWriteError (one line, naming `path`).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(target)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with _write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(target)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, target)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _write_errors(target: str | os.PathLike) -> Iterator[None]:
+    """A full disk, a file size limit or quota, a read-only or unwritable folder while writing
+    `target`: one-line OutputWriteError naming it and the fix (the temporary file is removed by
+    the caller's clean-up, so nothing half-written is left)."""
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        yield
+    except OSError as exc:
+        error = output_write_error(_str(target), exc, unchanged=True)
+        if error is None:
+            raise
+        raise error from exc
 
 
 @contextlib.contextmanager
@@ -500,7 +518,8 @@ def write_parquet(df: pd.DataFrame, uri: str | os.PathLike) -> None:
     fs, path = _fs(text)
     with tempfile.TemporaryDirectory(prefix="pipelines-io-") as tmpdir:
         tmp = Path(tmpdir) / "upload.parquet"
-        df.to_parquet(tmp, index=False)
+        with _write_errors(tmp):  # the local disk of the temporary folder is full
+            df.to_parquet(tmp, index=False)
         with _user_errors(text, "upload"):
             fs.put_file(str(tmp), path)
 
@@ -641,21 +660,33 @@ def _put_dir_local(source: Path, target: Path, text: str) -> None:
     if target.exists():
         log.debug("%s already exists; keeping it", text)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
-    try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
+    with _write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
         try:
-            os.rename(tmp, target)  # fails on a non-empty existing directory: never a mix
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir():
-                log.debug("%s was published by another process first; keeping theirs", text)
-                return
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            try:
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+            except shutil.Error as exc:  # copytree gathers each file's error: the first one's OSError
+                first = exc.args[0][0] if exc.args and exc.args[0] else None
+                raise OSError(*_errno_of(first)) from exc
+            try:
+                os.rename(tmp, target)  # fails on a non-empty existing directory: never a mix
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir():
+                    log.debug("%s was published by another process first; keeping theirs", text)
+                    return
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
+def _errno_of(failure: Any) -> tuple:
+    """(errno, message) from one of shutil.Error's (source, destination, reason) entries."""
+    reason = str(failure[2]) if failure else "copy failed"
+    found = re.search(r"\[Errno (\d+)\]", reason)
+    return (int(found.group(1)), reason) if found else (0, reason)
 
 
 @contextlib.contextmanager

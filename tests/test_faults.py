@@ -246,3 +246,116 @@ def test_a_write_removes_the_temporary_files_of_dead_writers_only(tmp_path):
     assert not dead.exists() and not dead_dir.exists()
     assert live.exists() and elsewhere.exists() and other_target.exists()
     assert pd.read_parquet(target)["a"].tolist() == [1]
+
+
+# ----------------------------------------------------------------------------- full disks, failing writes
+
+
+def file_size_limit(limit: int):
+    """preexec_fn: writes past `limit` bytes of a file fail with EFBIG (as a full disk fails with
+    ENOSPC), for root too; SIGXFSZ ignored so the write returns the error instead of killing."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_write_past_the_file_size_limit_is_one_error_line_and_keeps_the_previous_file(run):
+    root = run
+    folder = root / "reports" / f"as_of={DAY}"
+    output = folder / "report.html"
+    before = output.read_bytes()
+    # the limit stops report.html and nothing the report step writes before it (the drift figures)
+    limit = len(before) - 1
+    assert max((folder / n).stat().st_size for n in ("drift.json", "drift.parquet")) < limit
+    proc = cli(root, "report", preexec=file_size_limit(limit))
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    line = one_error_line(proc)
+    assert line.startswith(f"error: cannot write {output}: file too large"), line
+    assert "ulimit -f" in line and f"{output} is unchanged" in line
+    assert output.read_bytes() == before
+    assert not hidden(p.name for p in folder.iterdir()), list(folder.iterdir())
+
+
+def test_a_full_warehouse_file_is_one_error_line_and_keeps_the_days_rows(run):
+    root = run
+    rows_before = warehouse_rows(root)
+    publish_json = root / "reports" / f"as_of={DAY}" / "publish.json"
+    previous = publish_json.read_bytes()
+    # the day's rows go to the write-ahead log first: it is the file that cannot grow
+    proc = cli(root, "publish", preexec=file_size_limit(1024))
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    line = one_error_line(proc)
+    assert "warehouse.duckdb" in line and "file too large" in line, line
+    pd.testing.assert_frame_equal(warehouse_rows(root), rows_before)
+    assert publish_json.read_bytes() == previous
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.ENOSPC, "no space left on the device; {target} is unchanged: free space"),
+    (errno.EDQUOT, "disk quota exceeded"),
+    (errno.EROFS, "the file system is read-only"),
+    (errno.EACCES, "permission denied"),
+])
+def test_write_errors_leave_no_half_written_file(tmp_path, monkeypatch, code, words):
+    """The kernel's other refusals, injected half-way through writing the temporary file (a full
+    disk cannot be made without mounting one; chmod does not stop root)."""
+    from pipelines import io
+    from pipelines.errors import OutputWriteError
+
+    target = tmp_path / "out" / "report.json"
+    io.write_json({"day": 1}, target)
+    previous = target.read_bytes()
+    real = Path.write_bytes
+
+    def half_then_fail(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OutputWriteError) as info:
+        io.write_json({"day": 2, "padding": "x" * 1000}, target)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {target}: ") and words.format(target=target) in message
+    assert "\n" not in message
+    assert target.read_bytes() == previous
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+
+
+def test_an_unrelated_os_error_is_not_dressed_up_as_a_write_error(tmp_path, monkeypatch):
+    from pipelines import io
+
+    def broken(self, data):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "write_bytes", broken)
+    with pytest.raises(OSError) as info:
+        io.write_json({}, tmp_path / "x.json")
+    assert info.value.errno == errno.EIO
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_finds_a_refused_write_behind_other_errors():
+    import shutil
+
+    from pipelines.errors import write_failure
+
+    copy = shutil.Error([("/a/src.gif", "/tmp/snap/src.gif", "[Errno 28] No space left on device: '/a/src.gif'")])
+    assert str(write_failure(copy)).startswith("cannot write /tmp/snap/src.gif: no space left on the device: free")
+    # DuckDB's failed commit, masked by the ROLLBACK that followed it
+    try:
+        try:
+            raise RuntimeError('Failed to commit: Could not write file "/w/wh.duckdb.wal": Disk quota exceeded')
+        except RuntimeError:
+            raise RuntimeError("cannot rollback - no transaction is active")
+    except RuntimeError as exc:
+        assert str(write_failure(exc)).startswith("cannot write /w/wh.duckdb.wal: disk quota exceeded: ")
+    assert write_failure(ValueError("bad value")) is None
+    assert write_failure(OSError(errno.EIO, "Input/output error")) is None

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipelines import io
-from pipelines.errors import UserError
+from pipelines.errors import OutputWriteError, UserError
 
 
 def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path):
@@ -304,7 +304,7 @@ def test_put_dir_local_failure_midway_leaves_no_target(tmp_path, monkeypatch):
         return real_copytree(src, dst, copy_function=copy_one_then_fail, **kwargs)
 
     monkeypatch.setattr(shutil, "copytree", disk_fills_up)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputWriteError, match=f"cannot write {models / 'abc'}: no space left"):
         io.put_dir(source, models / "abc")
     assert copied  # it did fail midway, after one file
     assert not (models / "abc").exists()
