@@ -347,8 +347,44 @@ def publish_stage(params: dict, as_of: str, scores_in: str | None = None, run_id
             "warehouse": redact(target.url), "run_id": run_id, "experiment": experiment}
     if "user_scores_rows" in written:
         info["user_scores_rows"] = written["user_scores_rows"]
+    snapshot = snapshot_reports(lay, as_of, run_id, info)
+    if snapshot is not None:
+        info["reports"] = snapshot
+    # the pointer, replaced last: it names the run whose reports are complete and published
     io.write_json(info, report_out or lay.report(as_of, "publish.json"))
     return info
+
+
+def snapshot_reports(lay: Layout, as_of: str, run_id: str, published: dict) -> str | None:
+    """The day's reports as this run left them, copied under a prefix of the run's own,
+    `<reports>/runs/as_of=D/run=ID/`, with a meta.json (what was published, each file's sha256)
+    written last: a reader of that prefix never sees a mix of two runs' reports, which the day's
+    folder, replaced file by file by each step, can show while a day is rerun. An existing
+    snapshot of the same run id is kept (a retried publish). None when the day has no reports."""
+    import hashlib
+    import shutil
+
+    day = lay.report_dir(as_of)
+    if not io.listdir(day):
+        return None
+    target = io.join(lay.reports, "runs", f"as_of={as_of}", f"run={_safe_run_id(run_id)}")
+    with io.get_dir(day) as source, tempfile.TemporaryDirectory(prefix="pipelines-snapshot-") as tmp:
+        copy = Path(tmp) / "snapshot"
+        # publish.json is the day's pointer, rewritten after this; meta.json says what it will say
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".*", "publish.json", io.COMPLETE_MARKER))
+        files = {f.relative_to(copy).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+                 for f in sorted(copy.rglob("*")) if f.is_file()}
+        meta = {"as_of": as_of, "run_id": run_id, "published": published, "files": files}
+        (copy / io.COMPLETE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        io.put_dir(copy, target)
+    return target
+
+
+def _safe_run_id(run_id: str) -> str:
+    """Airflow's run ids hold ':' and '+' (scheduled__2026-11-21T00:00:00+00:00): one path segment."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
 
 
 class _DatedPaths:

@@ -145,6 +145,41 @@ def test_republishing_a_day_is_idempotent_and_touches_no_other_day(tmp_path, ser
     assert {r[4] for r in after if r[0] == DAYS[1]} == {"second"}
 
 
+def test_publishing_snapshots_the_days_reports_under_the_run_and_points_to_them(tmp_path, serial):
+    import hashlib
+    import shutil
+
+    root, serial_params = serial
+    reports = tmp_path / "reports"
+    shutil.copytree(Path(serial_params["storage"]["reports"]), reports)
+    params = override(serial_params, "storage.reports", str(reports))
+    params = override(params, "warehouse.url", f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    day_dir = reports / f"as_of={DAYS[1]}"
+
+    first = stages.publish_stage(params, DAYS[1], run_id="scheduled__2026-11-21T00:00:00+00:00")
+    snap = Path(first["reports"])
+    assert snap == reports / "runs" / f"as_of={DAYS[1]}" / "run=scheduled__2026-11-21T00_00_00_00_00"
+    assert json.loads((day_dir / "publish.json").read_text())["reports"] == str(snap)  # the pointer
+    meta = json.loads((snap / "meta.json").read_text())
+    day_files = {f.relative_to(day_dir).as_posix() for f in day_dir.rglob("*") if f.is_file()  # hidden: temporary
+                 and not any(part.startswith(".") for part in f.relative_to(day_dir).parts)} - {"publish.json"}
+    assert set(meta["files"]) == day_files and {"score.json", "train.json", "clean_report.json"} <= day_files
+    for name, digest in meta["files"].items():
+        assert hashlib.sha256((snap / name).read_bytes()).hexdigest() == digest
+    assert meta["published"]["rows"] == first["rows"] and meta["run_id"] == first["run_id"]
+
+    # a rerun's reports land beside the first run's, which stay as they were
+    (day_dir / "score.json").write_text('{"rerun": true}')
+    second = stages.publish_stage(params, DAYS[1], run_id="manual-2")
+    assert json.loads(Path(second["reports"], "score.json").read_text()) == {"rerun": True}
+    assert json.loads((snap / "score.json").read_text()) != {"rerun": True}
+    assert json.loads((day_dir / "publish.json").read_text())["run_id"] == "manual-2"
+    # a retried publish of the same run keeps its snapshot
+    (day_dir / "score.json").write_text('{"retried": true}')
+    assert stages.publish_stage(params, DAYS[1], run_id="manual-2")["reports"] == second["reports"]
+    assert json.loads(Path(second["reports"], "score.json").read_text()) == {"rerun": True}
+
+
 def test_scoring_does_not_publish_and_publishing_does_not_score(tmp_path, serial):
     root, params = serial
     params = override(params, "warehouse.url", f"duckdb:///{tmp_path / 'untouched.duckdb'}")

@@ -336,6 +336,7 @@ def test_the_daily_steps_read_events_from_s3_and_write_every_artifact_there(s3, 
         "ingest": {"source": "s3://events/raw/events.parquet"},
         "features": {"threads": 1},
         "score": {"top_k": 20},
+        "warehouse": {"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
     }))
     assert not _SECRET_KEY.search(params.read_text())  # credentials come from the environment only
 
@@ -352,6 +353,7 @@ def test_the_daily_steps_read_events_from_s3_and_write_every_artifact_there(s3, 
     decision = step("promote", "--labels", "s3://events/raw/labels.parquet")
     assert decision["promoted"] and decision["champion_after"] == version
     scored = step("score")
+    published = step("publish")
 
     stored = set(keys(s3))
     for dataset, name in (("ingested", "events"), ("clean", "events"), ("clean", "quarantine"),
@@ -363,6 +365,12 @@ def test_the_daily_steps_read_events_from_s3_and_write_every_artifact_there(s3, 
     assert f"models/registry/{version}/meta.json" in stored and f"models/registry/{version}/registry.json" in stored
     assert json.loads(s3.get_object(Bucket="events", Key="models/champion.json")["Body"].read())["version"] == version
     assert list(work.iterdir()) == []  # nothing went to the local disk instead
+    # the published run's reports under its own prefix, meta.json with it, the day's pointer to it
+    snapshot = f"reports/runs/as_of={day}/run={published['run_id']}"
+    assert published["reports"] == f"s3://events/{snapshot}"
+    assert {f"{snapshot}/meta.json", f"{snapshot}/score.json", f"{snapshot}/report.html"} <= stored
+    pointer = json.loads(s3.get_object(Bucket="events", Key=f"reports/as_of={day}/publish.json")["Body"].read())
+    assert pointer["reports"] == published["reports"] and pointer["rows"] == 20
 
     scores = io.read_parquet(f"s3://events/lake/scores/as_of={day}/scores.parquet")
     features = io.read_parquet(f"s3://events/lake/features/as_of={day}/features.parquet", columns=["user_id"])
