@@ -244,7 +244,7 @@ def psi_chart(rows: list[dict[str, Any]], score_psi: float, thresholds: dict[str
     ax.axvline(thresholds["psi_warn"], color=_ORANGE, linestyle="--", linewidth=1, label="warn")
     ax.axvline(thresholds["psi_severe"], color=_RED, linestyle="--", linewidth=1, label="severe")
     ax.set_xlabel("population stability index vs training", fontsize=9)
-    ax.set_title("Largest drift: score and features" + ("" if judged else " (too few users to judge)"),
+    ax.set_title("Largest drift: score and features" + ("" if judged else "\n(grey: too few users to judge)"),
                  fontsize=10, loc="left")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     _style(ax)
