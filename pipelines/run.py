@@ -29,6 +29,8 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
     params = override(params, "storage", {"data": lay.data, "reports": lay.reports, "models": lay.models})
     params = override(params, "features.history_days", None)
     params = override(params, "score.active_within_days", None)
+    if labels:  # the run report gets the labelled section (PR and ROC curves, recall per type)
+        params = override(params, "report.labels", labels)
     work, validation = out / "work", str(out / "validation")
     summary: dict[str, Any] = {}
     # the run date is only known once the events are clean, so the first steps get explicit paths

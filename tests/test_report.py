@@ -280,15 +280,16 @@ def test_the_report_of_pipelines_run_has_the_same_headline_numbers_and_activity_
 
     from pipelines.simulate import simulate
 
-    events, _ = simulate({"n_users": 150, "days": 8, "seed": 11, "anomaly_rate": 0.08, "end_date": "2026-11-21"})
+    events, labels = simulate({"n_users": 150, "days": 8, "seed": 11, "anomaly_rate": 0.08, "end_date": "2026-11-21"})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
     events = events.assign(event_time=events["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     bad = events.head(3).copy()
     bad["event_type"] = "teleport"  # not an event type: quarantined with its reason
     pd.concat([events, bad]).to_csv(tmp_path / "events.csv", index=False)
     (tmp_path / "params.yaml").write_text("report:\n  top_users: 4\nfeatures:\n  threads: 1\n")
-    done = subprocess.run([sys.executable, "-m", "pipelines", "run", "--events", "events.csv", "--out", "out",
-                           "--warehouse", f"duckdb:///{tmp_path}/wh.duckdb"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "pipelines", "run", "--events", "events.csv", "--labels", "labels.csv",
+                           "--out", "out", "--warehouse", f"duckdb:///{tmp_path}/wh.duckdb"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     day = summary["score"]["as_of"]
@@ -311,7 +312,11 @@ def test_the_report_of_pipelines_run_has_the_same_headline_numbers_and_activity_
     assert f"for {day}" in visible and "Gate decision promoted: no champion yet" in visible
     # the activity charts: one per top flagged user, from the run's clean events
     assert text.count('class="spark"') == 4 and "no clean events for this day" not in text
-    assert len(images) == 4 + 2 + 4
+    # with --labels: the labelled section, on the same held-out users as metrics.json
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"Precision-recall (PR-AUC {metrics['pr_auc']:.3f})" in text and "No labels for this run" not in text
+    assert f"ROC (ROC-AUC {metrics['roc_auc']:.3f})" in text and "Recall per abuse type" in text
+    assert len(images) == 4 + 2 + 4 + 3
     # the clean events under the day's partition name are the same file, not a copy
     assert (out / "data" / "clean" / f"as_of={day}" / "events.parquet").stat().st_ino == \
         (out / "work" / "clean.parquet").stat().st_ino
