@@ -2,6 +2,7 @@
 and a throwaway PostgreSQL database for the warehouse tests."""
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from typing import Any, Callable
@@ -13,6 +14,11 @@ import pytest
 from pipelines.schema import EVENT_DTYPES, FLAGGED_USERS_COLUMNS
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# A step slower than PIPELINES_PROGRESS_SECONDS (30 s) says so at INFO off a terminal: on a
+# loaded CI machine that would add lines to the stderr that tests hold to one line or compare
+# between runs. Tests of progress set their own.
+os.environ.setdefault("PIPELINES_PROGRESS_SECONDS", "3600")
 
 # The as-of day of the hand-built logs; `at(days_before, hour)` places an event relative to it.
 AS_OF = pd.Timestamp("2024-03-10", tz="UTC")
