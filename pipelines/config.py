@@ -135,6 +135,8 @@ class CleanParams(_Section):
     max_price: float = Field(1e9, gt=0, lt=1e13)
     max_quantity: int = Field(1_000_000, ge=1, le=1_000_000_000)
     max_id_length: int = Field(256, ge=1)
+    # the environment variable holding the secret salt of the IP and device id hashes
+    id_salt_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "PIPELINES_ID_SALT"
 
 
 class FeaturesParams(_Section):
@@ -174,7 +176,7 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
             "patience": 5, "seed": 0},
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
-    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}},
+    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "combine": "harmonic"},
     "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 2, "epochs": 20, "batch_size": 256,
                              "learning_rate": 0.001, "patience": 3, "seed": 0},
 }
