@@ -176,7 +176,7 @@ _DETECTOR_SECTIONS: dict[str, dict[str, Any]] = {
             "patience": 5, "seed": 0},
     "supervised_mlp": {"hidden": [64, 32], "dropout": 0.1, "epochs": 40, "batch_size": 256, "learning_rate": 0.001,
                        "patience": 5, "seed": 0},
-    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "combine": "harmonic"},
+    "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 0.25}, "combine": "mean"},
     "sequence_autoencoder": {"hidden": 32, "latent": 8, "score_top_events": 2, "epochs": 20, "batch_size": 256,
                              "learning_rate": 0.001, "patience": 3, "seed": 0},
 }
