@@ -78,11 +78,14 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
         if not len(batch):
             continue
         X = model_input(detector, batch, sequences)
-        batch_scores = np.asarray(detector.score(X), dtype="float64")
+        if explain:
+            batch_scores, explained = detector.score_and_reasons(X, top_n=int(p["n_reasons"]))
+        else:
+            batch_scores, explained = detector.score(X), [[] for _ in range(len(batch))]
+        batch_scores = np.asarray(batch_scores, dtype="float64")
         _require_finite(batch_scores, batch, detector)
         scores.append(batch_scores)
         user_ids.append(pa.array(batch["user_id"].astype("str").to_numpy(), type=pa.string()))
-        explained = detector.reasons(X, top_n=int(p["n_reasons"])) if explain else [[] for _ in range(len(batch))]
         reasons.append(pa.array([format_reasons(r) for r in explained], type=pa.string()))
         types.append(pa.array([suspected_types(r) for r in explained], type=pa.string()))
         progress.update(len(batch))

@@ -147,6 +147,27 @@ def test_save_load_gives_identical_scores_and_reasons(planted, fitted, tmp_path)
     assert loaded.explain(sequences.take(np.arange(20))) == fitted.explain(sequences.take(np.arange(20)))
 
 
+def test_scoring_with_reasons_runs_the_network_once_and_agrees_with_score_and_reasons(planted, fitted,
+                                                                                      monkeypatch):
+    import pipelines.deep.sequence_net as net
+
+    sequences, _ = planted
+    some = sequences.take(np.arange(40))
+    alone_scores, alone_reasons = fitted.score(some), fitted.reasons(some, top_n=3)
+    calls = []
+    real = net.event_losses
+    monkeypatch.setattr(net, "event_losses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    scores, reasons = fitted.score_and_reasons(some, top_n=3)
+    batches = -(-len(some) // 1024)  # the network's forward passes for one read of these users
+    assert len(calls) == batches
+    np.testing.assert_array_equal(scores, alone_scores)
+    assert reasons == alone_reasons and any(reasons)
+    # the score is the mean loss of each user's worst events, the terms its reasons show
+    k = fitted.params["score_top_events"]
+    per_user = fitted._event_losses(some)
+    np.testing.assert_allclose(scores, [np.sort(x)[-k:].mean() for x in per_user])
+
+
 def test_cpu_training_is_repeatable(planted, fitted):
     sequences, _ = planted
     again = make_detector("sequence_autoencoder", FAST).fit(sequences)

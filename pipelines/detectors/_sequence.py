@@ -2,8 +2,10 @@
 `pipelines.sequences.EventSequences` instead of the feature table, refuses sequences whose
 vocabulary differs from its training data, and its reasons are events, not features.
 
-A subclass gives `_fit_sequences`, `_score_sequences` and `_event_losses` (per user, the loss
-of each of its events, higher = less expected). The percentile of a reason is the event's loss
+A subclass gives `_fit_sequences`, `_event_losses` (per user, the loss of each of its events,
+higher = less expected) and `_score_from_losses` (a user's score from its events' losses). The
+score and the reasons are both read off the same per-event losses, so scoring with reasons
+runs the network once (`score_and_reasons`). The percentile of a reason is the event's loss
 among the training users' events.
 """
 from __future__ import annotations
@@ -32,10 +34,10 @@ class SequenceDetector(Detector):
     def _fit_sequences(self, sequences) -> None:
         raise NotImplementedError
 
-    def _score_sequences(self, sequences) -> np.ndarray:
+    def _event_losses(self, sequences) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def _event_losses(self, sequences) -> list[np.ndarray]:
+    def _score_from_losses(self, per_user: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     # the table entry points of Detector do not apply
@@ -63,15 +65,25 @@ class SequenceDetector(Detector):
 
     def score(self, X) -> np.ndarray:
         self._check_fitted()
-        return np.asarray(self._score_sequences(self._checked(X)), dtype="float64")
+        return np.asarray(self._score_from_losses(self._event_losses(self._checked(X))), dtype="float64")
 
     def reasons(self, X, top_n: int = 3) -> list[list[Reason]]:
         """Per user, its least expected events (one per kind of event), worst first."""
-        from pipelines.sequences import EVENT_TYPES, FLAG_FIELDS
+        self._check_fitted()
+        sequences = self._checked(X)
+        return self._reasons_from_losses(sequences, self._event_losses(sequences), top_n)
 
+    def score_and_reasons(self, X, top_n: int = 3) -> tuple[np.ndarray, list[list[Reason]]]:
+        """One pass of the network for both: they are the same per-event losses."""
         self._check_fitted()
         sequences = self._checked(X)
         per_user = self._event_losses(sequences)
+        return (np.asarray(self._score_from_losses(per_user), dtype="float64"),
+                self._reasons_from_losses(sequences, per_user, top_n))
+
+    def _reasons_from_losses(self, sequences, per_user: list[np.ndarray], top_n: int) -> list[list[Reason]]:
+        from pipelines.sequences import EVENT_TYPES, FLAG_FIELDS
+
         if not per_user:
             return []
         # one lookup for every event of every user, then split back per user

@@ -279,6 +279,11 @@ class Detector(ABC):
         self._check_fitted()
         return self._reasons(self._as_matrix(X), top_n)
 
+    def score_and_reasons(self, X: pd.DataFrame, top_n: int = 3) -> tuple[np.ndarray, list[list[Reason]]]:
+        """`score` and `reasons` of the same rows, as scoring wants them. A detector whose reasons
+        are the terms of its score (the sequence models) overrides it to compute them once."""
+        return self.score(X), self.reasons(X, top_n)
+
     def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
         """`reasons` as text, `feature=value (pNN.N)` joined by `; `."""
         return [format_reasons(r) for r in self.reasons(X, top_n)]

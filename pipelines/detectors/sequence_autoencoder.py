@@ -40,13 +40,12 @@ class SequenceAutoencoderDetector(SequenceDetector):
         self.model_, self.history_ = loop.fit(self._network, mean_event_loss, SequenceBatches(sequences),
                                               loop.LoopConfig.from_params(self.params), label=self.name)
 
-    def _score_sequences(self, sequences) -> np.ndarray:
-        from pipelines.deep import loop
-        from pipelines.deep.sequence_net import SequenceBatches, worst_events_mean
-
+    def _score_from_losses(self, per_user: list[np.ndarray]) -> np.ndarray:
+        """The mean loss of each user's k worst events (all of them when fewer): a takeover is a
+        handful of events at the end of a long ordinary history, which a mean over all would dilute."""
         k = int(self.params["score_top_events"])
-        return loop.predict(self.model_, lambda m, t: worst_events_mean(m, t, k), SequenceBatches(sequences),
-                            batch_size=1024, device="auto", threads=self.params["cpu_threads"])
+        return np.array([np.sort(losses)[-k:].mean() if len(losses) else 0.0 for losses in per_user],
+                        dtype="float64")
 
     def _event_losses(self, sequences) -> list[np.ndarray]:
         import torch
