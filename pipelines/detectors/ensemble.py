@@ -4,14 +4,15 @@ growing linearly beyond the highest training score), and the ensemble score comb
 rarities r_j = -log p_j with the weights w_j (normalised to sum 1), as tail shares p_j are
 combined into one (`combine`):
 - `mean`: sum_j w_j r_j, the weighted geometric mean of the shares (Fisher's method up to a
-  constant): every member's view counts, an AND of the tails.
+  constant): every member's view counts in proportion to its weight.
 - `harmonic`: log sum_j w_j exp(r_j), the weighted harmonic mean of the shares (Wilson 2019): a
   soft maximum, so a member that finds a user far rarer than the others do mostly decides.
 - `max`: max_j (r_j + log w_j), the smallest share divided by its weight (weighted Bonferroni):
   an OR of the tails.
 - `arithmetic`: -log sum_j w_j p_j, the weighted arithmetic mean of the shares (as averaging
   ranks): a user is rare only where every member finds it rare, the AND end of the family.
-These are -log of the weighted power means of the shares, with powers 0, -1, -inf and 1.
+These are -log of the weighted power means of the shares, with powers 0, -1, -inf (its limit,
+the weights dividing as in Bonferroni's) and 1: harmonic >= mean >= arithmetic for any rarities.
 Reasons merge the members' reasons, each weighted by its member's share of the ensemble score
 (for `harmonic` its share of the sum, for `max` the deciding member's, for `mean` and
 `arithmetic` w_j r_j over the sum of those).
