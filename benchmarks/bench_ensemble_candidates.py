@@ -9,7 +9,10 @@ B. The simulation (benchmarks/bench_detectors_sim.py, held-out users): a PR-AUC 
    `--sim frozen` once, at the end, for the chosen candidate.
 
     python benchmarks/bench_ensemble_candidates.py --pyod P1.json P2.json P3.json [--sim dev|frozen]
-        [--cache DIR] [--only NAME,NAME] [--out FILE]
+        [--cache DIR] [--only NAME,NAME] [--out FILE] [--from FILE]
+
+`--from` reads the figures of an earlier `--out` instead of measuring again (to judge them
+against other PyOD files).
 
 Each candidate is a set of train.* overrides of params.yaml (CANDIDATES below); the same
 settings on every file and on the simulation.
@@ -101,8 +104,10 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated candidate names (default: all)")
     ap.add_argument("--skip-sim", action="store_true", help="ADBench only")
     ap.add_argument("--out", help="write both halves' figures as JSON")
+    ap.add_argument("--from", dest="reuse", help="an earlier --out: its figures, not measured again")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(CANDIDATES)
+    earlier = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    names = args.only.split(",") if args.only else list(earlier["ours"][0]["detectors"] if earlier else CANDIDATES)
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         ap.error(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
@@ -115,10 +120,13 @@ def main() -> int:
             pyod.append((json.loads(Path(path).read_text()), ""))
         except (OSError, ValueError) as exc:
             ap.error(f"{path}: not a readable benchmark --out file ({exc})")
-    ours = adbench(names, Path(args.adbench))
+    if earlier:
+        ours, sim, args.sim = earlier["ours"], earlier["simulation"], earlier["sim"]
+    else:
+        ours = adbench(names, Path(args.adbench))
+        sim = {} if args.skip_sim else simulation(names, args.sim, args.cache)
     merged = merge_results(pyod + [(r, "") for r in ours])
     a = {n: criterion(merged, n) for n in names}
-    sim = {} if args.skip_sim else simulation(names, args.sim, args.cache)
 
     base = sim.get("ecdf_tail")
     print(f"\n| candidate | {' | '.join(Path(f).stem.split('_', 1)[1] for f in FILES)} | mean | A | "
@@ -127,9 +135,9 @@ def main() -> int:
     rows = {}
     for n in names:
         c = a[n]
-        cells = [f"{c['files'][f]['roc_auc']:.5f}{'' if c['files'][f]['reached'] else ' (below)'}" for f in FILES] \
-            if "files" in c else ["-"] * len(FILES)
-        mean = f"{c['mean_roc_auc']:.5f}" if "mean_roc_auc" in c else "-"
+        cells = [f"{merged[f][n]['roc_auc']:.5f}" + ("" if "files" not in c or c["files"][f]["reached"] else " (below)")
+                 for f in FILES]
+        mean = f"{sum(merged[f][n]['roc_auc'] for f in FILES) / len(FILES):.5f}"
         row = {"adbench": c}
         sim_cells = ["-", "-", "-", "-"]
         if base and n in sim:
@@ -141,13 +149,17 @@ def main() -> int:
                                  "roc_auc_per_type": r["roc_auc_per_type"], "met": b}
         rows[n] = row
         print(f"| {n} | {' | '.join(cells)} | {mean} | {'yes' if c['met'] else 'no'} | {' | '.join(sim_cells)} |")
-    best = {f: max((d for d in merged[f] if d.startswith("pyod:")), key=lambda d: merged[f][d]["roc_auc"])
+    best = {f: max((d for d in merged[f] if d.startswith("pyod:")), key=lambda d: merged[f][d]["roc_auc"], default=None)
             for f in FILES}
-    print("best PyOD: " + ", ".join(f"{Path(f).stem} {best[f]} {merged[f][best[f]]['roc_auc']:.5f}" for f in FILES))
+    print("best PyOD: " + ", ".join(f"{Path(f).stem} {best[f]} {merged[f][best[f]]['roc_auc']:.5f}" if best[f]
+                                    else f"{Path(f).stem} none given" for f in FILES))
+    if not all("files" in a[n] for n in names):
+        print("A not judged for some: " + a[names[0]].get("why", ""))
     both = [n for n in names if rows[n]["adbench"]["met"] and rows[n].get("simulation", {}).get("met")]
     print("both halves hold for: " + (", ".join(both) if both else "none of these"))
     if args.out:
-        Path(args.out).write_text(json.dumps({"sim": args.sim, "candidates": CANDIDATES, "results": rows},
+        Path(args.out).write_text(json.dumps({"sim": args.sim, "candidates": {n: CANDIDATES.get(n) for n in names},
+                                              "ours": ours, "simulation": sim, "results": rows},
                                              indent=2, default=str))
     return 0
 
