@@ -688,10 +688,12 @@ def _duckdb_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordB
             if scores is not None:
                 _duckdb_load(con, target, "scores", USER_SCORES_ARROW, as_of, scores)
             _checkpoint("before_commit")
-            con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        # outside the rollback: a COMMIT that fails (a full disk) has ended the transaction
+        # itself, and a ROLLBACK then would replace its error with "no transaction is active"
+        con.execute("COMMIT")
 
 
 def _duckdb_load(con, target: Target, key: str, schema: pa.Schema, as_of, batches) -> None:
