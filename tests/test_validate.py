@@ -478,3 +478,19 @@ def test_module_import_does_not_import_great_expectations():
     code = "import sys, pipelines.validate; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_the_validated_frame_is_not_kept_once_validation_returns(tmp_path):
+    """GX keeps its last context as the current project; the frame must not live on through it
+    (a million users' features stayed in memory for the rest of `pipelines run`)."""
+    import gc
+    import weakref
+
+    for report_dir in (None, tmp_path / "reports"):
+        df = pd.DataFrame({"user_id": ["u1", "u1"], "score": [float("nan"), 1.5]})  # fails: the run stops here
+        gone = weakref.ref(df)
+        with pytest.raises(ValidationFailed):
+            validate_dataframe(df, "scores", report_dir=report_dir)
+        del df
+        gc.collect()
+        assert gone() is None, f"the validated frame is still referenced (report_dir={report_dir})"
