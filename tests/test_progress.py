@@ -223,6 +223,76 @@ def test_a_step_heartbeat_is_quiet_while_its_progress_reports_and_with_q(restore
     assert not caplog.records
 
 
+# ----------------------------------------------------------------------------- the CLI in a terminal
+
+
+def in_a_terminal(*args: str, cwd: Path, timeout_s: float = 120, **env: str) -> tuple[int, str]:
+    """(exit status, everything written) of `python -m pipelines ARGS` with stdin, stdout and
+    stderr on a real pseudo-terminal (120 columns), read from its master side until it exits."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=cwd, stdin=slave, stdout=slave,
+                                stderr=slave, env={**os.environ, **env}, start_new_session=True)
+    finally:
+        os.close(slave)  # the child holds it now: the master reads EOF (EIO) once the child has exited
+    chunks, deadline = [], time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: every writer of the slave side has closed it
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            proc.kill()
+            pytest.fail(f"{args} did not finish in {timeout_s} s under a pseudo-terminal: "
+                        f"{b''.join(chunks).decode(errors='replace')[-2000:]}")
+        return proc.wait(timeout=30), b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_a_real_terminal_gets_a_tqdm_bar_and_a_pipe_gets_plain_lines_from_the_same_command(tmp_path):
+    (tmp_path / "params.yaml").write_text("simulate:\n  n_users: 200\n  days: 3\n")
+    # the same command and environment both times; interval 0: off a terminal every part is a line
+    env = {"PIPELINES_PROGRESS_SECONDS": "0", "PIPELINES_RUN_ID": "tty1"}
+    status, shown = in_a_terminal("simulate", cwd=tmp_path, **env)
+    assert status == 0, shown[-3000:]
+    # the terminal's own line discipline turns every "\n" into "\r\n": only a "\r" that does not end
+    # a line is tqdm redrawing its bar
+    redraws = re.findall(r"\r(?!\n)([^\r\n]*)", shown)
+    bars = [r for r in redraws if r.startswith("simulate simulated: ")]  # desc: the step, then Progress's what
+    assert len(bars) >= 2, shown[-3000:]  # drawn at the start and redrawn at least at the end
+    last = re.fullmatch(r"simulate simulated: 100%\|(.*?)\| (\d+)/(\d+) \[[\d:]+<[\d:]+, +"
+                        r"[\d.]+(?: parts/s|s/ parts)(?:, (.*))?\]", bars[-1].rstrip())
+    assert last, bars[-1]
+    assert last.group(2) == last.group(3) and int(last.group(3)) >= 5  # world, shoppers, scenarios..., tables
+    assert set(last.group(1)) == {"█"} and len(last.group(1)) >= 10, "a full bar of tqdm's block characters"
+    assert re.fullmatch(r"simulate simulated:\s+0%\|\s*\| 0/\d+ .*", bars[0].rstrip()), bars[0]
+    # a bar instead of the periodic lines, and the step's other info lines still shown (through tqdm.write)
+    assert not re.search(r"simulated \d+ of \d+ parts \(", shown), shown[-3000:]
+    lines = [LINE.match(line) for line in shown.replace("\r\n", "\n").split("\n")]
+    messages = [m.group(5) for m in lines if m and m.group(2) == "simulate" and m.group(4) == "tty1"]
+    assert "started" in messages and any(m.startswith("done in ") for m in messages), shown[-3000:]
+    piped = cli("simulate", cwd=tmp_path, **env)
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "\r" not in piped.stderr and "%|" not in piped.stderr and "parts/s" not in piped.stderr
+    parts = re.findall(r"simulated (\d+) of (\d+) parts \(", piped.stderr)
+    assert len(parts) == int(last.group(3)) and parts[-1][0] == parts[-1][1], piped.stderr[-3000:]
+
+
 # ----------------------------------------------------------------------------- the helper
 
 
