@@ -295,6 +295,14 @@ class DriftParams(_Section):
         return self
 
 
+class RunParams(_Section):
+    # `pipelines run`: each step in a process of its own (forked), so that what one step's
+    # libraries keep after it (allocator pools, DuckDB's buffers) does not add up across steps;
+    # "auto" does so for an events file of at least isolate_above_mb (a small file stays fast)
+    isolate_steps: Literal["auto"] | bool = "auto"
+    isolate_above_mb: float = Field(100.0, ge=0)
+
+
 class ReportParams(_Section):
     # The day's self-contained HTML run report (pipelines/report.py), written by the score step.
     top_users: int = Field(10, ge=0, le=200)
@@ -331,6 +339,7 @@ class Params(_Section):
     warehouse: WarehouseParams = Field(default_factory=WarehouseParams)
     drift: DriftParams = Field(default_factory=DriftParams)
     report: ReportParams = Field(default_factory=ReportParams)
+    run: RunParams = Field(default_factory=RunParams)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,14 +6,23 @@ whatever `features.history_days` or `score.active_within_days` say for daily run
 """
 from __future__ import annotations
 
+import functools
+import logging
+import multiprocessing
 import os
+import pickle
+import resource
 import shutil
+import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from pipelines import stages
-from pipelines.config import override
+from pipelines import io, stages
+from pipelines.config import override, section
 from pipelines.layout import Layout
+
+log = logging.getLogger("pipelines")
 
 
 def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str | None = None,
@@ -33,10 +42,11 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
         params = override(params, "report.labels", labels)
     work, validation = out / "work", str(out / "validation")
     summary: dict[str, Any] = {}
+    steps = _Steps(isolated=_isolate(params, events))
     # the run date is only known once the events are clean, so the first steps get explicit paths
-    summary["ingest"] = stages.ingest_stage(params, None, source=events, out=str(work / "ingested.parquet"),
+    summary["ingest"] = steps.ingest_stage(params, None, source=events, out=str(work / "ingested.parquet"),
                                             validation_dir=validation)
-    summary["clean"] = stages.clean_stage(params, None, events_in=str(work / "ingested.parquet"),
+    summary["clean"] = steps.clean_stage(params, None, events_in=str(work / "ingested.parquet"),
                                           out=str(work / "clean.parquet"), quarantine_out=str(out / "quarantine.parquet"),
                                           report_out=str(out / "clean_report.json"), validation_dir=validation)
     day = str(resolve_as_of(str(work / "clean.parquet"), as_of))
@@ -44,30 +54,102 @@ def run_pipeline(events: str, out_dir: str, params: dict[str, Any], labels: str 
     # reasons and the users' daily activity (the same file under a second name, not a copy)
     _link(work / "clean.parquet", Path(lay.clean(day)))
     _link(out / "clean_report.json", Path(lay.report(day, "clean_report.json")))
-    summary["features"] = stages.features_stage(params, day, events_in=str(work / "clean.parquet"),
+    summary["features"] = steps.features_stage(params, day, events_in=str(work / "clean.parquet"),
                                                 out=str(out / "features.parquet"), validation_dir=validation)
     sequences = None
     if get_detector_class(params["train"]["detector"]).reads_sequences_for(params["train"]):
         sequences = str(out / "sequences.parquet")
-        summary["sequences"] = stages.sequences_stage(params, day, events_in=str(work / "clean.parquet"),
+        summary["sequences"] = steps.sequences_stage(params, day, events_in=str(work / "clean.parquet"),
                                                       out=sequences, validation_dir=validation)
-    summary["train"] = stages.train_stage(params, day, features_in=str(out / "features.parquet"),
+    summary["train"] = steps.train_stage(params, day, features_in=str(out / "features.parquet"),
                                           report_out=str(out / "train_report.json"), labels=labels,
                                           sequences_in=sequences)
     version = summary["train"]["model_version"]
     # the contract: `run` scores with the model it fits; the decision is recorded as forced
-    summary["promote"] = stages.promote_stage(params, day, candidate=version, features_in=str(out / "features.parquet"),
+    summary["promote"] = steps.promote_stage(params, day, candidate=version, features_in=str(out / "features.parquet"),
                                               labels=labels, force=True, sequences_in=sequences)
-    summary["score"] = stages.score_stage(params, day, features_in=str(out / "features.parquet"), model=version,
+    summary["score"] = steps.score_stage(params, day, features_in=str(out / "features.parquet"), model=version,
                                           out=str(out / "scores.parquet"), validation_dir=validation,
                                           sequences_in=sequences)
-    summary["publish"] = stages.publish_stage(params, day, scores_in=str(out / "scores.parquet"), run_id=run_id)
+    summary["publish"] = steps.publish_stage(params, day, scores_in=str(out / "scores.parquet"), run_id=run_id)
     if labels:
-        metrics = stages.evaluate_stage(params, day, labels, features_in=str(out / "features.parquet"), model=version,
+        metrics = steps.evaluate_stage(params, day, labels, features_in=str(out / "features.parquet"), model=version,
                                         metrics_out=str(out / "metrics.json"), plots_dir=str(out / "plots"),
                                         sequences_in=sequences)
         summary["evaluate"] = {k: metrics[k] for k in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k")}
+    if steps.isolated:
+        summary["steps"] = steps.resources
     return summary
+
+
+def _isolate(params: dict[str, Any], events: str) -> bool:
+    p = section(params, "run")
+    if p["isolate_steps"] != "auto":
+        return bool(p["isolate_steps"])
+    try:
+        size = io._fs(events)[0].size(io._fs(events)[1])
+    except (OSError, ValueError):  # ingest says what is wrong with the path, in one line
+        return False
+    return size is not None and size >= float(p["isolate_above_mb"]) * 2**20
+
+
+class _Steps:
+    """The stages, each called in the same process or, isolated, in a forked child that returns
+    its result (or its exception, traceback attached) and whose memory goes when it exits."""
+
+    def __init__(self, isolated: bool):
+        self.isolated, self.resources = isolated, {}
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        step = getattr(stages, name)
+        if not self.isolated:
+            return step
+
+        @functools.wraps(step)
+        def in_child(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result, peak_kib = _in_child(step, args, kwargs)
+            self.resources[name.removesuffix("_stage")] = {
+                "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak_kib / 2**20, 2)}
+            return result
+
+        return in_child
+
+
+def _in_child(step: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any, int]:
+    # fork: the child has the parent's imports and logging, and nothing heavy to copy (the
+    # parent only sequences the steps); its exit returns everything it allocated
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, step, args, kwargs), daemon=False)
+    child.start()
+    send.close()
+    try:
+        outcome = receive.recv()
+    except EOFError:  # killed (the OOM killer, a signal) before it could say anything
+        child.join()
+        raise RuntimeError(f"{step.__name__} died in its own process (exit {child.exitcode}); "
+                           f"run it with run.isolate_steps: false to see it in this one") from None
+    child.join()
+    kind, value, peak_kib = outcome
+    if kind == "error":
+        raise value
+    return value, peak_kib
+
+
+def _child_main(send, step: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    try:
+        outcome: tuple = ("ok", step(*args, **kwargs))
+    except BaseException as exc:  # sent to the parent, which raises it as if the step ran there
+        exc.add_note("in the step's own process:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        try:
+            pickle.dumps(exc)
+        except Exception:  # an exception that cannot travel: its text does
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}\n" + "".join(getattr(exc, "__notes__", [])))
+        outcome = ("error", exc)
+    send.send((*outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    send.close()
+    os._exit(0)  # no atexit handlers or finalizers of the parent's objects in the child
 
 
 def _link(src: Path, dst: Path) -> None:

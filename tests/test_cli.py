@@ -158,3 +158,36 @@ def test_benchmark_rejects_bad_input(tmp_path):
     np.savez(good, X=np.random.default_rng(0).normal(size=(40, 3)), y=np.r_[np.zeros(36), np.ones(4)])
     proc = cli("benchmark", "--npz", str(good), "--detectors", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown detector" in proc.stderr
+
+
+@pytest.mark.slow
+def test_steps_in_their_own_processes_give_the_same_run_and_the_same_one_line_errors(tmp_path, simulated_files):
+    """run.isolate_steps (auto for big files) forks each step: the scores, the warehouse rows
+    and a refused input's one line are those of the steps run in one process."""
+    import yaml
+
+    events, _ = simulated_files
+    runs = {}
+    for isolated in (True, False):
+        folder = tmp_path / f"isolated_{isolated}"
+        folder.mkdir()
+        (folder / "params.yaml").write_text(yaml.safe_dump({"run": {"isolate_steps": isolated}}))
+        proc = cli("run", "--events", str(events), "--out", "out", "--warehouse", f"duckdb:///{folder}/wh.duckdb",
+                   "--run-id", "same", cwd=folder)
+        assert proc.returncode == 0, proc.stderr
+        with duckdb.connect(str(folder / "wh.duckdb"), read_only=True) as con:
+            rows = con.execute("SELECT user_id, rank, score, reasons FROM flagged_users ORDER BY rank").fetchall()
+        runs[isolated] = json.loads(proc.stdout), pd.read_parquet(folder / "out" / "scores.parquet"), rows
+    (summary, scores, rows), (alone_summary, alone_scores, alone_rows) = runs[True], runs[False]
+    pd.testing.assert_frame_equal(scores, alone_scores)
+    assert rows == alone_rows and len(rows) == 100
+    assert set(summary["steps"]) == {"ingest", "clean", "features", "train", "promote", "score", "publish"}
+    assert all(s["seconds"] > 0 and 0 < s["peak_rss_gib"] < 8 for s in summary["steps"].values())
+    assert "steps" not in alone_summary and summary["score"] == alone_summary["score"]
+
+    folder = tmp_path / "isolated_True"
+    (folder / "bad.csv").write_text("event_time,user_id,event_type\nnot-a-time,1,view\n2024-01-01,2,teleport\n")
+    proc = cli("run", "--events", "bad.csv", "--out", "bad", cwd=folder)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "all 2 rows were quarantined" in lines[0], proc.stderr
