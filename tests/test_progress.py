@@ -130,11 +130,13 @@ def test_the_default_level_is_info_in_a_terminal_and_slow_progress_otherwise():
 
 
 def test_off_a_terminal_without_v_a_quick_command_is_silent_and_a_slow_one_shows_plain_progress(tmp_path):
-    (tmp_path / "params.yaml").write_text("simulate:\n  n_users: 200\n  days: 3\n")
+    # 5,000 users: the step takes ~0.3 s on the shared 2-core VM, several intervals of 0.05 s (200
+    # users now simulate in under 0.2 s, and a step quicker than the interval rightly says nothing)
+    (tmp_path / "params.yaml").write_text("simulate:\n  n_users: 5000\n  days: 7\n")
     quick = cli("simulate", cwd=tmp_path, PIPELINES_PROGRESS_SECONDS="300", PIPELINES_RUN_ID="q1")
     assert quick.returncode == 0, quick.stderr[-3000:]
     assert quick.stderr == ""  # scripts and tests get just the outcome
-    slow = cli("simulate", cwd=tmp_path, PIPELINES_PROGRESS_SECONDS="0.2", PIPELINES_RUN_ID="s1")
+    slow = cli("simulate", cwd=tmp_path, PIPELINES_PROGRESS_SECONDS="0.05", PIPELINES_RUN_ID="s1")
     assert slow.returncode == 0, slow.stderr[-3000:]
     assert "\r" not in slow.stderr
     lines = slow.stderr.strip().splitlines()
