@@ -292,23 +292,7 @@ class Detector(ABC):
         """The features that deviate most from the training users by tail rarity; the
         contribution is each one's share of the row's summed rarity over its reasons."""
         percentile, strength = self.reference_.rarity(matrix)
-        order = np.argsort(-strength, axis=1)
-        base = [base_signal(f) for f in self.feature_names_]
-        out = []
-        for i in range(matrix.shape[0]):
-            seen: set[str] = set()
-            picked: list[int] = []
-            for j in order[i]:
-                if strength[i, j] < REASON_RARITY or len(picked) >= top_n:
-                    break
-                if base[j] in seen:
-                    continue
-                seen.add(base[j])
-                picked.append(j)
-            total = float(sum(strength[i, j] for j in picked)) or 1.0
-            out.append([Reason(self.feature_names_[j], float(matrix[i, j]), float(percentile[i, j]),
-                               float(strength[i, j]) / total) for j in picked])
-        return out
+        return strongest_reasons(self.feature_names_, matrix, percentile, strength, top_n)
 
     def save(self, directory: str | Path) -> str:
         """Write the fitted detector to `directory`; returns its model_version (content hash)."""
@@ -416,3 +400,27 @@ def _fmt(value: float) -> str:
 
 def _fmt_pct(p: float) -> str:
     return f"{min(p, 100.0):.1f}" if p < 99.95 or p >= 100 else f"{p:.2f}"
+
+
+def strongest_reasons(feature_names: list[str], matrix: np.ndarray, percentile: np.ndarray, strength: np.ndarray,
+                      top_n: int) -> list[list[Reason]]:
+    """Per row, the features with the largest `strength` (a tail rarity) that is at least
+    REASON_RARITY, strongest first, one per base signal (`n_view_1d` and `n_view_28d` count
+    once); each one's contribution is its share of the row's strength over its reasons."""
+    order = np.argsort(-strength, axis=1)
+    base = [base_signal(f) for f in feature_names]
+    out = []
+    for i in range(matrix.shape[0]):
+        seen: set[str] = set()
+        picked: list[int] = []
+        for j in order[i]:
+            if strength[i, j] < REASON_RARITY or len(picked) >= top_n:
+                break
+            if base[j] in seen:
+                continue
+            seen.add(base[j])
+            picked.append(j)
+        total = float(sum(strength[i, j] for j in picked)) or 1.0
+        out.append([Reason(feature_names[j], float(matrix[i, j]), float(percentile[i, j]),
+                           float(strength[i, j]) / total) for j in picked])
+    return out

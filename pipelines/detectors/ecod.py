@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.detectors.base import REASON_RARITY, Detector, Reason, base_signal, register, signal_groups
+from pipelines.detectors.base import Detector, Reason, register, signal_groups, strongest_reasons
 
 
 @register
@@ -72,23 +72,7 @@ class EcodDetector(Detector):
         deciding = sums.argmax(axis=1)
         terms = np.stack(tails, axis=0)[deciding, np.arange(len(matrix))]  # the deciding sum's terms
         # a term is a reason where the value is at most 5% of training users' (as rarity is elsewhere)
-        order = np.argsort(-terms, axis=1)
-        base = [base_signal(f) for f in self.feature_names_]
-        out = []
-        for i in range(matrix.shape[0]):
-            seen: set[str] = set()
-            picked: list[int] = []
-            for j in order[i]:
-                if terms[i, j] < REASON_RARITY or len(picked) >= top_n:
-                    break
-                if base[j] in seen:
-                    continue
-                seen.add(base[j])
-                picked.append(j)
-            total = float(sum(terms[i, j] for j in picked)) or 1.0
-            out.append([Reason(self.feature_names_[j], float(matrix[i, j]), float(percentile[i, j]),
-                               float(terms[i, j]) / total) for j in picked])
-        return out
+        return strongest_reasons(self.feature_names_, matrix, percentile, terms, top_n)
 
     def _save_state(self, directory: Path) -> None:
         np.save(directory / "skew_sign.npy", self.skew_sign_)
