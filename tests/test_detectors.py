@@ -58,9 +58,11 @@ def test_registry_has_every_detector():
             "ensemble", "ecod"} <= set(REGISTRY)
     for name in DETECTORS:
         assert get_detector_class(name).name == name
-    # the conformance tests below run for every registered table detector (the sequence
-    # detectors' own interface tests are in test_sequences.py and test_deep.py)
-    assert {n for n in REGISTRY if get_detector_class(n).input_kind == "table"} <= set(DETECTORS)
+    # the conformance tests below run for every table detector the package registers (the
+    # sequence detectors' own interface tests are in test_sequences.py and test_deep.py; test
+    # modules register stand-ins of their own, collected before this runs)
+    ours = {n for n in REGISTRY if get_detector_class(n).__module__.startswith("pipelines.detectors.")}
+    assert {n for n in ours if get_detector_class(n).input_kind == "table"} <= set(DETECTORS)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
