@@ -87,7 +87,8 @@ def _isolate(params: dict[str, Any], events: str) -> bool:
     if p["isolate_steps"] != "auto":
         return bool(p["isolate_steps"])
     try:
-        size = io._fs(events)[0].size(io._fs(events)[1])
+        fs, path = io._fs(events)
+        size = fs.size(path)
     except (OSError, ValueError):  # ingest says what is wrong with the path, in one line
         return False
     return size is not None and size >= float(p["isolate_above_mb"]) * 2**20

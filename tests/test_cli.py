@@ -191,3 +191,19 @@ def test_steps_in_their_own_processes_give_the_same_run_and_the_same_one_line_er
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "all 2 rows were quarantined" in lines[0], proc.stderr
+
+
+def test_isolate_steps_auto_follows_the_events_file_size(tmp_path):
+    """auto forks the steps for an events file of at least run.isolate_above_mb, not below it, and a
+    path that cannot be read leaves ingest to say what is wrong (no fork, no error here)."""
+    from pipelines import run
+    from pipelines.config import default_params
+
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"x" * 2048)
+    params = default_params()
+    params["run"] = {**params["run"], "isolate_steps": "auto", "isolate_above_mb": 1024 / 2**20}
+    assert run._isolate(params, str(events)) is True
+    params["run"]["isolate_above_mb"] = 4096 / 2**20
+    assert run._isolate(params, str(events)) is False
+    assert run._isolate(params, str(tmp_path / "missing.csv")) is False
