@@ -522,7 +522,8 @@ def migrate(target: Target) -> dict[str, Any]:
 def grant_reader(target: Target, role: str) -> dict[str, Any]:
     """Create the PostgreSQL role `role` (LOGIN, no password: set one with ALTER ROLE, or grant
     the role to people) if it does not exist, and make its rights exactly: read every table and
-    view in the schema, now and later (default privileges of the schema's owner)."""
+    view in the schema, now and later (default privileges of the schema's owner), but not the
+    migration record (schema_migrations)."""
     return _grant(target, role, "reader")
 
 
@@ -553,6 +554,9 @@ class _DuckSession:
         return bool(self.rows("SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
                               "AND schema_name = ? AND table_name = ?", [schema, table]))
 
+    def seal_migration_record(self, schema: str) -> None:
+        """DuckDB has no roles: nothing to take back."""
+
 
 class _PgSession:
     def __init__(self, con):
@@ -573,6 +577,20 @@ class _PgSession:
         return bool(self.rows("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = ? AND tablename = ?",
                               [schema, table]))
 
+    def seal_migration_record(self, schema: str) -> None:
+        """A migration record just created (a new schema, or one whose record was dropped) gets
+        the owner's default privileges in the schema, i.e. the reader's SELECT and the writer's
+        INSERT and DELETE of an earlier grant: take them all back. Only a rerun grant-writer gives
+        the writer its SELECT on it again (fail closed: publish says which command to run)."""
+        record = f"{_quote(schema)}.{_quote(_MIGRATIONS_TABLE)}"
+        grantees = self.rows(
+            "SELECT DISTINCT a.grantee::regrole::text FROM pg_catalog.pg_class c, "
+            "LATERAL pg_catalog.aclexplode(c.relacl) a WHERE c.oid = ?::regclass AND a.grantee <> c.relowner "
+            "AND a.grantee <> 0", [record])
+        for (grantee,) in grantees:  # regrole::text is already quoted where it needs to be
+            self.exec(f"REVOKE ALL ON {record} FROM {grantee}")
+        self.exec(f"REVOKE ALL ON {record} FROM PUBLIC")
+
 
 def _applied(session, target: Target) -> dict[int, str] | None:
     """version -> checksum of what is recorded for this table; None without a migration record."""
@@ -592,6 +610,7 @@ def _migrate(session, target: Target) -> list[str]:
     # checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists
     if not session.schema_exists(target.schema):
         session.exec(f"CREATE SCHEMA {s}")
+    record_is_new = not session.table_exists(target.schema, _MIGRATIONS_TABLE)
     session.exec(f"""CREATE TABLE IF NOT EXISTS {s}.{_quote(_MIGRATIONS_TABLE)} (
         subject VARCHAR NOT NULL,
         version INTEGER NOT NULL,
@@ -599,6 +618,8 @@ def _migrate(session, target: Target) -> list[str]:
         checksum VARCHAR NOT NULL,
         applied_at TIMESTAMP WITH TIME ZONE NOT NULL,
         PRIMARY KEY (subject, version))""")
+    if record_is_new:
+        session.seal_migration_record(target.schema)
     applied = _applied(session, target) or {}
     for m in MIGRATIONS:
         if m.version in applied and applied[m.version] != m.checksum():
@@ -879,8 +900,14 @@ def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
                          f"{target.qualified('fn_swap')}(regclass, regclass, date)"):
             if session.rows("SELECT to_regprocedure(?) IS NOT NULL", [function])[0][0]:
                 session.exec(f"{give} EXECUTE ON FUNCTION {function} {to} {r}")
-        if kind == "writer":
-            session.exec(f"REVOKE INSERT, DELETE ON {s}.{_quote(_MIGRATIONS_TABLE)} FROM {r}")
+        # The migration record is the owner's: the writer reads it (publish checks that the
+        # database is not behind) but does not change it; the reader does not see it at all. Its
+        # tables-and-views default privilege cannot exclude a table, but the record exists
+        # before any grant (a grant needs a migrated schema), and migrate strips what a default
+        # privilege gives on a record it has to create again (_seal_migration_record).
+        record = f"{s}.{_quote(_MIGRATIONS_TABLE)}"
+        session.exec(f"REVOKE INSERT, DELETE ON {record} FROM {r}" if kind == "writer" else
+                     f"REVOKE SELECT ON {record} FROM {r}")
         con.commit()
     return {"warehouse": target.safe_url, "role": role, "kind": kind, "created": created, "schema": target.schema,
             "rights": rights, "owner": owner}

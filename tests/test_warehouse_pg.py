@@ -445,6 +445,7 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
         denied(con, f"SELECT * FROM public.{s}_unrelated")
         denied(con, f'SELECT * FROM "{s}_other".secrets')
         denied(con, f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [f'"{s}".flagged_users', D2])
+        denied(con, f'SELECT * FROM "{s}".schema_migrations')  # the tables and views, not the record
     assert read_table(as_user(pg_url, reader), "flagged_users", D1, schema=s)["user_id"].tolist() == ["c"]
 
     # a table a later migration adds is covered by the default privileges, with no new grant
@@ -454,12 +455,45 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
                 user_scores=flagged(D2, ["a"], "w3").assign(flagged=True).drop(columns=["reasons"]))
     with pg(as_user(pg_url, reader)) as con:
         assert con.execute(f'SELECT user_id FROM "{s}".user_scores').fetchall() == [("a",)]
+        assert con.execute(f'SELECT user_id FROM "{s}".flagged_users WHERE as_of = %s', [D2]).fetchall() == [("a",)]
+        assert ("a",) in con.execute(f'SELECT user_id FROM "{s}".flagged_users_latest').fetchall()
         denied(con, f'DELETE FROM "{s}".user_scores')
+        denied(con, f'SELECT * FROM "{s}".schema_migrations')  # still not, after the later migration
 
     # grant-reader on a role that could write takes the writing away
     grant_reader(owner_target, writer)
     with pytest.raises(UserError, match="permission denied"):
         replace_day(flagged(D1, ["x"], "w4"), writer_url, "flagged_users", D1, schema=s)
+
+
+def test_a_migration_record_made_again_gives_no_role_its_default_privileges(pg_url, roles, flagged):
+    """The owner's default privileges would give the reader SELECT (and the writer INSERT,
+    DELETE) on any table migrate creates later, the migration record included when it has to
+    be made again: migrate takes those back, and only grant-writer gives the writer its SELECT."""
+    s, owner, writer, reader = roles["schema"], roles["owner"], roles["writer"], roles["reader"]
+    owner_target = Target(as_user(pg_url, owner), "flagged_users", s)
+    migrate(owner_target)
+    grant_writer(owner_target, writer), grant_reader(owner_target, reader)
+    with pg(as_user(pg_url, owner)) as con:
+        con.execute(f'DROP TABLE "{s}".schema_migrations')
+        # what the default privileges give a table the owner creates now
+        con.execute(f'CREATE TABLE "{s}".probe (x int)')
+        assert con.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", [reader, f'"{s}".probe']).fetchone()[0]
+        con.execute(f'DROP TABLE "{s}".probe')
+    assert migrate(owner_target)["applied"] == ALL  # re-recorded (every statement is safe to rerun)
+    record = f'"{s}".schema_migrations'
+    with pg(pg_url) as admin:
+        rights = {(role, right): admin.execute("SELECT has_table_privilege(%s, %s, %s)", [role, record, right]).fetchone()[0]
+                  for role in (reader, writer) for right in ("SELECT", "INSERT", "DELETE")}
+    assert not any(rights.values()), rights
+    writer_url = as_user(pg_url, writer)
+    with pytest.raises(UserError, match="grant-writer"):
+        replace_day(flagged(D1, ["a"], "w"), writer_url, "flagged_users", D1, schema=s)
+    grant_writer(owner_target, writer)
+    assert replace_day(flagged(D1, ["a"], "w"), writer_url, "flagged_users", D1, schema=s) == 1
+    with pg(as_user(pg_url, reader)) as con:
+        denied(con, f"SELECT * FROM {record}")
+        assert con.execute(f'SELECT user_id FROM "{s}".flagged_users').fetchall() == [("a",)]
 
 
 def day_scores(rows: pd.DataFrame) -> pd.DataFrame:
