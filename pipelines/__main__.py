@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         w = wsub.add_parser(name, help=help)
         if name != "migrate":
             w.add_argument("name", metavar="NAME", help="the PostgreSQL role")
+            w.add_argument("--password-env", metavar="VAR",
+                           help="set the role's password from this environment variable (never on the command line)")
         w.add_argument("--warehouse", help="the URL (default: WAREHOUSE_URL or warehouse.url)")
         w.add_argument("--experiment", action="store_true", help="the experiment warehouse (warehouse.experiment_url)")
 
@@ -201,7 +203,8 @@ def dispatch(args: argparse.Namespace) -> dict | None:
         if args.warehouse_command == "migrate":
             return warehouse.migrate(target)
         grant = warehouse.grant_reader if args.warehouse_command == "grant-reader" else warehouse.grant_writer
-        return grant(target, args.name)
+        password = warehouse.password_from_env(args.password_env) if args.password_env is not None else None
+        return grant(target, args.name, password=password)
     if args.step == "benchmark":
         from pathlib import Path
 

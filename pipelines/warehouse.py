@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io as _io
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -519,18 +520,29 @@ def migrate(target: Target) -> dict[str, Any]:
             "version": max(m.version for m in target.wanted())}
 
 
-def grant_reader(target: Target, role: str) -> dict[str, Any]:
-    """Create the PostgreSQL role `role` (LOGIN, no password: set one with ALTER ROLE, or grant
-    the role to people) if it does not exist, and make its rights exactly: read every table and
-    view in the schema, now and later (default privileges of the schema's owner), but not the
-    migration record (schema_migrations)."""
-    return _grant(target, role, "reader")
+def grant_reader(target: Target, role: str, password: str | None = None) -> dict[str, Any]:
+    """Create the PostgreSQL role `role` (LOGIN; with `password` when given, else none: grant the
+    role to people, or set one later) if it does not exist, and make its rights exactly: read
+    every table and view in the schema, now and later (default privileges of the schema's
+    owner), but not the migration record (schema_migrations). A `password` is set on an
+    existing role too."""
+    return _grant(target, role, "reader", password)
 
 
-def grant_writer(target: Target, role: str) -> dict[str, Any]:
+def grant_writer(target: Target, role: str, password: str | None = None) -> dict[str, Any]:
     """Like grant_reader, for the publishing role: SELECT, INSERT and DELETE on the schema's
     tables (not the migration record), no DDL."""
-    return _grant(target, role, "writer")
+    return _grant(target, role, "writer", password)
+
+
+def password_from_env(variable: str) -> str:
+    """The password in environment variable `variable` (`--password-env`): never taken from the
+    command line, where other users of the machine and shell histories see it."""
+    value = os.environ.get(variable, "")
+    if not value:
+        raise UserError(f"--password-env {variable!r}: that environment variable is not set or is empty; "
+                        f"put the role's password in it (export {variable}=...) or leave --password-env out")
+    return value
 
 
 # ----------------------------------------------------------------------------- migration engine
@@ -863,7 +875,9 @@ def _pg_stage(cur, target: Target, key: str, schema: pa.Schema, as_of, batches) 
 # ----------------------------------------------------------------------------- roles
 
 
-def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
+def _grant(target: Target, role: str, kind: str, password: str | None = None) -> dict[str, Any]:
+    if password is not None and not password:
+        raise UserError("the role's password is empty; give one or none")
     if target.kind == "duckdb":
         raise UserError("roles exist only on PostgreSQL: point --warehouse (or WAREHOUSE_URL) at postgresql://...")
     role = _name(role, "role name")
@@ -879,6 +893,8 @@ def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
         created = not session.rows("SELECT 1 FROM pg_roles WHERE rolname = ?", [role])
         if created:
             session.exec(f"CREATE ROLE {r} LOGIN")
+        if password is not None:
+            _set_password(con, role, password)
         database, may_grant_connect = session.rows(
             "SELECT current_database(), has_database_privilege(current_database(), 'CONNECT WITH GRANT OPTION')")[0]
         if may_grant_connect:  # otherwise CONNECT is PUBLIC's (PostgreSQL's default) or the DBA's to grant
@@ -910,7 +926,18 @@ def _grant(target: Target, role: str, kind: str) -> dict[str, Any]:
                      f"REVOKE SELECT ON {record} FROM {r}")
         con.commit()
     return {"warehouse": target.safe_url, "role": role, "kind": kind, "created": created, "schema": target.schema,
-            "rights": rights, "owner": owner}
+            "rights": rights, "owner": owner, "password_set": password is not None}
+
+
+def _set_password(con, role: str, password: str) -> None:
+    """ALTER ROLE ... PASSWORD takes no bound parameter, so the value goes in as a quoted
+    literal (psycopg.sql.Literal, quoted by libpq for this connection). It is not the password
+    but its SCRAM-SHA-256 verifier, computed here by libpq (PQencryptPasswordConn), so that the
+    password itself never reaches the server: not its statement log, not pg_stat_activity."""
+    from psycopg import sql
+
+    verifier = con.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    con.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier.decode())))
 
 
 def _quote_any(name: str) -> str:

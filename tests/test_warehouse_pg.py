@@ -734,6 +734,101 @@ def test_cli_migrate_grant_and_exit_codes(pg_url, roles, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+def scram_verifier_matches(verifier: str, password: str) -> bool:
+    """Whether a stored SCRAM-SHA-256 verifier (RFC 5802/7677, as pg_authid keeps it) is the
+    password's: its StoredKey recomputed from the password, salt and iteration count."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, salt_part, keys = verifier.split("$")
+    iterations, salt = salt_part.split(":")
+    stored_key = keys.split(":")[0]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return method == "SCRAM-SHA-256" and base64.b64encode(hashlib.sha256(client_key).digest()).decode() == stored_key
+
+
+def stored_password(pg_url: str, role: str) -> str | None:
+    with pg(pg_url) as admin:  # the superuser: pg_authid is not readable by others
+        row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()
+        return row[0] if row else None
+
+
+def test_cli_grant_sets_the_password_from_an_environment_variable(pg_url, roles, tmp_path):
+    """The server's loopback uses trust, so a login cannot prove a password: pg_authid holds
+    the SCRAM verifier of exactly the secret (recomputed here), and the secret is in no output."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"warehouse: {{schema: {roles['schema']}}}\n")
+    owner_url = as_user(pg_url, roles["owner"])
+    base = ["--params", str(params), "-v", "warehouse"]
+    assert cli(*base, "migrate", cwd=tmp_path, env={"WAREHOUSE_URL": owner_url}).returncode == 0
+    secret = f"pw'\"\\$x;-- {uuid.uuid4().hex}"  # quotes, a backslash, a dollar, a space
+    env = {"WAREHOUSE_URL": owner_url, "PIPELINES_TEST_ROLE_PW": secret}
+    for command, role in (("grant-reader", roles["reader"]), ("grant-writer", roles["writer"])):
+        assert stored_password(pg_url, role) is None  # no role yet
+        proc = cli(*base, command, role, "--password-env", "PIPELINES_TEST_ROLE_PW", cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["password_set"] is True
+        for text in (proc.stdout, proc.stderr):
+            assert secret not in text and uuid_part(secret) not in text
+        verifier = stored_password(pg_url, role)
+        assert verifier and scram_verifier_matches(verifier, secret), verifier
+        assert not scram_verifier_matches(verifier, secret + "x")
+    # an existing role gets the new password; without the option it keeps the one it has
+    env["PIPELINES_TEST_ROLE_PW"] = "another-" + uuid.uuid4().hex
+    assert cli(*base, "grant-reader", roles["reader"], "--password-env", "PIPELINES_TEST_ROLE_PW",
+               cwd=tmp_path, env=env).returncode == 0
+    assert scram_verifier_matches(stored_password(pg_url, roles["reader"]), env["PIPELINES_TEST_ROLE_PW"])
+    kept = stored_password(pg_url, roles["reader"])
+    proc = cli(*base, "grant-reader", roles["reader"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["password_set"] is False
+    assert stored_password(pg_url, roles["reader"]) == kept
+    # a missing or empty variable: one line, exit 2, and nothing was changed
+    for value in (None, ""):
+        env_now = {k: v for k, v in env.items() if k != "PIPELINES_TEST_ROLE_PW"}
+        if value is not None:
+            env_now["PIPELINES_TEST_ROLE_PW"] = value
+        run_env = {**{k: v for k, v in os.environ.items() if k != "PIPELINES_TEST_ROLE_PW"}, **env_now}
+        proc = subprocess.run([sys.executable, "-m", "pipelines", *base, "grant-reader", roles["reader"],
+                               "--password-env", "PIPELINES_TEST_ROLE_PW"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=run_env)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "PIPELINES_TEST_ROLE_PW" in proc.stderr and "Traceback" not in proc.stderr
+    assert stored_password(pg_url, roles["reader"]) == kept
+
+
+def uuid_part(secret: str) -> str:
+    return secret.rsplit(" ", 1)[1]
+
+
+def test_the_password_never_reaches_the_server_only_its_verifier(pg_url, roles, monkeypatch):
+    """Every statement grant_reader sends, as the server receives it: the SCRAM verifier, as a
+    quoted literal, and never the password (so no statement log or pg_stat_activity shows it)."""
+    sent: list[str] = []
+
+    class Spy(psycopg.Connection):
+        def execute(self, query, params=None, **kw):
+            sent.append(query if isinstance(query, str) else query.as_string(self))
+            return super().execute(query, params, **kw)
+
+    owner_target = Target(as_user(pg_url, roles["owner"]), "flagged_users", roles["schema"])
+    migrate(owner_target)
+    real_connect = warehouse._pg_connect
+    monkeypatch.setattr(warehouse, "_pg_connect", lambda target, autocommit=False: Spy.connect(
+        warehouse._libpq_url(target), autocommit=autocommit))
+    secret = "it's a $$secret$$ " + uuid.uuid4().hex
+    result = grant_reader(owner_target, roles["reader"], password=secret)
+    monkeypatch.setattr(warehouse, "_pg_connect", real_connect)
+    assert result["password_set"] is True and secret not in json.dumps(result)
+    assert sent and not any(secret in q or uuid_part(secret) in q for q in sent)
+    verifier = stored_password(pg_url, roles["reader"])
+    assert [q for q in sent if "PASSWORD" in q] == [f'ALTER ROLE "{roles["reader"]}" PASSWORD \'{verifier}\'']
+    assert scram_verifier_matches(verifier, secret)
+    with pytest.raises(UserError, match="password is empty"):
+        grant_reader(owner_target, roles["reader"], password="")
+
+
 @pytest.mark.slow
 def test_whole_pipeline_publishes_to_postgres(pg_url, tmp_path):
     from pipelines.simulate import simulate
