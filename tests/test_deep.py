@@ -163,3 +163,60 @@ score_users(X.assign(user_id=[str(i) for i in range(50)]), det, {{}}, "2026-11-2
 assert "torch" not in sys.modules, "torch was imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_an_ensemble_scores_with_reasons_calling_each_member_once(monkeypatch):
+    """ensemble.score_and_reasons calls each member's score_and_reasons once, so a sequence
+    member's network reads the users once (not once for the score, once for the shares and once
+    for the reasons), and it gives exactly what score and reasons give called alone."""
+    import pipelines.deep.sequence_net as net
+    from pipelines.config import default_params
+    from pipelines.features import build_features
+    from pipelines.sequences import EventSequences, build_sequences, model_input
+    from pipelines.train import train
+    from sequence_data import event_log
+
+    day = "2026-11-20"
+    log, _ = event_log(0, n_normal=120, n_planted=6)
+    features = build_features(log, {"as_of": day, "threads": 1})
+    sequences = EventSequences.from_frame(build_sequences(log, day, 48))
+    params = {**default_params()["train"], "detector": "ensemble", "holdout_fraction": 0.0,
+              "ensemble": {"members": {"ecdf_tail": 1.0, "sequence_autoencoder": 1.0}},
+              "sequence_autoencoder": {"epochs": 3, "batch_size": 32, "progress": False, "device": "cpu",
+                                       "score_top_events": 5}}
+    ensemble, _ = train(features, params, None, lambda: sequences)
+    X = model_input(ensemble, features.iloc[:40], sequences)
+    calls: dict[str, int] = {}
+
+    def counted(key, method):
+        def wrapper(*args, **kwargs):
+            calls[key] = calls.get(key, 0) + 1
+            return method(*args, **kwargs)
+        return wrapper
+
+    for name, member in ensemble.members_.items():
+        for method in ("score_and_reasons", "score", "reasons"):
+            monkeypatch.setattr(member, method, counted(f"{name}.{method}", getattr(member, method)))
+    monkeypatch.setattr(net, "event_losses", counted("forward", net.event_losses))
+
+    def counting(run):
+        calls.clear()
+        result = run()
+        return result, dict(calls)
+
+    (scores, reasons), both = counting(lambda: ensemble.score_and_reasons(X, top_n=3))
+    # each member once; the table member's own score_and_reasons is Detector's, its score then its reasons
+    assert both == {"ecdf_tail.score_and_reasons": 1, "ecdf_tail.score": 1, "ecdf_tail.reasons": 1,
+                    "sequence_autoencoder.score_and_reasons": 1, "forward": 1}
+    alone_scores, by_score = counting(lambda: ensemble.score(X))
+    assert by_score == {"ecdf_tail.score": 1, "sequence_autoencoder.score": 1, "forward": 1}
+    alone_reasons, by_reasons = counting(lambda: ensemble.reasons(X, top_n=3))
+    assert by_reasons["sequence_autoencoder.score_and_reasons"] == 1 and by_reasons["forward"] == 1
+    np.testing.assert_array_equal(scores, alone_scores)
+    assert reasons == alone_reasons and any(reasons)
+    assert {r.kind for rs in reasons for r in rs} == {"feature", "event"}
+    # the one-line refusals of the wrong input stay
+    with pytest.raises(UserError, match="sequence member"):
+        ensemble.score_and_reasons(X.table)
+    with pytest.raises(UserError, match="not the same users"):
+        ensemble.score_and_reasons(type(X)(X.table.iloc[:10], X.sequences))

@@ -23,7 +23,6 @@ sequence_autoencoder) reads the users' event sequences; the ensemble then reads 
 and the sequences together (sequences.TableAndSequences)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -93,46 +92,66 @@ class EnsembleDetector(Detector):
         # with a sequence member the ensemble reads both (sequences.TableAndSequences)
         self.input_kind = "table+sequence" if any(m.input_kind == "sequence" for m in self.members_.values()) \
             else "table"
-        self._sequences = None  # the sequence members' input during one fit/score/reasons call
 
     @classmethod
     def reads_sequences_for(cls, train: dict[str, Any]) -> bool:
         members = (train.get(cls.name) or {}).get("members") or cls.defaults["members"]
         return any(get_detector_class(m).input_kind == "sequence" for m in members)
 
-    # the table part goes through Detector's checks; the sequence members read the rest
+    # The public entry points split X once into (table, sequences); the table goes through
+    # Detector's checks (feature names, missing columns, infinite values) and both are passed on
+    # as arguments (sequences is None for a table ensemble).
     def fit(self, X, y: Any = None) -> "EnsembleDetector":
-        with self._reading(X) as table:
-            return super().fit(table, y)
+        table, sequences = self._split(X)
+        super().fit(table, y)  # Detector's checks, feature names and reference; its _fit does nothing here
+        self._fit_members(self._as_matrix(table), sequences)
+        return self
 
     def score(self, X) -> np.ndarray:
-        with self._reading(X) as table:
-            return super().score(table)
+        matrix, sequences = self._read(X)
+        return np.asarray(self._combine(self._member_rarity(matrix, sequences))[0], dtype="float64")
 
     def reasons(self, X, top_n: int = 3) -> list[list[Reason]]:
-        with self._reading(X) as table:
-            return super().reasons(table, top_n)
+        matrix, sequences = self._read(X)
+        return self._scored(matrix, sequences, top_n)[1]
 
-    @contextlib.contextmanager
-    def _reading(self, X):
+    def score_and_reasons(self, X, top_n: int = 3) -> tuple[np.ndarray, list[list[Reason]]]:
+        """Each member's `score_and_reasons` once (a sequence member's network runs once): the
+        ensemble score and the merged reasons both come from those."""
+        matrix, sequences = self._read(X)
+        return self._scored(matrix, sequences, top_n)
+
+    def _split(self, X) -> tuple[Any, Any]:
+        """(the feature table, the sequence members' input or None)."""
         from pipelines.sequences import TableAndSequences
 
         if self.input_kind == "table":
-            yield X
-            return
+            return X, None
         if not isinstance(X, TableAndSequences):
             raise UserError("this ensemble has a sequence member: it reads the users' features and event "
                             "sequences (run the sequences step for the day)")
         if len(X.sequences) != len(X.table):
             raise UserError("the ensemble's features and sequences are not the same users")
-        self._sequences = X.sequences
-        try:
-            yield X.table
-        finally:
-            self._sequences = None
+        return X.table, X.sequences
 
-    def _member_input(self, member: Detector, frame):
-        return self._sequences if member.input_kind == "sequence" else frame
+    def _read(self, X) -> tuple[np.ndarray, Any]:
+        """(the checked feature matrix, the sequences) of a fitted ensemble's input."""
+        table, sequences = self._split(X)
+        self._check_fitted()
+        return self._as_matrix(table), sequences
+
+    def _member_input(self, member: Detector, frame, sequences):
+        if member.input_kind != "sequence":
+            return frame
+        if sequences is None:
+            raise UserError("this ensemble has a sequence member: it reads the users' features and event "
+                            "sequences (run the sequences step for the day)")
+        return sequences
+
+    def _frame(self, matrix: np.ndarray):
+        import pandas as pd
+
+        return pd.DataFrame(matrix, columns=self.feature_names_)
 
     @property
     def weights(self) -> np.ndarray:
@@ -140,19 +159,25 @@ class EnsembleDetector(Detector):
         return w / w.sum()
 
     def _fit(self, X: np.ndarray) -> None:
-        import pandas as pd
+        """Nothing: fit fits the members (_fit_members) once Detector.fit has checked the table,
+        as only fit has the sequences at hand."""
 
-        frame = pd.DataFrame(X, columns=self.feature_names_)
-        train_scores = np.column_stack([m.fit(self._member_input(m, frame)).score(self._member_input(m, frame))
+    def _fit_members(self, matrix: np.ndarray, sequences) -> None:
+        frame = self._frame(matrix)
+        train_scores = np.column_stack([m.fit(self._member_input(m, frame, sequences))
+                                        .score(self._member_input(m, frame, sequences))
                                         for m in self.members_.values()])
         self.quantiles_ = np.quantile(train_scores, np.linspace(0, 1, _POINTS), axis=0)
 
-    def _member_rarity(self, X: np.ndarray) -> np.ndarray:
-        import pandas as pd
+    def _member_rarity(self, X: np.ndarray, sequences=None) -> np.ndarray:
+        """Each member's rarity (a column each) for the rows of the checked matrix X."""
+        frame = self._frame(X)
+        return self._rarity(np.column_stack([m.score(self._member_input(m, frame, sequences))
+                                             for m in self.members_.values()]))
 
-        frame = pd.DataFrame(X, columns=self.feature_names_)
-        raw = np.column_stack([m.score(self._member_input(m, frame)) for m in self.members_.values()])
-        rarity = np.empty_like(raw)
+    def _rarity(self, raw: np.ndarray) -> np.ndarray:
+        """The members' raw scores (a column each) on one scale: their tail rarity among the training users."""
+        rarity = np.empty_like(raw, dtype="float64")
         spread = np.maximum(self.quantiles_[-1] - self.quantiles_[_POINTS // 2], 1e-12)
         for j in range(raw.shape[1]):
             below = _level(self.quantiles_[:, j], raw[:, j]) / _POINTS
@@ -163,8 +188,23 @@ class EnsembleDetector(Detector):
             rarity[:, j] = -np.log(tail) + np.minimum(beyond, 50.0)
         return rarity
 
+    def _scored(self, matrix: np.ndarray, sequences, top_n: int) -> tuple[np.ndarray, list[list[Reason]]]:
+        """(score, merged reasons) from one `score_and_reasons` call per member."""
+        frame = self._frame(matrix)
+        raw, member_reasons = [], []
+        for m in self.members_.values():
+            member_scores, reasons = m.score_and_reasons(self._member_input(m, frame, sequences), top_n)
+            raw.append(np.asarray(member_scores, dtype="float64"))
+            member_reasons.append(reasons)
+        score, shares = self._combine(self._rarity(np.column_stack(raw)))
+        return np.asarray(score, dtype="float64"), self._merge_reasons(shares, member_reasons, top_n)
+
+    # Detector's table-only hooks (a sequence member then asks for the sequences)
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._combine(self._member_rarity(X))[0]
+
+    def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
+        return self._scored(matrix, None, top_n)[1]
 
     def _combine(self, rarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the ensemble score, each member's share of it) from the members' rarities."""
@@ -189,14 +229,11 @@ class EnsembleDetector(Detector):
         total = terms.sum(axis=1, keepdims=True)
         return (top + np.log(total))[:, 0], terms / total
 
-    def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
-        import pandas as pd
-
-        frame = pd.DataFrame(matrix, columns=self.feature_names_)
-        shares = self._combine(self._member_rarity(matrix))[1]
-        member_reasons = [m.reasons(self._member_input(m, frame), top_n) for m in self.members_.values()]
+    def _merge_reasons(self, shares: np.ndarray, member_reasons: list[list[list[Reason]]],
+                       top_n: int) -> list[list[Reason]]:
+        """Per row, the members' reasons weighted by each member's share of the score."""
         out = []
-        for i in range(len(matrix)):
+        for i in range(len(shares)):
             # a feature counts once whichever members name it; an event is its own reason
             merged: dict[tuple, Reason] = {}
             weight: dict[tuple, float] = {}
