@@ -781,24 +781,53 @@ def _pg_connect(target: Target, autocommit: bool = False):
 
 
 # SQLSTATEs worth retrying: serialization failure, deadlock, lock not available (lock_timeout),
-# query canceled (statement_timeout), server shutting down or starting, too many connections;
-# class 08 is any connection exception.
+# query canceled (statement_timeout), server shutting down, crashed or starting (57P01-57P03),
+# too many connections; class 08 is any connection exception.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
-# A connection attempt that fails without a SQLSTATE: these say the configuration is wrong.
+# SQLSTATEs that say the configuration is wrong, whatever the error's class: a wrong password
+# (28P01), a role that does not exist or may not log in (28000), no such database (3D000).
+_CONFIG_SQLSTATES = {"28P01": "check the user and password in warehouse.url",
+                     "28000": "check the user in warehouse.url (it must exist and may log in)",
+                     "3D000": "check the database name in warehouse.url"}
+# A connection attempt that fails carries no SQLSTATE in psycopg: the server does send one with
+# its FATAL message, but libpq keeps it to itself (only PQping reads it) and hands over the
+# message text, which is libpq's own for a network failure ("Connection refused") and the
+# server's for a refusal. So those are told apart by their text, in English unless the server's
+# lc_messages is another language; a text matched by neither list counts as transient (retried
+# and reported, rather than sent back as a configuration problem it may not be). What the
+# server says when it is busy or coming and going, matched first:
+_TRANSIENT_CONNECT_FAILURES = ("too many clients", "connection slots are reserved", "the database system is starting up",
+                               "the database system is shutting down", "the database system is in recovery mode",
+                               "the database system is not yet accepting connections",
+                               "the database system is not accepting connections")
+# ... and what says the configuration is wrong (a database or role that does not exist, a
+# password, pg_hba.conf, a host name that does not resolve, a malformed URL parameter):
 _CONFIG_CONNECT_FAILURES = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
-                            "authentication", "failed to resolve host", "invalid", "role")
+                            "authentication failed", "no password supplied", "is not permitted to log in",
+                            "permission denied for database", "failed to resolve host", "invalid")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a psycopg error is worth retrying later, unchanged (not a configuration problem)."""
+    """Whether a psycopg error is worth retrying later, unchanged (not a configuration problem):
+    by its SQLSTATE when it has one, by psycopg's connection-timeout class or the server asking
+    for a password none was given for, and only then by the text of a failed connection."""
     import psycopg
 
     state = getattr(exc, "sqlstate", None)
     if state:
+        if state in _CONFIG_SQLSTATES:
+            return False
         return state in _TRANSIENT_SQLSTATES or state.startswith("08")
     if not isinstance(exc, psycopg.OperationalError):
         return False
+    if isinstance(exc, psycopg.errors.ConnectionTimeout):  # connect_timeout passed: the server did not answer
+        return True
+    pgconn = exc.pgconn
+    if pgconn is not None and pgconn.needs_password:  # the server wants a password the URL lacks
+        return False
     message = str(exc)
+    if any(s in message for s in _TRANSIENT_CONNECT_FAILURES):
+        return True
     return not any(s in message for s in _CONFIG_CONNECT_FAILURES)
 
 
@@ -820,6 +849,9 @@ class _pg_errors:
         message = f"cannot {self.doing} the warehouse at {self.target.safe_url}: {first}"
         if is_transient(exc):
             raise TransientWarehouseError(message) from exc
+        hint = _CONFIG_SQLSTATES.get(getattr(exc, "sqlstate", None) or "")
+        if hint:
+            raise UserError(f"{message} ({hint})") from exc
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             raise UserError(f"{message} (the role lacks a right: migrate needs the owner; publish needs "
                             f"`python -m pipelines warehouse grant-writer ROLE`)") from exc

@@ -624,6 +624,81 @@ def test_transient_and_configuration_errors_are_told_apart(pg_url, flagged):
         Target("mysql://u@h/db")
 
 
+CONFIG_STATES = {"28P01": psycopg.errors.InvalidPassword, "28000": psycopg.errors.InvalidAuthorizationSpecification,
+                 "3D000": psycopg.errors.InvalidCatalogName}
+TRANSIENT_STATES = {"08000": psycopg.errors.ConnectionException, "08006": psycopg.errors.ConnectionFailure,
+                    "08001": psycopg.errors.SqlclientUnableToEstablishSqlconnection,
+                    "08P01": psycopg.errors.ProtocolViolation, "40001": psycopg.errors.SerializationFailure,
+                    "40P01": psycopg.errors.DeadlockDetected, "55P03": psycopg.errors.LockNotAvailable,
+                    "57014": psycopg.errors.QueryCanceled, "57P01": psycopg.errors.AdminShutdown,
+                    "57P02": psycopg.errors.CrashShutdown, "57P03": psycopg.errors.CannotConnectNow,
+                    "53300": psycopg.errors.TooManyConnections}
+
+
+@pytest.mark.parametrize("state, error", [*CONFIG_STATES.items(), *TRANSIENT_STATES.items()])
+def test_errors_with_a_sqlstate_are_classified_by_it_not_by_their_text(state, error):
+    transient = state in TRANSIENT_STATES
+    assert error.sqlstate == state
+    # the text says the opposite of the SQLSTATE: the SQLSTATE wins
+    text = 'FATAL:  database "x" does not exist' if transient else "sorry, too many clients already"
+    for exc in (error(), error(text)):
+        assert warehouse.is_transient(exc) is transient, (state, str(exc))
+    target = Target("postgresql://wh:s3cret@127.0.0.1:5432/db")
+    with pytest.raises(TransientWarehouseError if transient else UserError) as info:
+        with warehouse._pg_errors(target, "migrate"):
+            raise error(text)
+    assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
+    if not transient:
+        assert "check the" in str(info.value) and "warehouse.url" in str(info.value)
+
+
+class _PgconnStandIn:  # what psycopg attaches to a failed connection attempt, as far as is_transient reads it
+    def __init__(self, needs_password: bool):
+        self.needs_password = needs_password
+
+
+def test_connection_failures_without_a_sqlstate():
+    """libpq gives no SQLSTATE for a failed connection attempt: psycopg's timeout class and the
+    server asking for a password are used first, then the text."""
+    assert warehouse.is_transient(psycopg.errors.ConnectionTimeout("connection timeout expired"))
+    assert not warehouse.is_transient(psycopg.OperationalError(
+        "connection failed: fe_sendauth: no password supplied", pgconn=_PgconnStandIn(needs_password=True)))
+    assert warehouse.is_transient(psycopg.OperationalError(
+        "server closed the connection unexpectedly", pgconn=_PgconnStandIn(needs_password=False)))
+    for busy in ("FATAL:  sorry, too many clients already",
+                 "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
+                 "FATAL:  the database system is starting up", "FATAL:  the database system is shutting down",
+                 "FATAL:  the database system is in recovery mode"):
+        assert warehouse.is_transient(psycopg.OperationalError(f"connection failed: {busy}")), busy
+    for config in ('FATAL:  role "nobody" does not exist', 'FATAL:  role "r" is not permitted to log in',
+                   'FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "u", database "d"',
+                   "failed to resolve host 'db.invalid': [Errno -2] Name or service not known",
+                   'invalid connection option "nope"', "FATAL:  permission denied for database \"d\""):
+        assert not warehouse.is_transient(psycopg.OperationalError(f"connection failed: {config}")), config
+    assert not warehouse.is_transient(ValueError("connection refused"))  # not psycopg's: not retried
+
+
+def unused_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listened on, then closed: nothing accepts on it
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_real_connection_failures_exit_2_or_75(pg_url, tmp_path):
+    base = pg_url.rsplit("/", 1)[0]
+    for url, code, says in ((f"{base}/{unique('no_such_db')}", 2, "does not exist"),
+                            (base.replace("postgres@", f"{unique('no_such_role')}@") + "/postgres", 2,
+                             "does not exist"),
+                            (f"postgresql://postgres:pw%40x@127.0.0.1:{unused_loopback_port()}/db", 75,
+                             "Connection refused")):
+        proc = cli("warehouse", "migrate", "--warehouse", url, cwd=tmp_path)
+        assert proc.returncode == code, (url, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and says in proc.stderr, proc.stderr
+        assert "pw%40x" not in proc.stderr and "pw@x" not in proc.stderr
+
+
 # --- publish_stage: batches, user_scores ------------------------------------------------------------
 
 
