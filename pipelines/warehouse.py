@@ -12,7 +12,9 @@
 - On PostgreSQL each table is partitioned by day: the day is COPYed into a staging table with
   no index, indexed in bulk, and swapped in for the old day's partition (two SECURITY DEFINER
   functions, so the writer still has no DDL rights); readers of the day wait from the swap to
-  the commit (milliseconds), then see the new rows.
+  the commit (milliseconds), then see the new rows. A reader in the middle of a query on the
+  table makes the swap wait: it waits in short tries (SWAP_TRY_S) with back-off, so readers
+  that arrive meanwhile are not queued behind it for long.
 - Names from configuration are checked and double-quoted; values are bound parameters.
 - A database that is down, busy or locked raises TransientWarehouseError (retry later); a bad
   URL, name or missing migration raises UserError (fix the configuration).
@@ -39,6 +41,11 @@ from pipelines.schema import FLAGGED_USERS_COLUMNS
 
 LOCK_WAIT_S = 60.0  # DuckDB: how long to wait for another process's lock on the file
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # PostgreSQL: how long to wait for another writer of the same day
+# PostgreSQL: the day's swap waits for readers of the table in tries of at most SWAP_TRY_S in the
+# lock queue (a reader arriving meanwhile waits behind it that long at most), with back-off
+# between tries up to SWAP_BACKOFF_MAX_S, until lock_timeout_s is spent
+SWAP_TRY_S = 0.5
+SWAP_BACKOFF_MAX_S = 1.0
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MIGRATIONS_TABLE = "schema_migrations"
 
@@ -126,6 +133,53 @@ BEGIN""" + _DAY_PARENT_CHECK + """
       EXECUTE format('CREATE %s INDEX ON %s (%s)', CASE WHEN ix.indisunique THEN 'UNIQUE' ELSE '' END, staging, cols);
     END IF;
   END LOOP;
+  -- from here to the commit readers of the parent wait (milliseconds), then see the new day
+  IF to_regclass(format('%I.%I', nsp, part)) IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', parent, nsp, part);
+    EXECUTE format('DROP TABLE %I.%I', nsp, part);
+  END IF;
+  EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%L)', parent, staging, day);
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);
+END $fn$"""
+
+
+_STAGING_CHECK = """
+  IF staging IS DISTINCT FROM to_regclass(format('%I.%I', nsp, rel || '_n' || to_char(day, 'YYYYMMDD'))) THEN
+    RAISE EXCEPTION 'pipelines: % is not the staging table of % for %', staging, parent, day;
+  END IF;"""
+
+# 0008: the staged day's indexes are built by a function of their own, before the swap and
+# outside its retries (it takes no lock a reader of the table holds); the swap builds them
+# only when nothing did (a caller of 0005's protocol), then only swaps.
+_INDEX_DAY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {fn_index}(parent regclass, staging regclass, day date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET maintenance_work_mem = '256MB' AS $fn$
+DECLARE nsp text; rel text; ix record; cols text;
+BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + """
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = staging) THEN
+    RETURN;  -- indexed already
+  END IF;
+  FOR ix IN SELECT i.indexrelid, i.indisunique, i.indisprimary, i.indnatts FROM pg_catalog.pg_index i
+            WHERE i.indrelid = parent ORDER BY i.indexrelid LOOP
+    SELECT string_agg(pg_catalog.pg_get_indexdef(ix.indexrelid, k, false), ', ' ORDER BY k) INTO cols
+      FROM generate_series(1, ix.indnatts) k;
+    IF ix.indisprimary THEN
+      EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', staging, cols);
+    ELSE
+      EXECUTE format('CREATE %s INDEX ON %s (%s)', CASE WHEN ix.indisunique THEN 'UNIQUE' ELSE '' END, staging, cols);
+    END IF;
+  END LOOP;
+END $fn$"""
+
+_SWAP_ONLY_DAY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {fn_swap}(parent regclass, staging regclass, day date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET maintenance_work_mem = '256MB' AS $fn$
+DECLARE nsp text; rel text; part text;
+BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + """
+  PERFORM {fn_index}(parent, staging, day);  -- returns at once when the caller indexed it
+  part := rel || '_p' || to_char(day, 'YYYYMMDD');
   -- from here to the commit readers of the parent wait (milliseconds), then see the new day
   IF to_regclass(format('%I.%I', nsp, part)) IS NOT NULL THEN
     EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', parent, nsp, part);
@@ -248,6 +302,11 @@ MIGRATIONS: tuple[Migration, ...] = (
               dialect="postgresql"),
     Migration(6, "flagged_users_by_day", (_partition_by_day("table", "latest"),), dialect="postgresql"),
     Migration(7, "user_scores_by_day", (_partition_by_day("scores"),), option="user_scores", dialect="postgresql"),
+    # PostgreSQL: the staged day indexed by a function of its own, so that the swap, retried in
+    # short tries while readers hold the table, does not rebuild the indexes on every try
+    Migration(8, "day_index_function", (_INDEX_DAY_FUNCTION, _SWAP_ONLY_DAY_FUNCTION,
+                                        "REVOKE ALL ON FUNCTION {fn_index}(regclass, regclass, date) FROM PUBLIC"),
+              dialect="postgresql"),
 )
 
 
@@ -305,7 +364,7 @@ class Target:
         return {"table": t, "latest": f"{t}_latest", "ix_day": f"{t}_as_of_rank_idx",
                 "ix_user": f"{t}_user_id_idx", "ix_score": f"{t}_score_idx", "scores": u,
                 "ix_scores_user": f"{u}_user_id_idx", "fn_stage": "pipelines_stage_day",
-                "fn_swap": "pipelines_swap_day",
+                "fn_swap": "pipelines_swap_day", "fn_index": "pipelines_index_day",
                 # PostgreSQL's day partitions and what the by-day migration renames: not templates,
                 # listed so that their length is checked with the rest
                 "~part": f"{t}_p20261121", "~staging": f"{t}_n20261121", "~old": f"{t}_unpartitioned",
@@ -756,7 +815,8 @@ def _duckdb_load(con, target: Target, key: str, schema: pa.Schema, as_of, batche
 
 def _checkpoint(stage: str) -> None:
     """Called inside the replace's transaction ("loaded": the day is deleted and the new rows
-    copied in; "before_commit"). Tests replace it to pause a writer there; it does nothing."""
+    copied in; "swap_retry": a try of the swap met readers and was rolled back, the next
+    follows after a back-off; "before_commit"). Tests replace it to pause a writer there; it does nothing."""
 
 
 def _lock_key(target: Target, what: str) -> str:
@@ -879,12 +939,50 @@ def _pg_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch
             _checkpoint("loaded")
             if scores is not None:
                 staged.append(("scores", _pg_stage(cur, target, "scores", USER_SCORES_ARROW, as_of, scores)))
+            for key, staging in staged:  # in bulk, while readers still read the old day undisturbed
+                cur.execute(f"SELECT {target.qualified('fn_index')}(%s::regclass, %s::regclass, %s)",
+                            [target.qualified(key), staging, as_of])
             # readers of the day wait from the first swap to the commit, then see the new rows
+            _pg_swap(cur, target, staged, as_of, lock_timeout_s)
+        _checkpoint("before_commit")
+        con.commit()
+
+
+def _pg_swap(cur, target: Target, staged: list[tuple[str, str]], as_of, lock_timeout_s: float) -> int:
+    """Swap the staged tables in, in tries: each waits at most SWAP_TRY_S for the tables' locks
+    (a reader's transaction on the table holds one), then is rolled back to a savepoint, which
+    gives up the place in the lock queue and any lock the try took but keeps the staged, indexed
+    rows, and the next try follows after a back-off. Readers that arrive meanwhile wait behind
+    a try at most, instead of behind a swap that waits the whole lock_timeout_s. Gives up with a
+    TransientWarehouseError once lock_timeout_s (counted from the first try) is spent, so a
+    steady stream of overlapping readers can keep a publish out; returns the tries taken."""
+    import psycopg
+
+    deadline = time.monotonic() + lock_timeout_s
+    delay, tries = 0.05, 0
+    while True:
+        tries += 1
+        wait_ms = max(1, int(min(SWAP_TRY_S, deadline - time.monotonic()) * 1000))
+        cur.execute("SAVEPOINT pipelines_swap")
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [f"{wait_ms}ms"])  # undone by the rollback
+        try:
             for key, staging in staged:
                 cur.execute(f"SELECT {target.qualified('fn_swap')}(%s::regclass, %s::regclass, %s)",
                             [target.qualified(key), staging, as_of])
-        _checkpoint("before_commit")
-        con.commit()
+        except psycopg.errors.LockNotAvailable as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT pipelines_swap")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransientWarehouseError(
+                    f"cannot write to the warehouse at {target.safe_url}: the swap of {as_of} into "
+                    f"{target.schema}.{target.table} found the table in use by readers for {lock_timeout_s:g} s "
+                    f"({tries} tries, lock timeout, warehouse.lock_timeout_s); try again later") from exc
+            _checkpoint("swap_retry")
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, SWAP_BACKOFF_MAX_S)
+            continue
+        cur.execute("RELEASE SAVEPOINT pipelines_swap")
+        return tries
 
 
 def _pg_stage(cur, target: Target, key: str, schema: pa.Schema, as_of, batches) -> str:
@@ -939,13 +1037,14 @@ def _grant(target: Target, role: str, kind: str, password: str | None = None) ->
         session.exec(f"GRANT {rights} ON ALL TABLES IN SCHEMA {s} TO {r}")
         # new tables and views the owner makes in the schema (later migrations) are covered too
         session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} GRANT {rights} ON TABLES TO {r}")
-        # The day's staging and swap functions are the writer's only DDL; the default privilege
-        # covers them when a later migration creates them (a writer granted before 0005).
+        # The day's staging, indexing and swap functions are the writer's only DDL; the default
+        # privilege covers them when a later migration creates them (a writer granted before 0005/0008).
         give, to = ("GRANT", "TO") if kind == "writer" else ("REVOKE", "FROM")
         session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {s} "
                      f"{give} EXECUTE ON FUNCTIONS {to} {r}")
         for function in (f"{target.qualified('fn_stage')}(regclass, date)",
-                         f"{target.qualified('fn_swap')}(regclass, regclass, date)"):
+                         f"{target.qualified('fn_swap')}(regclass, regclass, date)",
+                         f"{target.qualified('fn_index')}(regclass, regclass, date)"):
             if session.rows("SELECT to_regprocedure(?) IS NOT NULL", [function])[0][0]:
                 session.exec(f"{give} EXECUTE ON FUNCTION {function} {to} {r}")
         # The migration record is the owner's: the writer reads it (publish checks that the

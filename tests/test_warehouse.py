@@ -416,3 +416,143 @@ def test_postgres_overlapping_reruns_of_a_day_both_succeed(pg_url, flagged, monk
     assert not first_errors, first_errors
     assert not second_errors, second_errors
     assert backend.day(D1) == {u: "second" for u in users}
+
+
+# --- PostgreSQL: a long reader and the swap ----------------------------------------------------------
+
+
+def _writer_queued_on(watch, table: str) -> bool:
+    """Whether the publishing connection waits in the lock queue of `table` (its swap's try)."""
+    return bool(watch.execute(
+        "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.application_name = "
+        "'pipelines-warehouse' AND a.datname = current_database() AND l.locktype = 'relation' "
+        "AND NOT l.granted AND l.relation = %s::regclass", [table]).fetchone())
+
+
+def _long_reader(pg_url: str, table: str):
+    """A connection in an open transaction that has read the day: it holds the table's
+    ACCESS SHARE lock until it ends, as a long report query would."""
+    import psycopg
+
+    con = psycopg.connect(pg_url)  # not autocommit: the transaction stays open
+    rows = dict(con.execute(f"SELECT user_id, run_id FROM {table} WHERE as_of = %s", [dt.date(2024, 3, 10)]).fetchall())
+    return con, rows
+
+
+class SwapRetries:
+    """Stands in for warehouse._checkpoint: counts the swap's rolled-back tries."""
+
+    def __init__(self):
+        self.count = 0
+        self.first = threading.Event()
+
+    def __call__(self, stage: str) -> None:
+        if stage == "swap_retry":
+            self.count += 1
+            self.first.set()
+
+
+def test_postgres_swap_waits_in_short_tries_so_readers_behind_it_get_through(pg_url, flagged, monkeypatch):
+    """A reader holds the day open; the publish's swap waits for it. A second reader that
+    arrives then must not queue behind the swap for the swap's whole budget (120 s here): its
+    statement_timeout, a little above one try, would cancel it. When the first reader ends,
+    the publish completes with the new day, staged rows kept across the tries."""
+    import psycopg
+
+    backend = pg_backend(pg_url)
+    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
+    old_day, new_day = {"o1": "old", "o2": "old"}, {"n1": "new", "n2": "new", "n3": "new"}
+    retries = SwapRetries()
+    monkeypatch.setattr(warehouse, "_checkpoint", retries)
+    first, seen = _long_reader(pg_url, backend.table)
+    try:
+        assert seen == old_day
+        thread, errors = run_writer(lambda: replace_day(flagged(D1, list(new_day), "new"), backend.url,
+                                                        backend.table, D1, lock_timeout_s=120))
+        with psycopg.connect(pg_url, autocommit=True) as watch:
+            queued = False
+            for _ in range(600):  # polled: the writer is in the table's lock queue, behind the first reader
+                queued = _writer_queued_on(watch, backend.table)
+                if queued or not thread.is_alive():
+                    break
+                time.sleep(0.05)
+            assert queued, f"the publish never waited for the table's lock: {errors}"
+        with psycopg.connect(pg_url, autocommit=True) as second:
+            second.execute("SELECT set_config('statement_timeout', %s, false)",
+                           [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
+            got = dict(second.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s",
+                                      [dt.date(2024, 3, 10)]).fetchall())
+        assert got == old_day  # it got through, and saw the whole old day
+        assert retries.first.wait(timeout=30), "the swap never gave up a try"
+        assert thread.is_alive() and not errors, errors  # still retrying, within its budget
+        first.rollback()  # the first reader ends: the next try gets the lock
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not errors, errors
+    finally:
+        first.close()
+    assert backend.day(D1) == new_day
+
+
+def test_postgres_swap_gives_up_after_lock_timeout_and_keeps_the_old_day(pg_url, flagged, monkeypatch):
+    backend = pg_backend(pg_url)
+    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
+    retries = SwapRetries()
+    monkeypatch.setattr(warehouse, "_checkpoint", retries)
+    monkeypatch.setattr(warehouse, "SWAP_TRY_S", 0.2)
+    first, _ = _long_reader(pg_url, backend.table)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientWarehouseError, match="lock timeout") as info:
+            replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=1.0)
+        assert time.monotonic() - started >= 1.0 and retries.count >= 2, retries.count
+        assert "\n" not in str(info.value)
+    finally:
+        first.close()
+    assert backend.day(D1) == {"o1": "old", "o2": "old"}
+    replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=5)  # nothing left over
+    assert backend.day(D1) == {"n1": "new"} and retries.count >= 2
+
+
+def test_postgres_a_reader_of_user_scores_does_not_hold_up_readers_of_flagged_users(pg_url, flagged, monkeypatch):
+    """Both tables swap in one try: a try that gets flagged_users and then waits on user_scores
+    gives flagged_users back when it is rolled back, so its readers get through."""
+    import psycopg
+
+    table = f"flagged_{uuid.uuid4().hex[:10]}"
+    scores = f"scores_{uuid.uuid4().hex[:10]}"
+    target = Target(pg_url, table, None, True, scores)
+    migrate(target)
+
+    def publish(run: str):
+        rows = flagged(D1, ["a", "b"], run)
+        return warehouse.publish(target, D1, rows, rows.assign(flagged=True).drop(columns=["reasons", "anomaly_types"]),
+                                 lock_timeout_s=120)
+
+    publish("old")
+    retries = SwapRetries()
+    monkeypatch.setattr(warehouse, "_checkpoint", retries)
+    first, _ = _long_reader(pg_url, scores)
+    try:
+        thread, errors = run_writer(lambda: publish("new"))
+        with psycopg.connect(pg_url, autocommit=True) as watch:
+            queued = False
+            for _ in range(600):
+                queued = _writer_queued_on(watch, scores)
+                if queued or not thread.is_alive():
+                    break
+                time.sleep(0.05)
+            assert queued, f"the publish never waited for user_scores: {errors}"
+        with psycopg.connect(pg_url, autocommit=True) as second:
+            second.execute("SELECT set_config('statement_timeout', %s, false)",
+                           [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
+            assert {r[0] for r in second.execute(f"SELECT run_id FROM {table} WHERE as_of = %s",
+                                                 [dt.date(2024, 3, 10)]).fetchall()} == {"old"}
+        assert retries.first.wait(timeout=30) and thread.is_alive()
+        first.rollback()
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not errors, errors
+    finally:
+        first.close()
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        for t in (table, scores):
+            assert {r[0] for r in con.execute(f"SELECT run_id FROM {t}").fetchall()} == {"new"}

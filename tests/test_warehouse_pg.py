@@ -445,6 +445,8 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
         denied(con, f"SELECT * FROM public.{s}_unrelated")
         denied(con, f'SELECT * FROM "{s}_other".secrets')
         denied(con, f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [f'"{s}".flagged_users', D2])
+        denied(con, f'SELECT "{s}".pipelines_index_day(%s::regclass, %s::regclass, %s)',
+               [f'"{s}".flagged_users', f'"{s}".flagged_users_p20240310', D1])
         denied(con, f'SELECT * FROM "{s}".schema_migrations')  # the tables and views, not the record
     assert read_table(as_user(pg_url, reader), "flagged_users", D1, schema=s)["user_id"].tolist() == ["c"]
 
@@ -524,7 +526,7 @@ def test_upgrading_a_populated_schema_to_day_partitions_keeps_rows_indexes_view_
         replace_day(flagged(D1, ["x"], "x"), writer_url, "flagged_users", D1, schema=s,
                     user_scores=day_scores(flagged(D1, ["x"], "x")))
 
-    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0005", "0006", "0007"]
+    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0005", "0006", "0007", "0008"]
     with pg(as_user(pg_url, reader)) as con:
         for table in ("flagged_users", "user_scores"):
             assert sorted(con.execute(f'SELECT as_of::text, user_id, run_id FROM "{s}".{table}').fetchall()) == [
