@@ -112,54 +112,13 @@ BEGIN""" + _DAY_PARENT_CHECK + """
   RETURN format('%I.%I', nsp, staging)::regclass;
 END $fn$"""
 
-_SWAP_DAY_FUNCTION = """
-CREATE OR REPLACE FUNCTION {fn_swap}(parent regclass, staging regclass, day date) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET maintenance_work_mem = '256MB' AS $fn$
-DECLARE nsp text; rel text; part text; ix record; cols text;
-BEGIN""" + _DAY_PARENT_CHECK + """
-  IF staging IS DISTINCT FROM to_regclass(format('%I.%I', nsp, rel || '_n' || to_char(day, 'YYYYMMDD'))) THEN
-    RAISE EXCEPTION 'pipelines: % is not the staging table of % for %', staging, parent, day;
-  END IF;
-  part := rel || '_p' || to_char(day, 'YYYYMMDD');
-  -- the parent's indexes, built in bulk on the staged day while readers still read the old one
-  FOR ix IN SELECT i.indexrelid, i.indisunique, i.indisprimary, i.indnatts FROM pg_catalog.pg_index i
-            WHERE i.indrelid = parent ORDER BY i.indexrelid LOOP
-    SELECT string_agg(pg_catalog.pg_get_indexdef(ix.indexrelid, k, false), ', ' ORDER BY k) INTO cols
-      FROM generate_series(1, ix.indnatts) k;
-    IF ix.indisprimary THEN
-      EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', staging, cols);
-    ELSE
-      EXECUTE format('CREATE %s INDEX ON %s (%s)', CASE WHEN ix.indisunique THEN 'UNIQUE' ELSE '' END, staging, cols);
-    END IF;
-  END LOOP;
-  -- from here to the commit readers of the parent wait (milliseconds), then see the new day
-  IF to_regclass(format('%I.%I', nsp, part)) IS NOT NULL THEN
-    EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', parent, nsp, part);
-    EXECUTE format('DROP TABLE %I.%I', nsp, part);
-  END IF;
-  EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%L)', parent, staging, day);
-  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);
-END $fn$"""
-
-
 _STAGING_CHECK = """
   IF staging IS DISTINCT FROM to_regclass(format('%I.%I', nsp, rel || '_n' || to_char(day, 'YYYYMMDD'))) THEN
     RAISE EXCEPTION 'pipelines: % is not the staging table of % for %', staging, parent, day;
   END IF;"""
 
-# 0008: the staged day's indexes are built by a function of their own, before the swap and
-# outside its retries (it takes no lock a reader of the table holds); the swap builds them
-# only when nothing did (a caller of 0005's protocol), then only swaps.
-_INDEX_DAY_FUNCTION = """
-CREATE OR REPLACE FUNCTION {fn_index}(parent regclass, staging regclass, day date) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET maintenance_work_mem = '256MB' AS $fn$
-DECLARE nsp text; rel text; ix record; cols text;
-BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + """
-  IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = staging) THEN
-    RETURN;  -- indexed already
-  END IF;
+# the parent's indexes, built on the staged table in bulk
+_BUILD_INDEXES = """
   FOR ix IN SELECT i.indexrelid, i.indisunique, i.indisprimary, i.indnatts FROM pg_catalog.pg_index i
             WHERE i.indrelid = parent ORDER BY i.indexrelid LOOP
     SELECT string_agg(pg_catalog.pg_get_indexdef(ix.indexrelid, k, false), ', ' ORDER BY k) INTO cols
@@ -169,25 +128,56 @@ BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + """
     ELSE
       EXECUTE format('CREATE %s INDEX ON %s (%s)', CASE WHEN ix.indisunique THEN 'UNIQUE' ELSE '' END, staging, cols);
     END IF;
-  END LOOP;
-END $fn$"""
+  END LOOP;"""
 
-_SWAP_ONLY_DAY_FUNCTION = """
-CREATE OR REPLACE FUNCTION {fn_swap}(parent regclass, staging regclass, day date) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET maintenance_work_mem = '256MB' AS $fn$
-DECLARE nsp text; rel text; part text;
-BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + """
-  PERFORM {fn_index}(parent, staging, day);  -- returns at once when the caller indexed it
-  part := rel || '_p' || to_char(day, 'YYYYMMDD');
+_PARTITION_NAME = """
+  part := rel || '_p' || to_char(day, 'YYYYMMDD');"""
+
+# the old day's partition out, the staged table in under its name
+_SWAP_IN = """
   -- from here to the commit readers of the parent wait (milliseconds), then see the new day
   IF to_regclass(format('%I.%I', nsp, part)) IS NOT NULL THEN
     EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', parent, nsp, part);
     EXECUTE format('DROP TABLE %I.%I', nsp, part);
   END IF;
   EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%L)', parent, staging, day);
-  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);
-END $fn$"""
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);"""
+
+
+def _staged_day_function(function: str, declare: str, body: str) -> str:
+    """A SECURITY DEFINER function `function`(parent, staging, day) that checks both tables
+    (_DAY_PARENT_CHECK, _STAGING_CHECK), then runs `body`. Its text is part of migrations 0005
+    and 0008, whose checksums are recorded: what it renders must never change
+    (tests/test_warehouse.py pins it)."""
+    return ("""
+CREATE OR REPLACE FUNCTION """ + function + """(parent regclass, staging regclass, day date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET maintenance_work_mem = '256MB' AS $fn$
+DECLARE """ + declare + """
+BEGIN""" + _DAY_PARENT_CHECK + _STAGING_CHECK + body + """
+END $fn$""")
+
+
+# 0005: one function indexes the staged day and swaps it in
+_SWAP_DAY_FUNCTION = _staged_day_function(
+    "{fn_swap}", "nsp text; rel text; part text; ix record; cols text;",
+    _PARTITION_NAME + """
+  -- the parent's indexes, built in bulk on the staged day while readers still read the old one"""
+    + _BUILD_INDEXES + _SWAP_IN)
+
+# 0008: the staged day's indexes are built by a function of their own, before the swap and
+# outside its retries (it takes no lock a reader of the table holds); the swap builds them
+# only when nothing did (a caller of 0005's protocol), then only swaps.
+_INDEX_DAY_FUNCTION = _staged_day_function(
+    "{fn_index}", "nsp text; rel text; ix record; cols text;", """
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = staging) THEN
+    RETURN;  -- indexed already
+  END IF;""" + _BUILD_INDEXES)
+
+_SWAP_ONLY_DAY_FUNCTION = _staged_day_function(
+    "{fn_swap}", "nsp text; rel text; part text;", """
+  PERFORM {fn_index}(parent, staging, day);  -- returns at once when the caller indexed it"""
+    + _PARTITION_NAME + _SWAP_IN)
 
 
 def _partition_by_day(key: str, view: str | None = None) -> str:

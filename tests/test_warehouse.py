@@ -187,6 +187,47 @@ def test_parse_url():
         parse_url("mysql://u@h/db")
 
 
+# What each migration's checksum is (as recorded in schema_migrations at migrate) and the sha256
+# of its SQL as rendered for Target("postgresql://u@h/db", user_scores on), taken from the code
+# as it was applied (f72ccd7). A database refuses a migration whose checksum changed, so a
+# refactoring of how the templates are built must leave every one of these as it is.
+APPLIED_MIGRATIONS = {
+    1: ("d77881fe0e95ed04", "0cb329c4cd7ef61137212cc2a2e987bab05581df1946e6bee59390d129e0de0d"),
+    2: ("3a1495cf600355d6", "5e5a9cd54ea29af8f1b9641b595435bc93c9b871bd0bcef2dd5faeaf3072ad4b"),
+    3: ("fe5546af3f93d527", "35e270fe552dc137c7729eb27ff94adda09a8b844860a477546d6a8fd52503ac"),
+    4: ("76a1d120b2255811", "e407a0ad24015619bdf323853142acb30235e95a6d2e759e3573f4490d85ce53"),
+    5: ("5b60c474d1a7d536", "824f27130128cd0fab1d3dadf6c6eef0890cb09800b8a63e604e9337ef0fb781"),
+    6: ("e9a5ee400a81b8e2", "649ebc1357ecaeea45b2b87f2dc3c3220f843d70b8c83ca26078c3e6a06d789b"),
+    7: ("7f064f75d52ec276", "d832c5605462ffd18a6e4c22fd03755a5b4893a9b9e1541721ba640b67d9115a"),
+    8: ("045dc14822507e92", "e86595b6295f72c302eda6c41ca8b737e283c4f5e3acbf5a44992f026d16ad42"),
+}
+
+
+def test_applied_migrations_are_byte_for_byte_what_they_were():
+    import hashlib
+
+    names = Target("postgresql://u@h/db", "flagged_users", None, True).sql_names()
+    got = {}
+    for m in warehouse.MIGRATIONS:
+        text = "\n;\n".join(m.statements)
+        assert m.checksum() == hashlib.sha256(text.encode()).hexdigest()[:16]  # the checksum is of this text
+        rendered = "\n;\n".join(s.format(**names) for s in m.statements)
+        got[m.version] = (m.checksum(), hashlib.sha256(rendered.encode()).hexdigest())
+    # a migration added later is not pinned here; every applied one is, unchanged
+    assert {v: got[v] for v in APPLIED_MIGRATIONS} == APPLIED_MIGRATIONS
+
+
+def test_an_edited_migration_is_refused(tmp_path, monkeypatch):
+    """What the pins above guard against: migrate refuses a changed checksum."""
+    url = f"duckdb:///{tmp_path}/w.duckdb"
+    migrate(Target(url))
+    first = warehouse.MIGRATIONS[0]
+    edited = warehouse.Migration(first.version, first.name, (first.statements[0] + " ",))
+    monkeypatch.setattr(warehouse, "MIGRATIONS", (edited,) + warehouse.MIGRATIONS[1:])
+    with pytest.raises(UserError, match="0001_flagged_users has changed since it was applied"):
+        migrate(Target(url))
+
+
 def test_plain_path_is_a_duckdb_file(tmp_path, flagged):
     path = tmp_path / "nested" / "dir" / "w.duckdb"
     replace_day(flagged(D1, ["a"], "r"), str(path), "custom_table", D1)
