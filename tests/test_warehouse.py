@@ -11,6 +11,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import duckdb
 import pandas as pd
@@ -493,63 +494,67 @@ class SwapRetries:
             self.first.set()
 
 
-def test_postgres_swap_waits_in_short_tries_so_readers_behind_it_get_through(pg_url, flagged, monkeypatch):
+@pytest.fixture
+def held_day(pg_url, flagged, monkeypatch):
+    """A PostgreSQL table whose day D1 is o1, o2 of run "old", the swap's tries counted
+    (SwapRetries as warehouse._checkpoint), and a long reader of the day (_long_reader) that
+    holds the table until the test ends its transaction; closed at teardown."""
+    backend = pg_backend(pg_url)
+    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
+    retries = SwapRetries()
+    monkeypatch.setattr(warehouse, "_checkpoint", retries)
+    old_day = {"o1": "old", "o2": "old"}
+    reader, seen = _long_reader(pg_url, backend.table)
+    try:
+        assert seen == old_day
+        yield SimpleNamespace(backend=backend, retries=retries, reader=reader, old_day=old_day)
+    finally:
+        reader.close()
+
+
+def test_postgres_swap_waits_in_short_tries_so_readers_behind_it_get_through(pg_url, flagged, held_day):
     """A reader holds the day open; the publish's swap waits for it. A second reader that
     arrives then must not queue behind the swap for the swap's whole budget (120 s here): its
     statement_timeout, a little above one try, would cancel it. When the first reader ends,
     the publish completes with the new day, staged rows kept across the tries."""
     import psycopg
 
-    backend = pg_backend(pg_url)
-    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
-    old_day, new_day = {"o1": "old", "o2": "old"}, {"n1": "new", "n2": "new", "n3": "new"}
-    retries = SwapRetries()
-    monkeypatch.setattr(warehouse, "_checkpoint", retries)
-    first, seen = _long_reader(pg_url, backend.table)
-    try:
-        assert seen == old_day
-        thread, errors = run_writer(lambda: replace_day(flagged(D1, list(new_day), "new"), backend.url,
-                                                        backend.table, D1, lock_timeout_s=120))
-        with psycopg.connect(pg_url, autocommit=True) as watch:
-            queued = False
-            for _ in range(600):  # polled: the writer is in the table's lock queue, behind the first reader
-                queued = _writer_queued_on(watch, backend.table)
-                if queued or not thread.is_alive():
-                    break
-                time.sleep(0.05)
-            assert queued, f"the publish never waited for the table's lock: {errors}"
-        with psycopg.connect(pg_url, autocommit=True) as second:
-            second.execute("SELECT set_config('statement_timeout', %s, false)",
-                           [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
-            got = dict(second.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s",
-                                      [dt.date(2024, 3, 10)]).fetchall())
-        assert got == old_day  # it got through, and saw the whole old day
-        assert retries.first.wait(timeout=30), "the swap never gave up a try"
-        assert thread.is_alive() and not errors, errors  # still retrying, within its budget
-        first.rollback()  # the first reader ends: the next try gets the lock
-        thread.join(timeout=60)
-        assert not thread.is_alive() and not errors, errors
-    finally:
-        first.close()
+    backend, retries, first = held_day.backend, held_day.retries, held_day.reader
+    old_day, new_day = held_day.old_day, {"n1": "new", "n2": "new", "n3": "new"}
+    thread, errors = run_writer(lambda: replace_day(flagged(D1, list(new_day), "new"), backend.url,
+                                                    backend.table, D1, lock_timeout_s=120))
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        queued = False
+        for _ in range(600):  # polled: the writer is in the table's lock queue, behind the first reader
+            queued = _writer_queued_on(watch, backend.table)
+            if queued or not thread.is_alive():
+                break
+            time.sleep(0.05)
+        assert queued, f"the publish never waited for the table's lock: {errors}"
+    with psycopg.connect(pg_url, autocommit=True) as second:
+        second.execute("SELECT set_config('statement_timeout', %s, false)",
+                       [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
+        got = dict(second.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s",
+                                  [dt.date(2024, 3, 10)]).fetchall())
+    assert got == old_day  # it got through, and saw the whole old day
+    assert retries.first.wait(timeout=30), "the swap never gave up a try"
+    assert thread.is_alive() and not errors, errors  # still retrying, within its budget
+    first.rollback()  # the first reader ends: the next try gets the lock
+    thread.join(timeout=60)
+    assert not thread.is_alive() and not errors, errors
     assert backend.day(D1) == new_day
 
 
-def test_postgres_swap_gives_up_after_lock_timeout_and_keeps_the_old_day(pg_url, flagged, monkeypatch):
-    backend = pg_backend(pg_url)
-    replace_day(flagged(D1, ["o1", "o2"], "old"), backend.url, backend.table, D1)
-    retries = SwapRetries()
-    monkeypatch.setattr(warehouse, "_checkpoint", retries)
+def test_postgres_swap_gives_up_after_lock_timeout_and_keeps_the_old_day(flagged, held_day, monkeypatch):
+    backend, retries = held_day.backend, held_day.retries
     monkeypatch.setattr(warehouse, "SWAP_TRY_S", 0.2)
-    first, _ = _long_reader(pg_url, backend.table)
-    try:
-        started = time.monotonic()
-        with pytest.raises(TransientWarehouseError, match="lock timeout") as info:
-            replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=1.0)
-        assert time.monotonic() - started >= 1.0 and retries.count >= 2, retries.count
-        assert "\n" not in str(info.value)
-    finally:
-        first.close()
-    assert backend.day(D1) == {"o1": "old", "o2": "old"}
+    started = time.monotonic()
+    with pytest.raises(TransientWarehouseError, match="lock timeout") as info:
+        replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=1.0)
+    assert time.monotonic() - started >= 1.0 and retries.count >= 2, retries.count
+    assert "\n" not in str(info.value)
+    held_day.reader.close()  # the long reader ends
+    assert backend.day(D1) == held_day.old_day
     replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=5)  # nothing left over
     assert backend.day(D1) == {"n1": "new"} and retries.count >= 2
 
