@@ -9,7 +9,7 @@ B. The simulation (benchmarks/bench_detectors_sim.py, held-out users): a PR-AUC 
    `--sim frozen` once, at the end, for the chosen candidate.
 
     python benchmarks/bench_ensemble_candidates.py --pyod P1.json P2.json P3.json [--sim dev|frozen]
-        [--cache DIR] [--only NAME,NAME] [--out FILE] [--from FILE]
+        [--cache DIR] [--only NAME,NAME] [--skip-sim | --skip-adbench] [--out FILE] [--from FILE]
 
 `--from` reads the figures of an earlier `--out` instead of measuring again (to judge them
 against other PyOD files).
@@ -54,6 +54,23 @@ CANDIDATES: dict[str, dict] = {
     "ens_arith_if200": _ens({"ecdf_tail": 1.0, "isolation_forest": 2.0}, "arithmetic"),
     "ens_arith_if25_rz50": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25, "robust_zscore": 0.5}, "arithmetic"),
     "ens_arith_if25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "arithmetic"),
+    # the forest's variance (more trees), and the forest on ecdf_tail's per-feature tail rarity
+    "ens_mean_if25_t1000": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "mean",
+                                **{"train.isolation_forest.n_estimators": 1000}),
+    "isolation_forest": {"train.detector": "isolation_forest"},
+    "ecod": {"train.detector": "ecod"},
+    "iftail": {"train.detector": "isolation_forest", "train.isolation_forest.tail_transform": True},
+    "if_ms1024": {"train.detector": "isolation_forest", "train.isolation_forest.max_samples": 1024},
+    "if_ms4096": {"train.detector": "isolation_forest", "train.isolation_forest.max_samples": 4096},
+    "if_mf50": {"train.detector": "isolation_forest", "train.isolation_forest.max_features": 0.5},
+    "ens_mean_iftail25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "mean",
+                              **{"train.isolation_forest.tail_transform": True}),
+    "ens_mean_iftail50": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.5}, "mean",
+                              **{"train.isolation_forest.tail_transform": True}),
+    "ens_mean_iftail100": _ens({"ecdf_tail": 1.0, "isolation_forest": 1.0}, "mean",
+                               **{"train.isolation_forest.tail_transform": True}),
+    "ens_arith_iftail25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "arithmetic",
+                               **{"train.isolation_forest.tail_transform": True}),
 }
 
 
@@ -103,11 +120,14 @@ def main() -> int:
     ap.add_argument("--adbench", default=str(ADBENCH), help="folder of the ADBench .npz files")
     ap.add_argument("--only", help="comma-separated candidate names (default: all)")
     ap.add_argument("--skip-sim", action="store_true", help="ADBench only")
+    ap.add_argument("--skip-adbench", action="store_true", help="the simulation only")
     ap.add_argument("--out", help="write both halves' figures as JSON")
     ap.add_argument("--from", dest="reuse", help="an earlier --out: its figures, not measured again")
     args = ap.parse_args()
+    if args.skip_sim and args.skip_adbench:
+        ap.error("--skip-sim and --skip-adbench leave nothing to measure")
     earlier = json.loads(Path(args.reuse).read_text()) if args.reuse else None
-    names = args.only.split(",") if args.only else list(earlier["ours"][0]["detectors"] if earlier else CANDIDATES)
+    names = args.only.split(",") if args.only else list(earlier["candidates"] if earlier else CANDIDATES)
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         ap.error(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
@@ -123,7 +143,7 @@ def main() -> int:
     if earlier:
         ours, sim, args.sim = earlier["ours"], earlier["simulation"], earlier["sim"]
     else:
-        ours = adbench(names, Path(args.adbench))
+        ours = [] if args.skip_adbench else adbench(names, Path(args.adbench))
         sim = {} if args.skip_sim else simulation(names, args.sim, args.cache)
     merged = merge_results(pyod + [(r, "") for r in ours])
     a = {n: criterion(merged, n) for n in names}
@@ -135,9 +155,10 @@ def main() -> int:
     rows = {}
     for n in names:
         c = a[n]
+        measured = all(n in merged.get(f, {}) for f in FILES)
         cells = [f"{merged[f][n]['roc_auc']:.5f}" + ("" if "files" not in c or c["files"][f]["reached"] else " (below)")
-                 for f in FILES]
-        mean = f"{sum(merged[f][n]['roc_auc'] for f in FILES) / len(FILES):.5f}"
+                 if measured else "-" for f in FILES]
+        mean = f"{sum(merged[f][n]['roc_auc'] for f in FILES) / len(FILES):.5f}" if measured else "-"
         row = {"adbench": c}
         sim_cells = ["-", "-", "-", "-"]
         if base and n in sim:
@@ -149,7 +170,8 @@ def main() -> int:
                                  "roc_auc_per_type": r["roc_auc_per_type"], "met": b}
         rows[n] = row
         print(f"| {n} | {' | '.join(cells)} | {mean} | {'yes' if c['met'] else 'no'} | {' | '.join(sim_cells)} |")
-    best = {f: max((d for d in merged[f] if d.startswith("pyod:")), key=lambda d: merged[f][d]["roc_auc"], default=None)
+    best = {f: max((d for d in merged.get(f, {}) if d.startswith("pyod:")), key=lambda d: merged[f][d]["roc_auc"],
+                   default=None)
             for f in FILES}
     print("best PyOD: " + ", ".join(f"{Path(f).stem} {best[f]} {merged[f][best[f]]['roc_auc']:.5f}" if best[f]
                                     else f"{Path(f).stem} none given" for f in FILES))
