@@ -30,27 +30,15 @@ WIDTH, HEIGHT = 1280, 900
 
 
 def run_days(root: Path, users: int) -> tuple[dict, Path]:
-    """(params, labels path) of five scored days under `root`."""
-    from pipelines import stages
-    from pipelines.config import load_params, override
-    from pipelines.simulate import simulate
+    """(params, labels path) of five scored days under `root` (the simulation and the days as
+    docs/make_drift_example.py runs them)."""
+    from make_drift_example import scored_days, simulated_world
 
-    params = load_params(str(REPO / "params.yaml"))
-    events, labels = simulate({**params["simulate"], "n_users": users})
-    events.to_parquet(root / "events.parquet", index=False)
-    labels.to_parquet(root / "labels.parquet", index=False)
-    for key, value in (("storage", {"data": str(root / "data"), "reports": str(root / "reports"),
-                                    "models": str(root / "models")}),
-                       ("ingest.source", str(root / "events.parquet"))):
-        params = override(params, key, value)
-    for day in DAYS:
-        stages.ingest_stage(params, day)
-        stages.clean_stage(params, day)
-        stages.features_stage(params, day)
-        if day == TRAIN_DAY:
-            stages.train_stage(params, day)
-            stages.promote_stage(params, day)
-        stages.score_stage(params, day)
+    from pipelines import stages
+
+    params = simulated_world(root, users, labels=True)
+    for _ in scored_days(params, DAYS, TRAIN_DAY):
+        pass
     stages.report_stage(params, DAYS[-1], labels=str(root / "labels.parquet"))
     return params, root / "labels.parquet"
 
@@ -87,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lossless", action="store_true", help="keep Chromium's full-colour PNG")
     parser.add_argument("--keep", type=Path, default=None, help="run in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+    sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "docs")]
     from chromium import Chromium, ChromiumMissing
     from PIL import Image
 
