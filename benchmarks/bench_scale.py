@@ -9,6 +9,11 @@ Each is its own process, so its peak RSS is its own. Targets on 2 cores: the run
 4 GB, scoring plus publishing under 30 s and 2 GB.
 
     python benchmarks/bench_scale.py [--users 1000000] [--events-per-user 5] [--only run|score]
+        [--events FILE] [--keep DIR [--reuse]]
+
+`--events` takes an events file (e.g. one this script generated before) instead of generating;
+`--keep DIR --reuse` reuses the run already in DIR (its trained model and features), so
+`--only score` times scoring plus publishing alone, without rerunning the pipeline first.
 """
 from __future__ import annotations
 
@@ -131,19 +136,38 @@ def main() -> None:
     parser.add_argument("--events-per-user", type=float, default=5.0)
     parser.add_argument("--only", choices=["run", "score"])
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--events", help="an events file to run on instead of generating one")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep and --only score: reuse the run already in that folder")
     args = parser.parse_args()
+    if args.reuse and not (args.keep and args.only == "score"):
+        parser.error("--reuse needs --keep DIR and --only score")
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        events = work / "events.parquet"
-        t0 = time.perf_counter()
-        n = subprocess.run([sys.executable, "-c", _GENERATE, str(events), str(args.users),
-                            str(args.events_per_user)], check=True, capture_output=True, text=True).stdout.strip()
-        print(f"{args.users:,} users, {int(n):,} events generated in {time.perf_counter() - t0:.0f} s; "
-              f"{os.cpu_count()} cores")
         out = work / "run"
-        run = _child(_RUN, str(events), str(out))
+        reused = work / "run.json"
+        if args.reuse and reused.exists():
+            run = json.loads(reused.read_text())
+            print(f"reusing the run in {out} (as of {run['as_of']}); {os.cpu_count()} cores")
+        else:
+            if args.events:
+                events = Path(args.events)
+                if not events.exists():
+                    sys.exit(f"--events {events}: no such file")
+                print(f"events from {events}; {os.cpu_count()} cores")
+            else:
+                events = work / "events.parquet"
+                t0 = time.perf_counter()
+                n = subprocess.run([sys.executable, "-c", _GENERATE, str(events), str(args.users),
+                                    str(args.events_per_user)], check=True, capture_output=True,
+                                   text=True).stdout.strip()
+                print(f"{args.users:,} users, {int(n):,} events generated in {time.perf_counter() - t0:.0f} s; "
+                      f"{os.cpu_count()} cores")
+            run = _child(_RUN, str(events), str(out))
+            if args.keep:
+                reused.write_text(json.dumps(run) + "\n")
         if args.only != "score":
             print(f"pipelines run:     {run['wall_s']:6.1f} s, peak RSS {run['peak_rss_gib']:.2f} GiB "
                   f"({run['users_scored']:,} users scored, {run['flagged']} flagged)   target < 60 s, < 4 GB")

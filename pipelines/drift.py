@@ -344,7 +344,7 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
         table = pq.ParquetFile(local)
         wanted = [c for c in reference["features"] if c in table.schema_arrow.names]
         # one column of every user at a time: 8 bytes a user, whatever the number of features
-        columns = (table.read(columns=[c], use_threads=False).to_pandas() for c in wanted)
+        columns = (_column_frame(table.read(columns=[c], use_threads=False), c) for c in wanted)
         result = compute_drift(reference, columns, scores, p)
     result = {**head, "reference_rebuilt": rebuilt,
               "reference_as_of": registry.get(version).get("trained_as_of"), **result}
@@ -358,6 +358,20 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
     else:
         log.info("drift on %s: none above drift.psi_warn %s (%s)", as_of, p["psi_warn"], summary(result))
     return result
+
+
+def _column_frame(table: Any, name: str) -> pd.DataFrame:
+    """A one-column Parquet read as a frame for compute_drift. A number or boolean column goes
+    to float64 in pyarrow (nulls NaN: what to_numpy(float64, na_value=NaN) makes of pandas'
+    column), without to_pandas, which re-reads the file's pandas metadata of every column each
+    time (most of the drift step at a million users and a hundred features)."""
+    import pyarrow as pa
+
+    column = table.column(0)
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return pd.DataFrame({name: column.cast(pa.float64(), safe=False).to_numpy()})
+    return table.to_pandas()
 
 
 def _rebuild_reference(params: dict[str, Any], registry: Any, version: str, sequences: Any) -> dict[str, Any] | None:

@@ -234,7 +234,7 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
             active = active_users(batch, p["active_within_days"])
             counts["users"] += len(batch)
             counts["inactive"] += int((~active).sum())
-            yield batch.loc[active]
+            yield batch if active.all() else batch.loc[active]  # everyone active: no copy of the batch
 
     features_path = features_in or lay.features(as_of)
     # for the progress: every user of a local file is scored, unless only the active ones are

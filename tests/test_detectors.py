@@ -439,3 +439,130 @@ def test_benchmark_criterion_needs_the_best_pyod_on_each_file_and_a_higher_mean(
     not_run = bench.merge_results([(r, "") for r in pyod] + [(ours[0], "")])  # ours on a.npz only
     assert not bench.criterion(not_run, "ecdf_tail")["met"]
     assert "| ecdf_tail | 0.9500 / 0.475 | 0.9900 / 0.495 | 0.9700 / 0.485 |" in bench.format_table(merged)
+
+
+# --- reasons as arrays (issue 8: scoring a million users) ---------------------------------------
+
+
+def _per_row_strongest_reasons(feature_names, matrix, percentile, strength, top_n):
+    """strongest_reasons as it was, a Python loop per row: what the vectorised one must equal."""
+    from pipelines.detectors.base import REASON_RARITY, Reason, base_signal
+
+    order = np.argsort(-strength, axis=1)
+    base = [base_signal(f) for f in feature_names]
+    out = []
+    for i in range(matrix.shape[0]):
+        seen, picked = set(), []
+        for j in order[i]:
+            if strength[i, j] < REASON_RARITY or len(picked) >= top_n:
+                break
+            if base[j] in seen:
+                continue
+            seen.add(base[j])
+            picked.append(j)
+        total = float(sum(strength[i, j] for j in picked)) or 1.0
+        out.append([Reason(feature_names[j], float(matrix[i, j]), float(percentile[i, j]),
+                           float(strength[i, j]) / total) for j in picked])
+    return out
+
+
+def _reason_inputs(seed: int, n: int = 3000):
+    """Strengths with many ties (windows of one signal equally rare), values that format as
+    integers, 3 significant digits or none, and percentiles near the 99.95 boundary."""
+    rng = np.random.default_rng(seed)
+    names = ["n_view_1d", "n_view_7d", "n_view_hist", "refund_ratio_28d", "typical_gap_s_1d", "typical_gap_s_7d",
+             "n_payment_failed_28d", "burstiness", "account_age_days", "five_star_share_28d",
+             "n_login_failed_1d", "refund_value_7d"] * 2
+    names = [f if i < 12 else f"x{i}_{f}" for i, f in enumerate(names)]
+    scale = rng.choice([1.0, 1e4, 1e-3], len(names))
+    matrix = rng.normal(size=(n, len(names))) * scale
+    for j, decimals in enumerate(rng.integers(0, 4, len(names))):
+        matrix[:, j] = np.round(matrix[:, j], decimals)
+    percentile = rng.choice([0.0, 0.05, 1.7, 49.95, 50.0, 99.9, 99.949, 99.95, 99.97, 100.0], size=matrix.shape)
+    strength = rng.choice([0.0, 2.5, 2.995, -np.log(0.05), 3.5, 5.0, 7.6], size=matrix.shape)
+    strength = strength + (rng.random(matrix.shape) < 0.3) * rng.random(matrix.shape)
+    strength[: n // 10] = np.minimum(strength[: n // 10], 2.9)  # users without a reason
+    return names, matrix, percentile, strength
+
+
+@pytest.mark.parametrize("top_n", [0, 1, 3, 5, 30])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reason_table_equals_the_per_row_loop(top_n, seed):
+    from pipelines.detectors.base import format_reasons, strongest_reason_table, strongest_reasons
+
+    names, matrix, percentile, strength = _reason_inputs(seed)
+    expected = _per_row_strongest_reasons(names, matrix, percentile, strength, top_n)
+    table = strongest_reason_table(names, matrix, percentile, strength, top_n)
+    assert table.to_lists() == expected  # same features, values, percentiles and contributions, in order
+    assert strongest_reasons(names, matrix, percentile, strength, top_n) == expected
+    texts = table.texts().to_pylist()
+    assert texts == [format_reasons(r) for r in expected]
+    assert texts.count("") >= 300  # the case covers users without reasons and with top_n of them
+    assert max(map(len, expected)) == min(top_n, 5 if top_n < 30 else 30) or top_n == 30
+
+
+def test_join_present_gives_empty_text_for_rows_without_any():
+    """pyarrow's own skip-nulls join drops such rows, so the columns would no longer line up."""
+    import pyarrow as pa
+
+    from pipelines.detectors.base import join_present
+
+    a = pa.array([None, "a", None, "b", None], type=pa.string())
+    b = pa.array([None, None, "c", "d", None], type=pa.string())
+    assert join_present([a, b], "; ", 5).to_pylist() == ["", "a", "c", "b; d", ""]
+    assert join_present([a], ",", 5).to_pylist() == ["", "a", "", "b", ""]
+    assert join_present([], ",", 2).to_pylist() == ["", ""]
+
+
+@pytest.mark.parametrize("name", ["ecdf_tail", "robust_zscore", "ecod"])
+def test_score_and_reason_table_equals_score_and_reasons(normal_features, name):
+    from pipelines.detectors.base import ReasonTable
+
+    det = make_detector(name).fit(normal_features)
+    rng = np.random.default_rng(3)
+    X = normal_features.sample(200, random_state=1).reset_index(drop=True)
+    X.loc[:20, "n_view_1d"] = rng.integers(40, 90, 21)  # some users with strong reasons
+    X.loc[10:30, "refund_ratio_28d"] = np.nan
+    scores, reasons = det.score_and_reason_table(X, top_n=3)
+    np.testing.assert_array_equal(scores, det.score(X))
+    listed = reasons.to_lists() if isinstance(reasons, ReasonTable) else reasons
+    assert listed == det.reasons(X, top_n=3)
+    assert sum(map(len, listed)) > 20
+    # ecod's reasons are its own terms, not the base's rarity: it keeps the lists
+    assert isinstance(reasons, ReasonTable) == (name != "ecod")
+
+
+def _whole_matrix_rarity(ref, X):
+    """FeatureReference.percentiles and rarity as they were, over the whole matrix at once."""
+    n = ref.quantiles.shape[0]
+    at_or_below, below = np.empty_like(X), np.empty_like(X)
+    for j in range(X.shape[1]):
+        at_or_below[:, j] = np.searchsorted(ref.quantiles[:, j], X[:, j], side="right") / n
+        below[:, j] = np.searchsorted(ref.quantiles[:, j], X[:, j], side="left") / n
+    tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
+    missing = np.isnan(X)
+    at_or_below[missing], tail[missing] = np.nan, 1.0
+    z = np.nan_to_num(np.abs(X - ref.median) / ref.scale, nan=0.0)
+    return 100.0 * at_or_below, tail, -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_rarity_a_column_at_a_time_equals_the_whole_matrix_to_the_bit(order):
+    from pipelines.detectors.base import FeatureReference
+
+    rng = np.random.default_rng(4)
+    train = np.column_stack([rng.poisson(3, 5000), rng.exponential(2, 5000), np.zeros(5000), rng.normal(size=5000)])
+    train = train.astype("float64")
+    train[::9, 1] = np.nan
+    ref = FeatureReference.fit(train)
+    ref.scale[3] = 1e-320  # a denormal spread: z overflows to inf, capped like the largest float
+    X = np.asarray(np.column_stack([rng.poisson(3, 3000) * 1.0, rng.exponential(5, 3000), rng.choice([0.0, 1.0], 3000),
+                                    rng.normal(size=3000) * 100]), order=order)
+    X[::7, 0], X[::11, 2] = np.nan, np.nan
+    X[::13, 1] = 1e300  # beyond the grid
+    percentile, tail, rarity = _whole_matrix_rarity(ref, X)
+    got_percentile, got_tail = ref.percentiles(X)
+    _, got_rarity = ref.rarity(X)
+    for got, want in ((got_percentile, percentile), (got_tail, tail), (got_rarity, rarity)):
+        assert got.tobytes() == want.tobytes() and got.flags["F_CONTIGUOUS"] == (order == "F")
+    assert np.isnan(got_percentile).any() and (got_rarity > 1.0).any()

@@ -302,3 +302,26 @@ def test_below_min_users_the_day_is_logged_once_and_publishing_is_never_blocked(
     table = pd.read_parquet(Layout.from_params(params).report(DAY, "drift.parquet"))
     assert (table.loc[table["feature"] == "account_age_days", "status"] == "too_few_users").all()
     stages.score_stage(params, DAY)
+
+
+def test_a_column_read_without_to_pandas_has_the_values_compute_drift_read_before():
+    """day_drift reads each feature column through pyarrow (not to_pandas): the float64 values
+    compute_drift bins are those of the pandas column, nulls NaN, for every number type."""
+    import pyarrow as pa
+
+    table = pa.table({
+        "i": pa.array([1, None, 3, 2**60 + 1], type=pa.int64()),
+        "f": pa.array([0.5, None, float("nan"), -0.0]),
+        "b": pa.array([True, None, False, True]),
+        "u": pa.array([1, 2, None, 4], type=pa.uint8()),
+        "s": pa.array(["1", "2", None, "x"]),
+    })
+    for name in table.column_names:
+        one = table.select([name])
+        got = drift._column_frame(one, name)
+        assert list(got.columns) == [name] and len(got) == 4
+        if name == "s":  # not a number: still pandas' own conversion
+            assert got[name].tolist()[:2] == ["1", "2"]
+            continue
+        want = one.to_pandas()[name].to_numpy(dtype="float64", na_value=np.nan)
+        assert got[name].to_numpy(dtype="float64", na_value=np.nan).tobytes() == want.tobytes(), name

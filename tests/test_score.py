@@ -222,3 +222,60 @@ def test_feature_batches_stream_the_file_and_check_its_day(normal_features, tmp_
     with pytest.raises(UserError, match="cannot read as Parquet"):
         with _feature_batches(str(tmp_path / "junk.parquet"), AS_OF, 16):
             pass
+
+
+def test_suspected_types_of_a_reason_table_equal_those_of_its_reasons():
+    """The vectorised hints (scoring a million users) against suspected_types per row: low-side
+    and high-side signals, percentiles at and around 50, repeated hints, rows without reasons."""
+    from pipelines.detectors.base import ReasonTable
+    from pipelines.score import suspected_types_table
+
+    rng = np.random.default_rng(5)
+    names = ["refund_ratio_28d", "refund_value_7d", "typical_gap_s_1d", "median_gap_s_7d", "n_view_1d",
+             "n_payment_failed_hist", "account_age_days", "n_login_failed_1d", "five_star_share_28d"]
+    n, top_n = 4000, 3
+    columns = np.stack([rng.permutation(len(names))[:top_n] for _ in range(n)])
+    count = rng.integers(0, top_n + 1, n)
+    columns[np.arange(top_n)[None, :] >= count[:, None]] = -1
+    percentiles = rng.choice([0.1, 49.9, 50.0, 50.1, 99.9, np.nan], size=(n, top_n))
+    table = ReasonTable(names, columns, np.ones((n, top_n)), percentiles, np.full((n, top_n), 1 / 3))
+    got = suspected_types_table(table).to_pylist()
+    expected = [suspected_types(r) for r in table.to_lists()]
+    assert got == expected
+    assert "" in expected and any(e.count(",") == 2 for e in expected)  # the case covers both ends
+
+
+def test_scoring_with_the_reason_table_gives_the_per_reason_texts(normal_features):
+    """score_users' reasons and anomaly_types (the ecdf_tail default's vectorised path) are
+    format_reasons and suspected_types of the detector's reasons, user by user."""
+    from pipelines.detectors.base import format_reasons
+
+    feats = users(normal_features, 120, seed=3)
+    feats.loc[:15, "refund_ratio_28d"] = 0.9
+    feats.loc[5:25, "typical_gap_s_1d"] = 1.0
+    det = make_detector("ecdf_tail").fit(normal_features)
+    out = score_users(feats, det, {"top_k": 9, "batch_users": 50}, AS_OF).set_index("user_id")
+    X = feats.drop(columns="user_id")
+    reasons = det.reasons(X, top_n=3)
+    ids = list(feats["user_id"])
+    assert list(out.loc[ids, "reasons"]) == [format_reasons(r) for r in reasons]
+    assert list(out.loc[ids, "anomaly_types"]) == [suspected_types(r) for r in reasons]
+    assert out["anomaly_types"].str.contains("refund_abuse").any()
+    assert out["anomaly_types"].str.contains("scraping_bot").any()
+
+
+def test_ranks_from_pyarrow_ids_equal_those_from_python_strings():
+    """rank_scores orders a pyarrow id array by pyarrow: the same ranks as comparing the ids
+    as Python strings (ties in score, ids of other lengths and non-ASCII ids, a repeated id)."""
+    import pyarrow as pa
+
+    from pipelines.score import rank_scores
+
+    rng = np.random.default_rng(2)
+    ids = np.array([f"u{i}" for i in rng.permutation(3000)] + ["é1", "z", "Z", "u1", "ü", "u10"], dtype=object)
+    scores = rng.choice([0.5, 1.0, 2.25, 7.0], len(ids))
+    expected = rank_scores(scores, ids)
+    assert (rank_scores(scores, pa.array(ids.tolist(), type=pa.string())) == expected).all()
+    chunked = pa.chunked_array([pa.array(ids[:1000].tolist()), pa.array(ids[1000:].tolist())])
+    assert (rank_scores(scores, chunked) == expected).all()
+    assert sorted(expected) == list(range(1, len(ids) + 1))

@@ -143,25 +143,39 @@ class FeatureReference:
 
     def percentiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(percent of training users at or below each value, two-sided tail probability)."""
-        n = self.quantiles.shape[0]
-        at_or_below = np.empty_like(X, dtype="float64")
-        below = np.empty_like(X, dtype="float64")
-        for j in range(X.shape[1]):
-            at_or_below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="right") / n
-            below[:, j] = np.searchsorted(self.quantiles[:, j], X[:, j], side="left") / n
-        tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
-        missing = np.isnan(X)
-        if missing.any():  # a missing value has no percentile and is not rare (tail 1)
-            at_or_below[missing], tail[missing] = np.nan, 1.0
-        return 100.0 * at_or_below, tail
+        return self._per_column(X, rarity=False)
 
     def rarity(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(percentile, rarity) per value: rarity is -log(two-sided tail probability), and
         among values beyond the quantile grid (equally rare to it) the farther one, in robust
         standard deviations, counts as slightly rarer."""
-        percentile, tail = self.percentiles(X)
-        z = np.nan_to_num(np.abs(X - self.median) / self.scale, nan=0.0)
-        return percentile, -np.log(tail) + 1e-3 * np.minimum(z, 1e3)
+        return self._per_column(X, rarity=True)
+
+    def _per_column(self, X: np.ndarray, rarity: bool) -> tuple[np.ndarray, np.ndarray]:
+        """percentiles, or rarity, a feature at a time: every intermediate is one column (the
+        feature matrix comes column-major from pandas, so a column is contiguous and stays in
+        cache), the outputs have X's layout, and each value is computed by the same operations
+        as over the whole matrix at once, so the figures are the same to the bit."""
+        n = self.quantiles.shape[0]
+        percentile = np.empty_like(X, dtype="float64")
+        second = np.empty_like(X, dtype="float64")  # the tail probability, or the rarity
+        for j in range(X.shape[1]):
+            column, grid = X[:, j], self.quantiles[:, j]
+            at_or_below = np.searchsorted(grid, column, side="right") / n
+            below = np.searchsorted(grid, column, side="left") / n
+            tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
+            missing = np.isnan(column)
+            if missing.any():  # a missing value has no percentile and is not rare (tail 1)
+                at_or_below[missing], tail[missing] = np.nan, 1.0
+            percentile[:, j] = 100.0 * at_or_below
+            if not rarity:
+                second[:, j] = tail
+                continue
+            z = np.abs(column - self.median[j]) / self.scale[j]
+            capped = np.minimum(z, 1e3)  # infinite -> 1e3, as the largest float is
+            capped[np.isnan(z)] = 0.0  # a missing value is not far from anything
+            second[:, j] = -np.log(tail) + 1e-3 * capped
+        return percentile, second
 
     def impute(self, X: np.ndarray) -> np.ndarray:
         """X with each missing (NaN) value replaced by its feature's training median (X itself
@@ -284,6 +298,21 @@ class Detector(ABC):
         are the terms of its score (the sequence models) overrides it to compute them once."""
         return self.score(X), self.reasons(X, top_n)
 
+    def score_and_reason_table(self, X: pd.DataFrame, top_n: int = 3) -> tuple[np.ndarray, "ReasonTable | list[list[Reason]]"]:
+        """`score_and_reasons` for scoring many users: the reasons as a ReasonTable (arrays, no
+        object per reason) when they are this class's tail-rarity reasons, else the lists of
+        `score_and_reasons`. The table's `to_lists()` equals `reasons(X, top_n)`. The features
+        are read into a matrix once and the tail rarity is computed once for score and reasons."""
+        cls = type(self)
+        if (cls._reasons is not Detector._reasons or cls.reasons is not Detector.reasons
+                or cls.score is not Detector.score or cls.score_and_reasons is not Detector.score_and_reasons):
+            return self.score_and_reasons(X, top_n)
+        self._check_fitted()
+        matrix = self._as_matrix(X)
+        percentile, strength = self.reference_.rarity(matrix)
+        scores = np.asarray(self._score_given_rarity(matrix, strength), dtype="float64")
+        return scores, strongest_reason_table(self.feature_names_, matrix, percentile, strength, top_n)
+
     def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
         """`reasons` as text, `feature=value (pNN.N)` joined by `; `."""
         return [format_reasons(r) for r in self.reasons(X, top_n)]
@@ -340,6 +369,11 @@ class Detector(ABC):
 
     @abstractmethod
     def _score(self, X: np.ndarray) -> np.ndarray: ...
+
+    def _score_given_rarity(self, X: np.ndarray, rarity: np.ndarray) -> np.ndarray:
+        """`_score(X)`, told `reference_.rarity(X)[1]` (a detector scoring by that rarity uses it
+        instead of computing it again)."""
+        return self._score(X)
 
     def _save_state(self, directory: Path) -> None:
         joblib.dump(self.model_, directory / "model.joblib")
@@ -407,20 +441,123 @@ def strongest_reasons(feature_names: list[str], matrix: np.ndarray, percentile: 
     """Per row, the features with the largest `strength` (a tail rarity) that is at least
     REASON_RARITY, strongest first, one per base signal (`n_view_1d` and `n_view_28d` count
     once); each one's contribution is its share of the row's strength over its reasons."""
-    order = np.argsort(-strength, axis=1)
-    base = [base_signal(f) for f in feature_names]
-    out = []
-    for i in range(matrix.shape[0]):
-        seen: set[str] = set()
-        picked: list[int] = []
-        for j in order[i]:
-            if strength[i, j] < REASON_RARITY or len(picked) >= top_n:
+    return strongest_reason_table(feature_names, matrix, percentile, strength, top_n).to_lists()
+
+
+@dataclass(frozen=True, eq=False)
+class ReasonTable:
+    """strongest_reasons as arrays, for scoring a million users without a Python object per
+    reason: row i's reasons are the slots k with columns[i, k] >= 0 (always the first few),
+    strongest first. `to_lists` gives the Reason objects, `texts` format_reasons of each row."""
+
+    feature_names: list[str]
+    columns: np.ndarray  # (rows, top_n) feature index, -1 past the row's last reason
+    values: np.ndarray  # (rows, top_n) float64, the feature's value (0 where no reason)
+    percentiles: np.ndarray
+    contributions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def to_lists(self) -> list[list[Reason]]:
+        names = self.feature_names
+        out = []
+        for cols, values, pcts, shares in zip(self.columns.tolist(), self.values.tolist(), self.percentiles.tolist(),
+                                              self.contributions.tolist()):
+            out.append([Reason(names[j], v, p, c) for j, v, p, c in zip(cols, values, pcts, shares) if j >= 0])
+        return out
+
+    def texts(self):
+        """format_reasons of each row, as a pyarrow string array ("" for a row without reasons).
+        Each distinct value and percentile is formatted once, by the same _fmt and _fmt_pct as
+        Reason.__str__, so the text is the same character for character."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = pa.array([str(n) for n in self.feature_names], type=pa.string())
+        parts = []
+        for k in range(self.columns.shape[1]):
+            cols = self.columns[:, k]
+            present = cols >= 0
+            name = names.take(pa.array(cols, mask=~present))
+            value = _formatted(self.values[:, k], present, _fmt)
+            pct = _formatted(self.percentiles[:, k], present, _fmt_pct)
+            parts.append(pc.binary_join_element_wise(name, "=", value, " (p", pct, ")", ""))
+        return join_present(parts, "; ", len(self))
+
+
+def join_present(parts: list, sep: str, rows: int):
+    """Row by row, the non-null strings of `parts` (pyarrow string arrays of `rows` each) joined
+    by `sep`; "" where all are null. (pyarrow 26's binary_join_element_wise with
+    null_handling="skip" drops the rows where all are null instead of giving "", so each
+    present string gets `sep` in front, and the row's first `sep` is cut off.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not parts:
+        return pa.array([""] * rows, type=pa.string())
+    prefixed = [pc.binary_join_element_wise(sep, part, "").fill_null("") for part in parts]
+    joined = prefixed[0] if len(prefixed) == 1 else pc.binary_join_element_wise(*prefixed, "")
+    return pc.utf8_slice_codeunits(joined, len(sep))
+
+
+def _formatted(values: np.ndarray, present: np.ndarray, fmt) -> Any:
+    """fmt(v) for each present v (null elsewhere), as a pyarrow string array: fmt runs once per
+    distinct value."""
+    import pyarrow as pa
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    texts = pa.array([fmt(float(v)) for v in uniques], type=pa.string())
+    return texts.take(pa.array(codes, mask=~present))
+
+
+def strongest_reason_table(feature_names: list[str], matrix: np.ndarray, percentile: np.ndarray,
+                           strength: np.ndarray, top_n: int) -> ReasonTable:
+    """strongest_reasons, vectorised over rows: the same reasons (ties in the same order, as
+    the same argsort decides them), a position of the rows' strength order at a time."""
+    n = matrix.shape[0]
+    top_n = max(int(top_n), 0)
+    columns = np.full((n, top_n), -1, dtype="int64")
+    values = np.zeros((n, top_n))
+    pcts = np.zeros((n, top_n))
+    shares = np.zeros((n, top_n))
+    group_of: dict[str, int] = {}
+    group = np.array([group_of.setdefault(base_signal(f), len(group_of)) for f in feature_names], dtype="int64")
+    # the loop stops at the first strength below REASON_RARITY: rows without one strong enough
+    # at all have no reasons (and need no sort)
+    rows = np.flatnonzero(~(strength < REASON_RARITY).all(axis=1)) if top_n and strength.shape[1] else np.empty(0, "int64")
+    if len(rows):
+        sub = strength[rows]
+        order = np.argsort(-sub, axis=1)  # as the per-row loop sorted: its tie order is kept
+        count = np.zeros(len(rows), dtype="int64")
+        seen = np.zeros((len(rows), len(group_of)), dtype=bool)
+        active = np.arange(len(rows))  # rows still picking: not past a weak strength, under top_n
+        for k in range(sub.shape[1]):
+            j = order[active, k]
+            s = sub[active, j]
+            keep = ~(s < REASON_RARITY)
+            active, j = active[keep], j[keep]
+            if not len(active):
                 break
-            if base[j] in seen:
-                continue
-            seen.add(base[j])
-            picked.append(j)
-        total = float(sum(strength[i, j] for j in picked)) or 1.0
-        out.append([Reason(feature_names[j], float(matrix[i, j]), float(percentile[i, j]),
-                           float(strength[i, j]) / total) for j in picked])
-    return out
+            g = group[j]
+            new = ~seen[active, g]
+            take, jt = active[new], j[new]
+            seen[take, g[new]] = True
+            columns[rows[take], count[take]] = jt
+            count[take] += 1
+            active = active[count[active] < top_n]
+            if not len(active):
+                break
+        picked = columns[rows]
+        valid = picked >= 0
+        at = np.where(valid, picked, 0)
+        r = rows[:, None]
+        values[rows] = np.where(valid, matrix[r, at], 0.0)
+        pcts[rows] = np.where(valid, percentile[r, at], 0.0)
+        strong = np.where(valid, strength[r, at], 0.0)
+        total = np.zeros(len(rows))
+        for k in range(top_n):  # summed left to right, as float(sum(...)) did
+            total = total + strong[:, k]
+        total[total == 0] = 1.0
+        shares[rows] = np.where(valid, strong / total[:, None], 0.0)
+    return ReasonTable(list(feature_names), columns, values, pcts, shares)

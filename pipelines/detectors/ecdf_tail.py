@@ -32,7 +32,9 @@ class EcdfTailDetector(Detector):
         self.model_ = None  # everything it needs is the training quantiles in reference_
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        _, rarity = self.reference_.rarity(X)
+        return self._score_given_rarity(X, self.reference_.rarity(X)[1])
+
+    def _score_given_rarity(self, X: np.ndarray, rarity: np.ndarray) -> np.ndarray:
         if self.params["group_windows"]:
             rarity = np.stack([rarity[:, cols].max(axis=1) for cols in signal_groups(self.feature_names_)], axis=1)
         k = max(1, min(int(self.params["top_signals"]), rarity.shape[1]))
