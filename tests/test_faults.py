@@ -141,10 +141,45 @@ def part(dataset: str, name: str) -> str:
 
 
 def new_detector_params(root: Path) -> None:
-    """Another setting of the detector, so that train makes a version the registry lacks."""
+    """Another setting of the detector than any before it (top_signals 4, then 3, 2: the default
+    is 5), so that train makes a version the registry lacks each time it is called."""
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params.setdefault("train", {})["ecdf_tail"] = {"top_signals": 4, "group_windows": True}
+    previous = params.get("train", {}).get("ecdf_tail", {}).get("top_signals")
+    top = 4 if previous is None else previous - 1
+    assert top >= 1, "no setting left that the registry lacks"
+    params.setdefault("train", {})["ecdf_tail"] = {"top_signals": top, "group_windows": True}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def champion(root: Path) -> str:
+    return json.loads((root / "models" / "champion.json").read_text())["version"]
+
+
+def trained(root: Path) -> str:
+    return json.loads((root / "reports" / f"as_of={DAY}" / "train.json").read_text())["model_version"]
+
+
+def trained_challenger(root: Path) -> None:
+    """The promote case's precondition: the day's last train made a version that is not the
+    champion (the train case leaves one; run alone, the case trains one here)."""
+    if trained(root) == champion(root):
+        new_detector_params(root)
+        ok(cli(root, "train"))
+    assert trained(root) != champion(root)
+
+
+def scores_of_a_new_champion(root: Path) -> None:
+    """The publish case's precondition: the day's scores are by another model than the
+    warehouse's rows of the day (the train, promote and score cases leave them; run alone, the
+    case makes them here), so that the rerun's rows can be told from the killed run's."""
+    published = set(warehouse_rows(root)["model_version"])
+    if set(pd.read_parquet(root / part("scores", "scores.parquet"), columns=["model_version"])["model_version"]) \
+            == published:
+        trained_challenger(root)
+        ok(cli(root, "promote", "--force"))
+        ok(cli(root, "score"))
+    scored = set(pd.read_parquet(root / part("scores", "scores.parquet"), columns=["model_version"])["model_version"])
+    assert scored == {champion(root)} and not scored & published, (scored, published)
 
 
 STEPS = [
@@ -160,11 +195,13 @@ STEPS = [
     Step("evaluate", lambda root: ["evaluate", "--labels", str(root / "labels.parquet")],
          f"as_of={DAY}/metrics.json", f"reports/as_of={DAY}/metrics.json"),
     # killed as the champion pointer is replaced
-    Step("promote", ["promote", "--force"], "models/champion.json", "models/champion.json"),
+    Step("promote", ["promote", "--force"], "models/champion.json", "models/champion.json",
+         before=trained_challenger),
     Step("score", ["score"], part("scores", "scores.parquet"), part("scores", "scores.parquet")),
     Step("report", ["report"], f"as_of={DAY}/report.html", f"reports/as_of={DAY}/report.html"),
     # killed inside the publish transaction, after the day's old rows are deleted and the new ones copied in
-    Step("publish", ["publish"], "checkpoint:before_commit", f"reports/as_of={DAY}/publish.json"),
+    Step("publish", ["publish"], "checkpoint:before_commit", f"reports/as_of={DAY}/publish.json",
+         before=scores_of_a_new_champion),
 ]
 
 
@@ -175,7 +212,7 @@ def test_a_step_killed_part_way_leaves_the_previous_outputs_and_a_rerun_complete
         step.before(root)
     before = snapshot(root)
     rows_before = warehouse_rows(root)
-    champion_before = json.loads((root / "models" / "champion.json").read_text())["version"]
+    champion_before = champion(root)
     versions_before = sorted(p.name for p in (root / "models" / "registry").iterdir() if not p.name.startswith("."))
     (root / "killed_at").unlink(missing_ok=True)
 
@@ -197,7 +234,7 @@ def test_a_step_killed_part_way_leaves_the_previous_outputs_and_a_rerun_complete
     # the registry shows no new version and the champion did not move
     versions = sorted(p.name for p in (root / "models" / "registry").iterdir() if not p.name.startswith("."))
     assert versions == versions_before
-    assert json.loads((root / "models" / "champion.json").read_text())["version"] == champion_before
+    assert champion(root) == champion_before
     # the warehouse still has the day's previous rows, all of them
     pd.testing.assert_frame_equal(warehouse_rows(root), rows_before)
 
@@ -210,12 +247,12 @@ def test_a_step_killed_part_way_leaves_the_previous_outputs_and_a_rerun_complete
     if step.name == "train":
         assert len([p for p in (root / "models" / "registry").iterdir()]) == len(versions_before) + 1
     if step.name == "promote":
-        trained = json.loads((root / "reports" / f"as_of={DAY}" / "train.json").read_text())["model_version"]
-        assert json.loads((root / "models" / "champion.json").read_text())["version"] == trained != champion_before
+        assert champion(root) == trained(root) != champion_before
     if step.name == "publish":
         rows = warehouse_rows(root)
         assert len(rows) == 15 and rows["as_of"].astype(str).eq(DAY).all()
-        assert rows["model_version"].ne(rows_before["model_version"].iloc[0]).all()  # the new champion's
+        assert rows["model_version"].eq(champion(root)).all()  # the new champion's
+        assert rows["model_version"].ne(rows_before["model_version"].iloc[0]).all()
 
 
 def _readable(path: Path) -> None:
