@@ -3,6 +3,7 @@ and beside row-by-row inserts, on a throwaway database this script creates and d
 
     python benchmarks/bench_warehouse_load.py [--rows 1000000] [--row-by-row 20000]
         [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+    python benchmarks/bench_warehouse_load.py --publish-only [--publish-backends duckdb]
 
 replace_day loads a day into a staging table of its own with no key or index (migration 0005),
 builds the parent's key and three indexes on it in bulk, and swaps it in for the old day's
@@ -16,7 +17,9 @@ shared machine does not fall on one of them only. Row-by-row inserts run on a su
 
 Then the publish step itself on a day of `--publish-users` users (a scores file with the top
 100 flagged), each run in a fresh process for its own peak RSS: to PostgreSQL and DuckDB, with
-`warehouse.user_scores` off (the flagged rows only) and on (every user's score too).
+`warehouse.user_scores` off (the flagged rows only) and on (every user's score too), a first
+run and a rerun (which replaces the day the first wrote). `--publish-only` runs these alone,
+`--publish-backends` picks the backends.
 """
 from __future__ import annotations
 
@@ -59,6 +62,12 @@ def make_rows(n: int) -> pa.Table:
     }, schema=FLAGGED_ARROW)
 
 
+def duckdb_version() -> str:
+    import duckdb
+
+    return duckdb.__version__
+
+
 def best(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -75,7 +84,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--publish-users", type=int, default=1_000_000, help="users in the publish runs (0: skip them)")
+    ap.add_argument("--publish-only", action="store_true", help="only the publish runs, not the load rates")
+    ap.add_argument("--publish-backends", default="postgresql,duckdb",
+                    help="comma-separated: postgresql, duckdb (default both)")
     args = ap.parse_args()
+    backends = {b.strip().lower() for b in args.publish_backends.split(",") if b.strip()}
+    if not backends or backends - {"postgresql", "duckdb"}:
+        ap.error(f"--publish-backends {args.publish_backends!r}: give postgresql, duckdb or both")
+    if args.publish_only and not args.publish_users:
+        ap.error("--publish-only with --publish-users 0 runs nothing")
 
     import psycopg
 
@@ -84,7 +101,15 @@ def main() -> int:
         server = admin.execute("SHOW server_version").fetchone()[0]
         admin.execute(f'CREATE DATABASE "{name}"')
     url = args.admin_url.rsplit("/", 1)[0] + "/" + name
+    machine = (f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()} {platform.release()}), "
+               f"PostgreSQL {server} on {url.split('@')[-1].rsplit('/', 1)[0]}, Python {platform.python_version()}, "
+               f"DuckDB {duckdb_version()}")
     try:
+        if args.publish_only:
+            publishes = publish_runs(args.publish_users, url, backends)
+            print(machine)
+            print_publishes(args.publish_users, publishes)
+            return 0
         target = Target(url, "flagged_users")
         migrate(target)
         rows = make_rows(args.rows)
@@ -139,13 +164,12 @@ def main() -> int:
             assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == args.rows
         csv_bytes = len(csv)
         del rows, csv, subset
-        publishes = publish_runs(args.publish_users, url) if args.publish_users else []
+        publishes = publish_runs(args.publish_users, url, backends) if args.publish_users else []
     finally:
         with psycopg.connect(args.admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()} {platform.release()}), "
-          f"PostgreSQL {server} on {url.split('@')[-1].rsplit('/', 1)[0]}, Python {platform.python_version()}")
+    print(machine)
     print(f"rows: {args.rows:,} flagged_users rows ({csv_bytes / args.rows:.0f} bytes each as CSV), one day, "
           f"table with primary key + 3 indexes, replacing an existing day, best of {args.repeat}")
     print(f"  raw COPY into a bare table (ceiling)     {bare_rate:>11,.0f} rows/s")
@@ -154,12 +178,16 @@ def main() -> int:
     print(f"  executemany INSERT ({args.row_by_row:,} rows)        {many_rate:>12,.0f} rows/s")
     print(f"  one INSERT per row ({args.row_by_row:,} rows)        {row_rate:>12,.0f} rows/s")
     print(f"  target >= 200,000 rows/s: {'met' if our_rate >= 200_000 else 'MISSED'}")
+    print_publishes(args.publish_users, publishes)
+    return 0
+
+
+def print_publishes(users: int, publishes: list[tuple[str, float, int, dict]]) -> None:
     if publishes:
-        print(f"publish step, {args.publish_users:,} users scored (100 flagged), fresh process each:")
+        print(f"publish step, {users:,} users scored (100 flagged), fresh process each:")
         for label, seconds, rss, info in publishes:
             extra = f", {info['user_scores_rows']:,} user_scores rows" if "user_scores_rows" in info else ""
             print(f"  {label:<36} {seconds:6.1f} s  peak RSS {rss / 1024:5.0f} MiB  ({info['rows']} flagged rows{extra})")
-    return 0
 
 
 PUBLISH = """
@@ -176,7 +204,7 @@ print(json.dumps({"s": time.perf_counter() - start, "rss_kib": peak, "info": inf
 """
 
 
-def publish_runs(users: int, pg_url: str) -> list[tuple[str, float, int, dict]]:
+def publish_runs(users: int, pg_url: str, backends: set[str]) -> list[tuple[str, float, int, dict]]:
     import subprocess
     import tempfile
 
@@ -200,6 +228,8 @@ def publish_runs(users: int, pg_url: str) -> list[tuple[str, float, int, dict]]:
         runs = []
         for backend, url, schema in (("PostgreSQL", pg_url, "publish_bench"),
                                      ("DuckDB", f"duckdb:///{tmp}/wh.duckdb", "")):
+            if backend.lower() not in backends:
+                continue
             for user_scores in ("0", "1"):
                 if backend == "PostgreSQL":
                     migrate_target(Target(url, "flagged_users", schema, user_scores=user_scores == "1"))

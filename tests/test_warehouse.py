@@ -115,6 +115,56 @@ def test_a_failing_write_leaves_the_previous_rows(backend, flagged):
     assert backend.day(D1) == {"c": "fixed"}
 
 
+def test_a_rerun_with_a_null_for_a_user_the_day_has_leaves_the_previous_rows(backend, flagged):
+    """The rerun writes the new values over a kept user's row (DuckDB): NOT NULL still holds."""
+    replace_day(flagged(D1, ["a", "b"], "good"), backend.url, backend.table, D1)
+    before = backend.rows(D1)
+    null_score = flagged(D1, ["a", "b"], "broken")
+    null_score["score"] = [1.0, None]
+    with pytest.raises(Exception, match="(?i)null"):
+        replace_day(null_score, backend.url, backend.table, D1)
+    pd.testing.assert_frame_equal(backend.rows(D1), before)
+
+
+def test_duckdb_rerun_updates_kept_users_in_place_with_user_scores(tmp_path, flagged):
+    """A rerun of a day keeps the row (rowid, so its index entries) of each user the day had and
+    still has, with the new values; deletes the rows of users it no longer has; inserts new users;
+    other days and the flagged table as they should be. (A DELETE of the day then INSERT gave
+    every row a new rowid: its commit took each old row out of the indexes, one at a time.) Both
+    tables are reruns here, staged in turn in one transaction."""
+    url = f"duckdb:///{tmp_path}/w.duckdb"
+    target = Target(url, "flagged_users", None, True)
+
+    def scores(day, users, run):
+        return flagged(day, users, run).assign(flagged=True).drop(columns=["reasons", "anomaly_types"])
+
+    warehouse.publish(target, D2, flagged(D2, ["a"], "other"), scores(D2, ["a", "z"], "other"))
+    warehouse.publish(target, D1, flagged(D1, ["a", "b"], "old"), scores(D1, ["a", "b", "c"], "old"))
+    # held open across the rerun: the database stays open in this process, so the writer's
+    # close does not checkpoint, which compacts a table with deleted rows and renumbers rowids
+    watch = REAL_DUCKDB_CONNECT(str(tmp_path / "w.duckdb"))
+
+    def rows(table):
+        return {(str(d), u): (rowid, run, score) for rowid, d, u, run, score in watch.execute(
+            f"SELECT rowid, as_of, user_id, run_id, score FROM {table}").fetchall()}
+
+    before = rows("user_scores")
+    try:
+        got = warehouse.publish(target, D1, flagged(D1, ["c", "a"], "new"), scores(D1, ["c", "a", "d"], "new"))
+        after = rows("user_scores")
+        flagged_after = rows("flagged_users")
+    finally:
+        watch.close()
+    assert got == {"rows": 2, "user_scores_rows": 3}
+    assert sorted(after) == [(D1, "a"), (D1, "c"), (D1, "d"), (D2, "a"), (D2, "z")]
+    for user, score in (("c", 10.0), ("a", 9.0)):  # kept: same row, new values
+        assert after[(D1, user)] == (before[(D1, user)][0], "new", score)
+    assert after[(D1, "d")][1:] == ("new", 8.0)
+    assert {k: v for k, v in after.items() if k[0] == D2} == {k: v for k, v in before.items() if k[0] == D2}
+    assert {k: v[1:] for k, v in flagged_after.items()} == {
+        (D1, "c"): ("new", 10.0), (D1, "a"): ("new", 9.0), (D2, "a"): ("other", 10.0)}
+
+
 def test_primary_key_is_as_of_and_user_id(backend, flagged):
     replace_day(flagged(D1, ["same"], "r1"), backend.url, backend.table, D1)
     replace_day(flagged(D2, ["same"], "r2"), backend.url, backend.table, D2)  # same user, other day: fine
