@@ -531,6 +531,31 @@ def _long_reader(pg_url: str, table: str):
     return con, rows
 
 
+def _wait_until_queued(pg_url: str, table: str, thread: threading.Thread, errors: list) -> None:
+    """Polls until the publishing thread waits in `table`'s lock queue (behind a long reader)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        for _ in range(600):
+            if _writer_queued_on(watch, table):
+                return
+            if not thread.is_alive():
+                break
+            time.sleep(0.05)
+    pytest.fail(f"the publish never waited for the lock of {table}: {errors}")
+
+
+def _second_reader(pg_url: str, query: str) -> list[tuple]:
+    """A reader of day D1 that arrives while the swap waits: its statement_timeout, a little
+    above one try of the swap, cancels it if it queues behind the swap for longer."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as second:
+        second.execute("SELECT set_config('statement_timeout', %s, false)",
+                       [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
+        return second.execute(query, [dt.date(2024, 3, 10)]).fetchall()
+
+
 class SwapRetries:
     """Stands in for warehouse._checkpoint: counts the swap's rolled-back tries."""
 
@@ -567,25 +592,12 @@ def test_postgres_swap_waits_in_short_tries_so_readers_behind_it_get_through(pg_
     arrives then must not queue behind the swap for the swap's whole budget (120 s here): its
     statement_timeout, a little above one try, would cancel it. When the first reader ends,
     the publish completes with the new day, staged rows kept across the tries."""
-    import psycopg
-
     backend, retries, first = held_day.backend, held_day.retries, held_day.reader
     old_day, new_day = held_day.old_day, {"n1": "new", "n2": "new", "n3": "new"}
     thread, errors = run_writer(lambda: replace_day(flagged(D1, list(new_day), "new"), backend.url,
                                                     backend.table, D1, lock_timeout_s=120))
-    with psycopg.connect(pg_url, autocommit=True) as watch:
-        queued = False
-        for _ in range(600):  # polled: the writer is in the table's lock queue, behind the first reader
-            queued = _writer_queued_on(watch, backend.table)
-            if queued or not thread.is_alive():
-                break
-            time.sleep(0.05)
-        assert queued, f"the publish never waited for the table's lock: {errors}"
-    with psycopg.connect(pg_url, autocommit=True) as second:
-        second.execute("SELECT set_config('statement_timeout', %s, false)",
-                       [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
-        got = dict(second.execute(f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s",
-                                  [dt.date(2024, 3, 10)]).fetchall())
+    _wait_until_queued(pg_url, backend.table, thread, errors)
+    got = dict(_second_reader(pg_url, f"SELECT user_id, run_id FROM {backend.table} WHERE as_of = %s"))
     assert got == old_day  # it got through, and saw the whole old day
     assert retries.first.wait(timeout=30), "the swap never gave up a try"
     assert thread.is_alive() and not errors, errors  # still retrying, within its budget
@@ -630,19 +642,8 @@ def test_postgres_a_reader_of_user_scores_does_not_hold_up_readers_of_flagged_us
     first, _ = _long_reader(pg_url, scores)
     try:
         thread, errors = run_writer(lambda: publish("new"))
-        with psycopg.connect(pg_url, autocommit=True) as watch:
-            queued = False
-            for _ in range(600):
-                queued = _writer_queued_on(watch, scores)
-                if queued or not thread.is_alive():
-                    break
-                time.sleep(0.05)
-            assert queued, f"the publish never waited for user_scores: {errors}"
-        with psycopg.connect(pg_url, autocommit=True) as second:
-            second.execute("SELECT set_config('statement_timeout', %s, false)",
-                           [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
-            assert {r[0] for r in second.execute(f"SELECT run_id FROM {table} WHERE as_of = %s",
-                                                 [dt.date(2024, 3, 10)]).fetchall()} == {"old"}
+        _wait_until_queued(pg_url, scores, thread, errors)
+        assert {r[0] for r in _second_reader(pg_url, f"SELECT run_id FROM {table} WHERE as_of = %s")} == {"old"}
         assert retries.first.wait(timeout=30) and thread.is_alive()
         first.rollback()
         thread.join(timeout=60)
