@@ -482,6 +482,9 @@ def _reason_inputs(seed: int, n: int = 3000):
     strength = rng.choice([0.0, 2.5, 2.995, -np.log(0.05), 3.5, 5.0, 7.6], size=matrix.shape)
     strength = strength + (rng.random(matrix.shape) < 0.3) * rng.random(matrix.shape)
     strength[: n // 10] = np.minimum(strength[: n // 10], 2.9)  # users without a reason
+    strength[n // 10: n // 5] = np.where(rng.random((n // 10, len(names))) < 0.9, 0.0, 7.0)  # a single one
+    strength[::17, 4] = np.nan  # sorts last, and is not below REASON_RARITY: the loop does not stop at it
+    strength[1::97] = np.where(np.isnan(strength[1::97]), np.nan, 1.0)  # a NaN and nothing strong
     return names, matrix, percentile, strength
 
 

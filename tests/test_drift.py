@@ -325,3 +325,19 @@ def test_a_column_read_without_to_pandas_has_the_values_compute_drift_read_befor
             continue
         want = one.to_pandas()[name].to_numpy(dtype="float64", na_value=np.nan)
         assert got[name].to_numpy(dtype="float64", na_value=np.nan).tobytes() == want.tobytes(), name
+
+
+@pytest.mark.parametrize("edges", [[], [0.0], [0.0, 1.0, 2.0, 3.0, 5.0], list(np.linspace(-2, 2, 9)),
+                                   list(np.linspace(-3, 3, 40)), [2.0, 1.0]])
+def test_bin_counts_equal_a_binary_search_per_value(edges):
+    """bin_counts counts a few edges by comparisons: the counts of searchsorted + bincount,
+    values on an edge, beyond the ends, NaN and inf included (unsorted edges: searchsorted's)."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.normal(size=5000), np.round(rng.normal(size=3000)), edges * 3,
+                             [np.nan, np.inf, -np.inf, -0.0, 1e300]])
+    finite = values[np.isfinite(values)]
+    e = np.asarray(edges, dtype="float64")
+    want = np.append(np.bincount(np.searchsorted(e, finite, side="left"), minlength=len(e) + 1), 3)
+    got = drift.bin_counts(values, edges)
+    assert got.dtype == np.int64 and got.tolist() == want.tolist()
+    assert drift.bin_counts(np.round(rng.normal(size=50)), edges).sum() == 50  # all finite: no mask copy

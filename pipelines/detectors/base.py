@@ -159,10 +159,16 @@ class FeatureReference:
         n = self.quantiles.shape[0]
         percentile = np.empty_like(X, dtype="float64")
         second = np.empty_like(X, dtype="float64")  # the tail probability, or the rarity
+        starts = _run_starts(self.quantiles)
         for j in range(X.shape[1]):
             column, grid = X[:, j], self.quantiles[:, j]
-            at_or_below = np.searchsorted(grid, column, side="right") / n
-            below = np.searchsorted(grid, column, side="left") / n
+            right = np.searchsorted(grid, column, side="right")
+            # the grid points below a value: those at or below it, less its own run of equal
+            # points (searchsorted side="left", without a second binary search per value)
+            last = np.maximum(right - 1, 0)
+            left = np.where((right > 0) & (grid[last] == column), starts[last, j], right)
+            at_or_below = right / n
+            below = left / n
             tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
             missing = np.isnan(column)
             if missing.any():  # a missing value has no percentile and is not rare (tail 1)
@@ -187,6 +193,14 @@ class FeatureReference:
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"quantiles": self.quantiles, "median": self.median, "scale": self.scale}
+
+
+def _run_starts(quantiles: np.ndarray) -> np.ndarray:
+    """Per grid point (row) and feature (column), the first row of its run of equal points."""
+    rows = np.arange(quantiles.shape[0])[:, None]
+    first = np.ones(quantiles.shape, dtype=bool)
+    first[1:] = quantiles[1:] != quantiles[:-1]
+    return np.maximum.accumulate(np.where(first, rows, 0), axis=0)
 
 
 def robust_scale(X: np.ndarray, median: np.ndarray) -> np.ndarray:
@@ -523,15 +537,27 @@ def strongest_reason_table(feature_names: list[str], matrix: np.ndarray, percent
     shares = np.zeros((n, top_n))
     group_of: dict[str, int] = {}
     group = np.array([group_of.setdefault(base_signal(f), len(group_of)) for f in feature_names], dtype="int64")
-    # the loop stops at the first strength below REASON_RARITY: rows without one strong enough
-    # at all have no reasons (and need no sort)
-    rows = np.flatnonzero(~(strength < REASON_RARITY).all(axis=1)) if top_n and strength.shape[1] else np.empty(0, "int64")
-    if len(rows):
-        sub = strength[rows]
-        order = np.argsort(-sub, axis=1)  # as the per-row loop sorted: its tie order is kept
-        count = np.zeros(len(rows), dtype="int64")
-        seen = np.zeros((len(rows), len(group_of)), dtype=bool)
-        active = np.arange(len(rows))  # rows still picking: not past a weak strength, under top_n
+    # the loop stops at the first strength below REASON_RARITY: a row without one strong enough
+    # has no reasons, a row with one (and no NaN, which sorts last) has that one; neither needs
+    # a sort. NaN is not below REASON_RARITY, so the loop does not stop at it: such a row is sorted.
+    if top_n and strength.shape[1]:
+        strong = (~(strength < REASON_RARITY)).sum(axis=1)
+        single = (strong == 1) & ~np.isnan(strength).any(axis=1)
+        lone = np.flatnonzero(single)
+        columns[lone, 0] = np.argmax(strength[lone] >= REASON_RARITY, axis=1)
+        rows = np.flatnonzero(strong > 0)  # the rows with reasons: values, shares below
+        sorted_rows = np.flatnonzero(~single[rows])  # positions in `rows` that need the loop
+    else:
+        rows = sorted_rows = np.empty(0, "int64")
+    if len(sorted_rows):
+        sub = strength[rows[sorted_rows]]
+        # as the per-row loop sorted, so ties come in its order (a column-major copy sorts the
+        # same, a few times faster)
+        order = np.argsort(np.asfortranarray(-sub), axis=1)
+        rows_sorted = rows[sorted_rows]
+        count = np.zeros(len(sorted_rows), dtype="int64")
+        seen = np.zeros((len(sorted_rows), len(group_of)), dtype=bool)
+        active = np.arange(len(sorted_rows))  # rows still picking: not past a weak strength, under top_n
         for k in range(sub.shape[1]):
             j = order[active, k]
             s = sub[active, j]
@@ -543,21 +569,22 @@ def strongest_reason_table(feature_names: list[str], matrix: np.ndarray, percent
             new = ~seen[active, g]
             take, jt = active[new], j[new]
             seen[take, g[new]] = True
-            columns[rows[take], count[take]] = jt
+            columns[rows_sorted[take], count[take]] = jt
             count[take] += 1
             active = active[count[active] < top_n]
             if not len(active):
                 break
+    if len(rows):
         picked = columns[rows]
         valid = picked >= 0
         at = np.where(valid, picked, 0)
         r = rows[:, None]
         values[rows] = np.where(valid, matrix[r, at], 0.0)
         pcts[rows] = np.where(valid, percentile[r, at], 0.0)
-        strong = np.where(valid, strength[r, at], 0.0)
+        picked_strength = np.where(valid, strength[r, at], 0.0)
         total = np.zeros(len(rows))
         for k in range(top_n):  # summed left to right, as float(sum(...)) did
-            total = total + strong[:, k]
+            total = total + picked_strength[:, k]
         total[total == 0] = 1.0
-        shares[rows] = np.where(valid, strong / total[:, None], 0.0)
+        shares[rows] = np.where(valid, picked_strength / total[:, None], 0.0)
     return ReasonTable(list(feature_names), columns, values, pcts, shares)
