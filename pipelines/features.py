@@ -47,6 +47,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.config import default_params
 from pipelines.errors import UserError
@@ -112,30 +114,28 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     history_days = _parse_history_days(p["history_days"], windows)
     as_of = resolve_as_of(events, p["as_of"])
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    with _connect(p["threads"], p.get("memory_limit")) as con:
+    with tempfile.TemporaryDirectory(prefix="pipelines-features-") as scratch, \
+            _connect(p["threads"], p.get("memory_limit")) as con:
         _register(con, events)
         signals = _signals(con, end)
         small = _small_amount(con, p, end, history_days, signals)
+        result = os.path.join(scratch, "features.parquet")
         try:
             for statement in _feature_statements(windows, history_days, end, small["value"], signals):
                 con.execute(statement)
+            (users_with_events,), = con.execute("SELECT count(*) FROM user_counts").fetchall()
+            # The view's joins stream to a scratch file, unsorted, and DuckDB lets go of its
+            # tables before the frame is filled: sorting rows this wide in DuckDB, or holding
+            # the result beside DuckDB's tables, cost more time and memory than the whole query.
+            # Integer sums come out as HUGEINT and money as DECIMAL: DOUBLE in DuckDB, not pandas.
+            con.execute(
+                "COPY (SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
+                f"FROM features) TO '{result}' (FORMAT parquet, COMPRESSION snappy)")
         except duckdb.OutOfMemoryException as exc:
             raise UserError(f"features.memory_limit {p.get('memory_limit')} is too little for these events "
                             f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
-        (users_with_events,), = con.execute("SELECT count(*) FROM user_counts").fetchall()
-        # Cast in DuckDB (integer sums come out as HUGEINT, which pandas would hold as objects).
-        # Every sum above is exact (DECIMAL money, integer microseconds), so a rerun writes the
-        # same bytes and DVC retrains nothing; the rounding is a second guard against any float
-        # aggregate added later, whose parallel order would otherwise leak into the last bits.
-        table = con.sql(
-            "SELECT CAST(user_id AS VARCHAR) AS user_id, "
-            f"round(CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE), {_DECIMALS}) "
-            "FROM features ORDER BY user_id"
-        ).to_arrow_table()
-    # each Arrow column is freed once pandas has copied it (split_blocks would save the copy,
-    # but its zero-copy blocks are read-only: any later assignment into the frame would fail)
-    features = table.to_pandas(self_destruct=True)
-    del table
+        con.close()
+        features = _by_user(result)
     features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()
     features.attrs["signals"] = signals
@@ -182,6 +182,26 @@ def _parse_history_days(value: Any, windows: list[int]) -> int | None:
 
 def feature_columns(features: pd.DataFrame) -> list[str]:
     return [c for c in features.columns if c != "user_id"]
+
+
+def _by_user(path: str) -> pd.DataFrame:
+    """The Parquet result at `path` (user_id, then float columns) as a DataFrame in user_id
+    order, rounded: one column at a time into one float block, the frame's own, so that the
+    peak is that block, not an Arrow table beside its pandas copy."""
+    result = pq.ParquetFile(path)
+    names = result.schema_arrow.names[1:]
+    user_ids = result.read(columns=["user_id"]).column(0)
+    order = pc.sort_indices(user_ids).to_numpy()
+    values = np.empty((len(names), len(order)))
+    for j, name in enumerate(names):
+        values[j] = result.read(columns=[name]).column(0).to_numpy()[order]  # NULL -> NaN
+    # Every sum in the query is exact (DECIMAL money, integer microseconds), so a rerun writes
+    # the same bytes and DVC retrains nothing; rounding is a second guard against any float
+    # aggregate added later, whose parallel order would otherwise leak into the last bits.
+    np.round(values, _DECIMALS, out=values)
+    frame = pd.DataFrame(values.T, columns=names, copy=False)  # (rows, columns) view: no copy
+    frame.insert(0, "user_id", pd.array(user_ids.take(order).to_numpy(), dtype="str"))
+    return frame
 
 
 def _connect(threads: int | None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -255,7 +275,7 @@ def _feature_statements(
     windows: list[int], history_days: int | None, end: pd.Timestamp, small_amount: float | None,
     signals: dict[str, bool] | None = None,
 ) -> list[str]:
-    """DuckDB statements that leave one row per user active in the history window in table
+    """DuckDB statements that leave one row per user active in the history window in view
     `features` (and every user with an event before `end` in table `user_counts`).
 
     Each pass reads only the columns it needs straight from the input (DuckDB scans Parquet
@@ -291,8 +311,11 @@ def _feature_statements(
     def filtered(cond: str) -> str:
         return "" if cond == "TRUE" else f" FILTER (WHERE {cond})"
 
+    # sums of counts are cast to BIGINT: DuckDB sums integers into HUGEINT, twice the memory
+    # of a million users' table and slower in every expression below
     counts: list[str] = []
     gaps: list[str] = []
+    products: list[str] = []
     for i, (s, start) in enumerate(starts.items()):
         # bucket i holds events newer than window i's start but older than window i-1's:
         # window i is buckets 0..i, so per-window sums come from a few rows per user
@@ -305,18 +328,18 @@ def _feature_statements(
             return f"event_type = '{t}'"
 
         counts += [
-            f"coalesce(sum(n) {B()}, 0) AS n_events{s}",
-            *[f"coalesce(sum(n) {B(typed(t))}, 0) AS n_{t}{s}" for t in EVENT_COUNTS],
-            f"coalesce(sum(n_night) {B()}, 0) AS n_night_utc{s}",
+            f"CAST(coalesce(sum(n) {B()}, 0) AS BIGINT) AS n_events{s}",
+            *[f"CAST(coalesce(sum(n) {B(typed(t))}, 0) AS BIGINT) AS n_{t}{s}" for t in EVENT_COUNTS],
+            f"CAST(coalesce(sum(n_night) {B()}, 0) AS BIGINT) AS n_night_utc{s}",
             f"coalesce(bit_count(bit_or(hours_mask) {B()}), 0) AS distinct_active_hours{s}",
             f"coalesce(sum(value) {B(purchase)}, 0) AS purchase_value{s}",
             f"coalesce(sum(price_sum) {B(purchase)} / sum(n_priced) {B(purchase)}, 0) AS avg_purchase_price{s}",
             f"coalesce(max(price_max) {B(purchase)}, 0) AS max_purchase_price{s}",
-            f"coalesce(sum(n_small) {B(purchase)}, 0) AS n_small_purchase{s}",
-            f"coalesce(sum(n_small) {B(typed('payment_failed'))}, 0) AS n_small_failed{s}",
+            f"CAST(coalesce(sum(n_small) {B(purchase)}, 0) AS BIGINT) AS n_small_purchase{s}",
+            f"CAST(coalesce(sum(n_small) {B(typed('payment_failed'))}, 0) AS BIGINT) AS n_small_failed{s}",
             f"coalesce(sum(value) {B(refund)}, 0) AS refund_value{s}",
             f"coalesce(sum(rating_sum) {B(review)} / sum(n_rated) {B(review)}, 0) AS avg_rating{s}",
-            f"coalesce(sum(n_five) {B(review)}, 0) AS n_five_star{s}",
+            f"CAST(coalesce(sum(n_five) {B(review)}, 0) AS BIGINT) AS n_five_star{s}",
         ]
 
         # The lag runs over the history window. A short window counts the gaps whose later
@@ -329,11 +352,11 @@ def _feature_statements(
             f"count(gap_us) FILTER (WHERE {gap}) AS n_gaps{s}",
             f"sum(gap_us) FILTER (WHERE {gap}) AS sum_gap_us{s}",
             f"sum(CAST(gap_us AS HUGEINT) * gap_us) FILTER (WHERE {gap}) AS sumsq_gap_us{s}",
-            f"sum(log_gap_nano) FILTER (WHERE {gap}) AS sum_log_gap{s}",
-            # HyperLogLog: exact below a few hundred products, ~2% off above, and a fraction
-            # of the cost of an exact distinct per window
-            f"approx_count_distinct(product_id){filtered('TRUE' if start is None else inside)} AS distinct_products{s}",
+            f"CAST(sum(log_gap_nano) FILTER (WHERE {gap}) AS BIGINT) AS sum_log_gap{s}",
         ]
+        # exact, from the newest bucket of each (user, product): a per-window COUNT(DISTINCT),
+        # or a HyperLogLog per window, costs many times more with a million users
+        products.append(f"count(*){filtered('TRUE' if start is None else inside)} AS distinct_products{s}")
 
     # mean and population standard deviation of the gaps, in seconds, from the exact sums
     gap_moments = []
@@ -393,8 +416,7 @@ GROUP BY k.user_id"""
             # the mix of what a user does, independent of how much they do
             *[need(f"n_{t}{s} / greatest(n_events{s}, 1) AS share_{t}{s}", *_SHARE_SIGNALS.get(t, ()))
               for t in SHARE_TYPES],
-            # least(): the distinct count is approximate and may overshoot by ~2%
-            f"least(coalesce(distinct_products{s}, 0) / greatest(n_events{s}, 1), 1) AS product_diversity{s}",
+            f"coalesce(distinct_products{s}, 0) / greatest(n_events{s}, 1) AS product_diversity{s}",
             f"n_purchase{s} / greatest(n_view{s}, n_purchase{s}, 1) AS conversion_rate{s}",
             f"CASE WHEN n_cart{s} > 0 THEN 1 - least(n_purchase{s}, n_cart{s}) / n_cart{s} ELSE 0 END AS cart_abandon_ratio{s}",
             need(f"n_refund{s} / greatest(n_purchase{s}, n_refund{s}, 1) AS refund_ratio{s}", "refunds"),
@@ -461,12 +483,15 @@ SELECT user_id, {", ".join(counts)},
        min(first_time) FILTER (WHERE event_type = 'signup') AS signup_time,
        min(first_time) FILTER (WHERE {purchase}) AS first_purchase
 FROM user_type_bucket GROUP BY user_id""",
+        # what the features view does not read is dropped as soon as it is used: a million
+        # users' intermediate tables would otherwise sit beside the result as it streams out
+        "DROP TABLE user_type_bucket",
         f"""
 CREATE TEMP TABLE history_span AS
 SELECT date_diff('microsecond', min(first_seen), {_ts(end)}) / 1e6 AS span_s FROM user_counts""",
         f"""
 CREATE TEMP TABLE user_gaps AS
-SELECT *, {", ".join(gap_moments)}
+SELECT * EXCLUDE ({", ".join(f"sum_gap_us{s}, sumsq_gap_us{s}" for s in starts)}), {", ".join(gap_moments)}
 FROM (
     SELECT user_id, {", ".join(gaps)},
            median(gap_us) FILTER (WHERE gap_bucket < {len(windows)}) / 1e6 AS median_gap_s_{longest}d
@@ -488,6 +513,12 @@ FROM ev
 GROUP BY GROUPING SETS ({", ".join(f"(user_id, {key})" for key, _ in distinct_keys.values())})""",
         *[distinct_pass(key, name, novelty) for name, (key, novelty) in distinct_keys.items()],
         f"""
+CREATE TEMP TABLE distinct_products AS
+SELECT user_id, {", ".join(products)}
+FROM (SELECT user_id, product_id, min(bucket) AS bucket
+      FROM ev WHERE product_id IS NOT NULL AND {since(start_hist)} GROUP BY ALL)
+GROUP BY user_id""",
+        f"""
 CREATE TEMP TABLE same_product AS
 SELECT user_id, {same_product}
 FROM (SELECT user_id, product_id, {same_product_counts}
@@ -505,6 +536,8 @@ WITH device_pairs AS (SELECT user_id, key AS device_id FROM pairs_devices WHERE 
                FROM ip_pairs JOIN ip_accounts USING (ip) GROUP BY user_id)
 SELECT user_id, d.max_accounts_sharing_device, i.max_accounts_sharing_ip
 FROM by_device d FULL JOIN by_ip i USING (user_id)""",
+        *[f"DROP VIEW pairs_{name}" for name in distinct_keys],
+        "DROP TABLE pairs",
         f"""
 CREATE TEMP TABLE reviews AS
 WITH first_purchases AS (
@@ -525,7 +558,7 @@ FROM refunds r ASOF JOIN purchases p
   ON r.user_id = p.user_id AND r.product_id = p.product_id AND r.event_time >= p.event_time
 GROUP BY r.user_id""",
         f"""
-CREATE TEMP TABLE features AS
+CREATE TEMP VIEW features AS
 SELECT user_id,
        {", ".join(ratios)},
        coalesce(median_gap_s_{longest}d, {longest * 86400.0}) AS median_gap_s_{longest}d,
@@ -546,6 +579,7 @@ SELECT user_id,
 FROM user_counts
 LEFT JOIN user_gaps USING (user_id)
 {"".join(f"LEFT JOIN distinct_{name} USING (user_id) " for name in distinct_keys)}
+LEFT JOIN distinct_products USING (user_id)
 LEFT JOIN same_product USING (user_id)
 LEFT JOIN sharing USING (user_id)
 LEFT JOIN reviews USING (user_id)
