@@ -73,21 +73,25 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     coerced, reasons = _coerce(raw, p, bounds)
     bad = reasons.notna().to_numpy()
 
-    valid = coerced.loc[~bad]
-    dup_mask = valid.duplicated(keep="first").to_numpy()
+    # Row positions only until the end: the typed frame is copied once, in its final order.
+    valid_rows = np.flatnonzero(~bad)
+    dup_mask = _duplicated_rows(coerced, valid_rows)
     exact_duplicates = int(dup_mask.sum())
-    valid = valid.loc[~dup_mask]
+    kept = valid_rows[~dup_mask]
 
-    valid, dup_id_mask = _assign_event_ids(valid)
+    event_ids, dup_id_mask = _assign_event_ids(coerced, kept)
     reasons = reasons.copy()
-    reasons.loc[valid.index[dup_id_mask]] = "duplicate event_id with different content"
-    valid = valid.loc[~dup_id_mask]
+    reasons.iloc[kept[dup_id_mask]] = "duplicate event_id with different content"
+    kept, event_ids = kept[~dup_id_mask], event_ids[~dup_id_mask]
 
     quarantined_index = reasons.index[reasons.notna().to_numpy()]
     quarantine = _quarantine_frame(raw.loc[quarantined_index], reasons.loc[quarantined_index])
 
-    ordered = list(EVENT_DTYPES) + [c for c in valid.columns if c not in EVENT_DTYPES]
-    clean_events = valid[ordered].sort_values(["event_time", "user_id"], kind="stable").reset_index(drop=True)
+    order = _time_user_order(coerced, kept)
+    ordered = list(EVENT_DTYPES) + [c for c in coerced.columns if c not in EVENT_DTYPES]
+    clean_events = coerced.drop(columns=["event_id"], errors="ignore").take(kept[order]).reset_index(drop=True)
+    clean_events["event_id"] = event_ids.take(order).reset_index(drop=True)
+    clean_events = clean_events[ordered]
     # last, so duplicates and derived event ids are decided on the values as they arrived
     salt, salt_source = id_salt(p)
     hashed = {}
@@ -373,19 +377,52 @@ def _present(col: pd.Series) -> pd.Series:
     return col.notna()
 
 
-def _assign_event_ids(valid: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Derive missing event_ids from the row's content; flag reused ids on differing rows."""
-    content_cols = [c for c in valid.columns if c != "event_id"]
-    if "event_id" not in valid.columns:
-        valid = valid.assign(event_id=pd.Series(pd.NA, index=valid.index, dtype="str"))
-    missing = valid["event_id"].isna().to_numpy()
+def _duplicated_rows(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """frame.iloc[rows].duplicated(keep="first") as a boolean array, without comparing every row
+    on every column: two equal rows have the same event_time and user_id, so only the rows that
+    share both with another (few, in a real log) are compared in full."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    times = frame["event_time"].array.asi8[rows]
+    users = pa.array(frame["user_id"].take(rows), type=pa.large_string(), from_pandas=True)
+    if isinstance(users, pa.ChunkedArray):  # a column backed by Arrow may come in chunks
+        users = users.combine_chunks()
+    codes = pc.dictionary_encode(pc.fill_null(users, "")).indices.to_numpy(zero_copy_only=False)
+    # a missing user_id is quarantined before this; "" only keeps the codes defined
+    pair = pd.DataFrame({"t": times, "u": codes, "n": users.is_null().to_numpy(zero_copy_only=False)})
+    candidates = np.flatnonzero(pair.duplicated(keep=False).to_numpy())
+    dup = np.zeros(len(rows), dtype=bool)
+    if len(candidates):
+        dup[candidates] = frame.iloc[rows[candidates]].duplicated(keep="first").to_numpy()
+    return dup
+
+
+def _time_user_order(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Positions into `rows` that sort them by (event_time, user_id), stable: what
+    frame.iloc[rows].sort_values(["event_time", "user_id"], kind="stable") gives. Neither is
+    missing in a kept row; strings compare by code point (UTF-8 bytes) in both."""
+    times = pa.array(frame["event_time"].array.asi8[rows])
+    users = pa.array(frame["user_id"].take(rows), type=pa.large_string(), from_pandas=True)
+    table = pa.table({"t": times, "u": users})
+    return pc.sort_indices(table, sort_keys=[("t", "ascending"), ("u", "ascending")]).to_numpy()
+
+
+def _assign_event_ids(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """The event_ids of frame's `rows`: missing ones derived from the row's content; and which
+    rows reuse an earlier row's id (their content differs: exact duplicates are gone by now)."""
+    content_cols = [c for c in frame.columns if c != "event_id"]
+    if "event_id" in frame.columns:
+        ids = frame["event_id"].take(rows)
+    else:
+        ids = pd.Series(pd.NA, index=frame.index[rows], dtype="str", name="event_id")
+    missing = ids.isna().to_numpy()
     if missing.any():
-        hashed = pd.util.hash_pandas_object(valid.loc[missing, content_cols], index=False).to_numpy()
+        hashed = pd.util.hash_pandas_object(frame.iloc[rows[missing]][content_cols], index=False).to_numpy()
         as_text = pa.array(hashed.astype("uint64")).cast(pa.string())
-        derived = pd.Series(pc.binary_join_element_wise("e", as_text, ""), index=valid.index[missing], dtype="str")
-        valid.loc[missing, "event_id"] = derived
-    dup_ids = valid["event_id"].duplicated(keep="first").to_numpy()
-    return valid, dup_ids
+        derived = pd.Series(pc.binary_join_element_wise("e", as_text, ""), index=ids.index[missing], dtype="str")
+        ids.loc[missing] = derived
+    dup_ids = ids.duplicated(keep="first").to_numpy()
+    return ids, dup_ids
 
 
 def _quarantine_frame(rows: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
