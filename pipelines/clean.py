@@ -92,6 +92,7 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     clean_events = coerced.drop(columns=["event_id"], errors="ignore").take(kept[order]).reset_index(drop=True)
     clean_events["event_id"] = event_ids.take(order).reset_index(drop=True)
     clean_events = clean_events[ordered]
+    del coerced  # the typed copy of every row is not needed past here
     # last, so duplicates and derived event ids are decided on the values as they arrived
     salt, salt_source = id_salt(p)
     hashed = {}
