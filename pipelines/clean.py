@@ -74,7 +74,9 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     bad = reasons.notna().to_numpy()
 
     # Row positions only until the end: the typed frame is copied once, in its final order.
-    valid_rows = np.flatnonzero(~bad)
+    # sorted by (event_time, user_id) once, stable: equal rows lie next to each other, and the
+    # clean rows' order is this one with the dropped rows left out
+    valid_rows = _time_user_sorted(coerced, np.flatnonzero(~bad))
     dup_mask = _duplicated_rows(coerced, valid_rows)
     exact_duplicates = int(dup_mask.sum())
     kept = valid_rows[~dup_mask]
@@ -87,10 +89,9 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     quarantined_index = reasons.index[reasons.notna().to_numpy()]
     quarantine = _quarantine_frame(raw.loc[quarantined_index], reasons.loc[quarantined_index])
 
-    order = _time_user_order(coerced, kept)
     ordered = list(EVENT_DTYPES) + [c for c in coerced.columns if c not in EVENT_DTYPES]
-    clean_events = coerced.drop(columns=["event_id"], errors="ignore").take(kept[order]).reset_index(drop=True)
-    clean_events["event_id"] = event_ids.take(order).reset_index(drop=True)
+    clean_events = coerced.drop(columns=["event_id"], errors="ignore").take(kept).reset_index(drop=True)
+    clean_events["event_id"] = event_ids.reset_index(drop=True)
     clean_events = clean_events[ordered]
     del coerced  # the typed copy of every row is not needed past here
     # last, so duplicates and derived event ids are decided on the values as they arrived
@@ -378,34 +379,40 @@ def _present(col: pd.Series) -> pd.Series:
     return col.notna()
 
 
+def _time_user_sorted(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """`rows` sorted by (event_time, user_id), stable: the order of
+    frame.iloc[rows].sort_values(["event_time", "user_id"], kind="stable"). Neither is missing
+    in a valid row; strings compare by code point (UTF-8 bytes) in both."""
+    table = pa.table({"t": pa.array(frame["event_time"].array.asi8[rows]), "u": _arrow_text(frame["user_id"].take(rows))})
+    return rows[pc.sort_indices(table, sort_keys=[("t", "ascending"), ("u", "ascending")]).to_numpy()]
+
+
 def _duplicated_rows(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """frame.iloc[rows].duplicated(keep="first") as a boolean array, without comparing every row
-    on every column: two equal rows have the same event_time and user_id, so only the rows that
-    share both with another (few, in a real log) are compared in full."""
-    if len(rows) == 0:
-        return np.zeros(0, dtype=bool)
+    """frame.iloc[rows].duplicated(keep="first") as a boolean array, for `rows` sorted by
+    (event_time, user_id), without comparing every row on every column: equal rows have the
+    same event_time and user_id, so only runs of neighbours sharing both (few, in a real log)
+    are compared in full."""
+    if len(rows) < 2:
+        return np.zeros(len(rows), dtype=bool)
     times = frame["event_time"].array.asi8[rows]
-    users = pa.array(frame["user_id"].take(rows), type=pa.large_string(), from_pandas=True)
-    if isinstance(users, pa.ChunkedArray):  # a column backed by Arrow may come in chunks
-        users = users.combine_chunks()
-    codes = pc.dictionary_encode(pc.fill_null(users, "")).indices.to_numpy(zero_copy_only=False)
-    # a missing user_id is quarantined before this; "" only keeps the codes defined
-    pair = pd.DataFrame({"t": times, "u": codes, "n": users.is_null().to_numpy(zero_copy_only=False)})
-    candidates = np.flatnonzero(pair.duplicated(keep=False).to_numpy())
+    users = _arrow_text(frame["user_id"].take(rows))
+    same = (times[1:] == times[:-1]) & pc.equal(users.slice(1), users.slice(0, len(users) - 1)).to_numpy(
+        zero_copy_only=False)
+    candidates = np.zeros(len(rows), dtype=bool)
+    candidates[1:] |= same
+    candidates[:-1] |= same
+    candidates = np.flatnonzero(candidates)
     dup = np.zeros(len(rows), dtype=bool)
     if len(candidates):
         dup[candidates] = frame.iloc[rows[candidates]].duplicated(keep="first").to_numpy()
     return dup
 
 
-def _time_user_order(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Positions into `rows` that sort them by (event_time, user_id), stable: what
-    frame.iloc[rows].sort_values(["event_time", "user_id"], kind="stable") gives. Neither is
-    missing in a kept row; strings compare by code point (UTF-8 bytes) in both."""
-    times = pa.array(frame["event_time"].array.asi8[rows])
-    users = pa.array(frame["user_id"].take(rows), type=pa.large_string(), from_pandas=True)
-    table = pa.table({"t": times, "u": users})
-    return pc.sort_indices(table, sort_keys=[("t", "ascending"), ("u", "ascending")]).to_numpy()
+def _arrow_text(values: pd.Series) -> pa.Array:
+    text = pa.array(values, type=pa.large_string(), from_pandas=True)
+    if isinstance(text, pa.ChunkedArray):  # a column backed by Arrow may come in chunks
+        text = text.combine_chunks()
+    return text
 
 
 def _assign_event_ids(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.Series, np.ndarray]:
@@ -430,7 +437,11 @@ def _assign_event_ids(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.Series,
     encoded = pc.dictionary_encode(text)
     if len(encoded.dictionary) == len(ids):
         return ids, np.zeros(len(ids), dtype=bool)
-    dup_ids = pd.Series(encoded.indices.to_numpy(zero_copy_only=False)).duplicated(keep="first").to_numpy()
+    # the first to arrive keeps an id: `rows` are in time order, not arrival order
+    arrival = np.argsort(rows, kind="stable")
+    codes = encoded.indices.to_numpy(zero_copy_only=False)[arrival]
+    dup_ids = np.zeros(len(rows), dtype=bool)
+    dup_ids[arrival] = pd.Series(codes).duplicated(keep="first").to_numpy()
     return ids, dup_ids
 
 

@@ -475,3 +475,12 @@ def test_extreme_values_that_pass_cleaning_build_features():
     values = features.drop(columns="user_id").to_numpy(dtype="float64")
     assert not np.isinf(values).any()  # NaN only where a signal is missing (no signup: no account age)
     assert np.isfinite(features[[c for c in features.columns if c.startswith("purchase_value")]].to_numpy()).all()
+
+
+def test_a_reused_event_id_stays_with_the_row_that_arrived_first_not_the_earliest_in_time():
+    raw = frame(3, event_id=["e1", "e1", "e2"], user_id=["u1", "u2", "u3"],
+                event_time=["2024-03-01T12:00:00Z", "2024-03-01T09:00:00Z", "2024-03-01T08:00:00Z"])
+    clean_events, quarantine, report = clean(raw)
+    assert clean_events["user_id"].tolist() == ["u3", "u1"]  # time order; u1 came first with e1
+    assert quarantine["source_row"].tolist() == [1]
+    assert quarantine["quarantine_reason"].tolist() == ["duplicate event_id with different content"]
