@@ -76,8 +76,8 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     # Row positions only until the end: the typed frame is copied once, in its final order.
     # sorted by (event_time, user_id) once, stable: equal rows lie next to each other, and the
     # clean rows' order is this one with the dropped rows left out
-    valid_rows = _time_user_sorted(coerced, np.flatnonzero(~bad))
-    dup_mask = _duplicated_rows(coerced, valid_rows)
+    valid_rows, times, users = _time_user_sorted(coerced, np.flatnonzero(~bad))
+    dup_mask = _duplicated_rows(coerced, valid_rows, times, users)
     exact_duplicates = int(dup_mask.sum())
     kept = valid_rows[~dup_mask]
 
@@ -379,23 +379,24 @@ def _present(col: pd.Series) -> pd.Series:
     return col.notna()
 
 
-def _time_user_sorted(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+def _time_user_sorted(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """`rows` sorted by (event_time, user_id), stable: the order of
-    frame.iloc[rows].sort_values(["event_time", "user_id"], kind="stable"). Neither is missing
-    in a valid row; strings compare by code point (UTF-8 bytes) in both."""
-    table = pa.table({"t": pa.array(frame["event_time"].array.asi8[rows]), "u": _arrow_text(frame["user_id"].take(rows))})
-    return rows[pc.sort_indices(table, sort_keys=[("t", "ascending"), ("u", "ascending")]).to_numpy()]
+    frame.iloc[rows].sort_values(["event_time", "user_id"], kind="stable"), with those rows'
+    times (int64) and user ids (Arrow) in that order. Neither is missing in a valid row; strings
+    compare by code point (UTF-8 bytes) in both."""
+    times, users = frame["event_time"].array.asi8[rows], _arrow_text(frame["user_id"].take(rows))
+    order = pc.sort_indices(pa.table({"t": times, "u": users}),
+                            sort_keys=[("t", "ascending"), ("u", "ascending")]).to_numpy()
+    return rows[order], times[order], users.take(order)
 
 
-def _duplicated_rows(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+def _duplicated_rows(frame: pd.DataFrame, rows: np.ndarray, times: np.ndarray, users: pa.Array) -> np.ndarray:
     """frame.iloc[rows].duplicated(keep="first") as a boolean array, for `rows` sorted by
-    (event_time, user_id), without comparing every row on every column: equal rows have the
-    same event_time and user_id, so only runs of neighbours sharing both (few, in a real log)
-    are compared in full."""
+    (event_time, user_id) with their `times` and `users` (_time_user_sorted), without comparing
+    every row on every column: equal rows have the same event_time and user_id, so only runs of
+    neighbours sharing both (few, in a real log) are compared in full."""
     if len(rows) < 2:
         return np.zeros(len(rows), dtype=bool)
-    times = frame["event_time"].array.asi8[rows]
-    users = _arrow_text(frame["user_id"].take(rows))
     same = (times[1:] == times[:-1]) & pc.equal(users.slice(1), users.slice(0, len(users) - 1)).to_numpy(
         zero_copy_only=False)
     candidates = np.zeros(len(rows), dtype=bool)
@@ -431,10 +432,7 @@ def _assign_event_ids(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.Series,
         ids.loc[missing] = derived
     # every id is set by now; Arrow's dictionary encoding is a few times faster than pandas'
     # factorize of an Arrow column, and most logs reuse no id at all
-    text = pa.array(ids, type=pa.large_string(), from_pandas=True)
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    encoded = pc.dictionary_encode(text)
+    encoded = pc.dictionary_encode(_arrow_text(ids))
     if len(encoded.dictionary) == len(ids):
         return ids, np.zeros(len(ids), dtype=bool)
     # the first to arrive keeps an id: `rows` are in time order, not arrival order

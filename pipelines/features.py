@@ -121,6 +121,7 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
         signals = _signals(con, end)
         small = _small_amount(con, p, end, history_days, signals)
         result = os.path.join(scratch, "features.parquet")
+        quoted_result = result.replace("'", "''")  # a SQL string literal
         try:
             for statement in _feature_statements(windows, history_days, end, small["value"], signals):
                 con.execute(statement)
@@ -131,13 +132,12 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
             # Integer sums come out as HUGEINT and money as DECIMAL: DOUBLE in DuckDB, not pandas.
             con.execute(
                 "COPY (SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
-                f"FROM features) TO '{result}' (FORMAT parquet, COMPRESSION snappy)")
+                f"FROM features) TO '{quoted_result}' (FORMAT parquet, COMPRESSION snappy)")
         except duckdb.OutOfMemoryException as exc:
             raise UserError(f"features.memory_limit {p.get('memory_limit')} is too little for these events "
                             f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
         con.close()
         features = _by_user(result)
-    features["user_id"] = features["user_id"].astype("str")
     features.attrs["as_of"] = as_of.isoformat()
     features.attrs["signals"] = signals
     features.attrs["small_amount"] = small
@@ -187,8 +187,8 @@ def feature_columns(features: pd.DataFrame) -> list[str]:
 
 def _by_user(path: str) -> pd.DataFrame:
     """The Parquet result at `path` (user_id, then float columns) as a DataFrame in user_id
-    order, rounded: one column at a time into one float block, the frame's own, so that the
-    peak is that block, not an Arrow table beside its pandas copy."""
+    order, rounded: _READ_COLUMNS columns at a time into one float block, the frame's own, so
+    that the peak is that block, not an Arrow table beside its pandas copy."""
     result = pq.ParquetFile(path)
     names = result.schema_arrow.names[1:]
     user_ids = result.read(columns=["user_id"]).column(0)
@@ -315,8 +315,8 @@ def _feature_statements(
     def filtered(cond: str) -> str:
         return "" if cond == "TRUE" else f" FILTER (WHERE {cond})"
 
-    # sums of counts are cast to BIGINT: DuckDB sums integers into HUGEINT, twice the memory
-    # of a million users' table and slower in every expression below
+    # sums of counts are cast to BIGINT: DuckDB sums integers into HUGEINT, whose arithmetic
+    # is slower in every expression below
     counts: list[str] = []
     gaps: list[str] = []
     products: list[str] = []
