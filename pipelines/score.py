@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipelines.config import section
 from pipelines.detectors import Detector, Reason
-from pipelines.detectors.base import ReasonTable, base_signal, format_reasons, join_present
+from pipelines.detectors.base import ReasonTable, base_signal, join_present
 from pipelines.errors import ScoresNotFinite, UserError
 from pipelines.sequences import model_input
 
@@ -81,17 +81,13 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
         if explain:
             batch_scores, explained = detector.score_and_reason_table(X, top_n=int(p["n_reasons"]))
         else:
-            batch_scores, explained = detector.score(X), [[] for _ in range(len(batch))]
+            batch_scores, explained = detector.score(X), ReasonTable.from_lists([[]] * len(batch))
         batch_scores = np.asarray(batch_scores, dtype="float64")
         _require_finite(batch_scores, batch, detector)
         scores.append(batch_scores)
         user_ids.append(pa.array(batch["user_id"].astype("str").to_numpy(), type=pa.string()))
-        if isinstance(explained, ReasonTable):  # the default detectors': arrays, no object per reason
-            reasons.append(explained.texts())
-            types.append(suspected_types_table(explained))
-        else:
-            reasons.append(pa.array([format_reasons(r) for r in explained], type=pa.string()))
-            types.append(pa.array([suspected_types(r) for r in explained], type=pa.string()))
+        reasons.append(explained.texts())
+        types.append(suspected_types_table(explained))
         progress.update(len(batch))
     progress.close()
     if not scores:
@@ -172,48 +168,53 @@ def flag(scores: np.ndarray, ranks: np.ndarray, params: dict[str, Any]) -> np.nd
 
 
 def suspected_types(reasons: list[Reason]) -> str:
-    """The reviewer's hints, from the detector's structured reasons (never parsed from text)."""
-    hints = []
-    for reason in reasons:
-        if reason.kind == "event":
-            for hint in _event_hints(reason):
-                if hint not in hints:
-                    hints.append(hint)
-            continue
-        signal = base_signal(reason.feature)
-        # a hint needs the telling side: an unusually low refund ratio is a reason the user
-        # stands out, not a sign of refund abuse; gaps are telling when unusually short
-        telling = reason.percentile < 50 if signal in LOW_SIDE_SIGNALS else reason.percentile > 50
-        hint = SIGNAL_HINTS.get(signal) if telling else None
-        if hint and hint not in hints:
-            hints.append(hint)
-    return ",".join(hints)
+    """The reviewer's hints, from the detector's structured reasons (never parsed from text):
+    suspected_types_table of one row."""
+    return suspected_types_table(ReasonTable.from_lists([reasons]))[0].as_py()
 
 
 def suspected_types_table(table: ReasonTable) -> pa.Array:
-    """suspected_types of each row of a ReasonTable (feature reasons), vectorised: a hint per
-    reason slot from its feature's signal and the telling side, later slots dropped when an
-    earlier one gave the same hint, joined with ","."""
+    """Per row of a ReasonTable, the reviewer's hints joined with ",", each once, in the order
+    of the reasons giving them. A feature reason hints at its signal's abuse (SIGNAL_HINTS) when
+    on the telling side: an unusually low refund ratio is a reason the user stands out, not a
+    sign of refund abuse; gaps are telling when unusually short (LOW_SIDE_SIGNALS). An event
+    reason hints at its event type's abuse (EVENT_HINTS), then at a takeover when the event was
+    on a device or from a country new to the account."""
     hint_names: list[str] = []
-    hint = np.zeros(len(table.feature_names) + 1, dtype="int64")  # 0: no hint; the last entry: no reason
+
+    def code_of(name: str) -> int:  # 0: no hint
+        if name not in hint_names:
+            hint_names.append(name)
+        return hint_names.index(name) + 1
+
+    # per feature name; the last entry is read by the slots without a reason (column -1): no hint
+    feature_hint = np.zeros(len(table.feature_names) + 1, dtype="int64")
+    event_hint = np.zeros(len(table.feature_names) + 1, dtype="int64")
     low = np.zeros(len(table.feature_names) + 1, dtype=bool)
     for j, feature in enumerate(table.feature_names):
         signal = base_signal(feature)
         low[j] = signal in LOW_SIDE_SIGNALS
-        name = SIGNAL_HINTS.get(signal)
-        if name:
-            if name not in hint_names:
-                hint_names.append(name)
-            hint[j] = hint_names.index(name) + 1
-    codes = []
+        if signal in SIGNAL_HINTS:
+            feature_hint[j] = code_of(SIGNAL_HINTS[signal])
+        if table.events is not None and feature in EVENT_HINTS:
+            event_hint[j] = code_of(EVENT_HINTS[feature])
+    takeover = code_of("account_takeover")
+    codes = []  # a hint code per row, in the order hints are given; 0 where none or given before
     for k in range(table.columns.shape[1]):
         cols = table.columns[:, k]
         pct = table.percentiles[:, k]
         telling = np.where(low[cols], pct < 50, pct > 50)  # NaN is on neither side
-        code = np.where(telling, hint[cols], 0)  # cols -1 (no reason) reads the last entry: 0
-        for earlier in codes:
-            code = np.where(code == earlier, 0, code)
-        codes.append(code)
+        given = [np.where(telling, feature_hint[cols], 0)]
+        if table.events is not None:
+            event = table.events[:, k]
+            new_access = np.array([bool(NEW_ACCESS_FLAGS.intersection(f)) if e else False
+                                   for f, e in zip(table.flags[:, k], event)], dtype=bool)
+            given = [np.where(event, event_hint[cols], given[0]),
+                     np.where(event & new_access & (event_hint[cols] != takeover), takeover, 0)]
+        for code in given:
+            for earlier in codes:
+                code = np.where(code == earlier, 0, code)
+            codes.append(code)
     names = pa.array([""] + hint_names, type=pa.string())
     return join_present([names.take(pa.array(code, mask=code == 0)) for code in codes], ",", len(table))
 
@@ -227,11 +228,4 @@ EVENT_HINTS: dict[str, str] = {
     "review": "fake_review_ring",
 }
 NEW_ACCESS_FLAGS = {"new_device", "new_country"}
-
-
-def _event_hints(reason: Reason) -> list[str]:
-    hints = [EVENT_HINTS[reason.feature]] if reason.feature in EVENT_HINTS else []
-    if NEW_ACCESS_FLAGS & set(reason.flags) and "account_takeover" not in hints:
-        hints.append("account_takeover")
-    return hints
 

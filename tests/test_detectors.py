@@ -499,7 +499,7 @@ def test_reason_table_equals_the_per_row_loop(top_n, seed):
     assert table.to_lists() == expected  # same features, values, percentiles and contributions, in order
     assert strongest_reasons(names, matrix, percentile, strength, top_n) == expected
     texts = table.texts().to_pylist()
-    assert texts == [format_reasons(r) for r in expected]
+    assert texts == [format_reasons(r) for r in expected]  # as the table of the loop's lists
     assert texts.count("") >= 300  # the case covers users without reasons and with top_n of them
     assert max(map(len, expected)) == min(top_n, 5 if top_n < 30 else 30) or top_n == 30
 
@@ -528,11 +528,10 @@ def test_score_and_reason_table_equals_score_and_reasons(normal_features, name):
     X.loc[10:30, "refund_ratio_28d"] = np.nan
     scores, reasons = det.score_and_reason_table(X, top_n=3)
     np.testing.assert_array_equal(scores, det.score(X))
-    listed = reasons.to_lists() if isinstance(reasons, ReasonTable) else reasons
+    assert isinstance(reasons, ReasonTable)
+    listed = reasons.to_lists()
     assert listed == det.reasons(X, top_n=3)
     assert sum(map(len, listed)) > 20
-    # ecod's reasons are its own terms, not the base's rarity: it keeps the lists
-    assert isinstance(reasons, ReasonTable) == (name != "ecod")
 
 
 def _whole_matrix_rarity(ref, X):

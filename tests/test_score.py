@@ -224,25 +224,74 @@ def test_feature_batches_stream_the_file_and_check_its_day(normal_features, tmp_
             pass
 
 
-def test_suspected_types_of_a_reason_table_equal_those_of_its_reasons():
-    """The vectorised hints (scoring a million users) against suspected_types per row: low-side
-    and high-side signals, percentiles at and around 50, repeated hints, rows without reasons."""
-    from pipelines.detectors.base import ReasonTable
+def _event(kind: str, percentile: float, flags: tuple[str, ...] = ()) -> Reason:
+    return Reason(kind, 2.5, percentile, 0.5, kind="event", context="2024-03-10 12:00:00", flags=flags)
+
+
+# reasons as a detector gives them, with the text and hints scores.parquet carries for them
+KNOWN_REASONS = [
+    ([Reason("n_view_1d", 42.0, 99.97, 0.5), Reason("refund_value_28d", 12345.6, 100.0, 0.3),
+      Reason("refund_ratio_7d", 0.123456, 99.95, 0.2)],
+     "n_view_1d=42 (p99.97); refund_value_28d=12346 (p100.0); refund_ratio_7d=0.123 (p99.95)",
+     "scraping_bot,refund_abuse"),  # a hint given twice counts once, where first given
+    ([Reason("配送_28d", 3.0, 99.949, 1.0)], "配送_28d=3 (p99.9)", ""),  # a name outside ASCII, no hint
+    ([Reason("account_age_days", float("nan"), float("nan"), 1.0), Reason("typical_gap_s_1d", 0.5, 0.1, 0.0)],
+     "account_age_days=nan (pnan); typical_gap_s_1d=0.5 (p0.1)", "scraping_bot"),  # NaN: on neither side
+    ([], "", ""),
+    ([_event("login_failed", 99.9, ("new_device", "new_ip")), Reason("n_login_failed_1d", 7.0, 99.9, 0.5)],
+     "login_failed at 2024-03-10 12:00:00 [new_device, new_ip] (p99.9); n_login_failed_1d=7 (p99.9)",
+     "account_takeover"),
+    ([_event("view", 99.0, ("new_ip",)), _event("payment_failed", 99.5, ("new_country",)), _event("review", 100.0)],
+     "view at 2024-03-10 12:00:00 [new_ip] (p99.0); payment_failed at 2024-03-10 12:00:00 [new_country] (p99.5); "
+     "review at 2024-03-10 12:00:00 (p100.0)",
+     "card_testing,account_takeover,fake_review_ring"),  # a new country: a takeover, after the event's own hint
+    ([Reason("refund_ratio_28d", -0.0, 1.7, 1.0), Reason("n_payment_failed_hist", 9.0, 50.0, 0.0)],
+     "refund_ratio_28d=0 (p1.7); n_payment_failed_hist=9 (p50.0)", ""),  # low side; p50 is neither side
+]
+
+
+def test_reason_texts_and_types_of_known_reasons():
+    """The one implementation (ReasonTable) pinned on known rows, a table of them all at once
+    and a row at a time (format_reasons, suspected_types: one-row tables)."""
+    from pipelines.detectors.base import ReasonTable, format_reasons
     from pipelines.score import suspected_types_table
 
-    rng = np.random.default_rng(5)
-    names = ["refund_ratio_28d", "refund_value_7d", "typical_gap_s_1d", "median_gap_s_7d", "n_view_1d",
-             "n_payment_failed_hist", "account_age_days", "n_login_failed_1d", "five_star_share_28d"]
-    n, top_n = 4000, 3
-    columns = np.stack([rng.permutation(len(names))[:top_n] for _ in range(n)])
-    count = rng.integers(0, top_n + 1, n)
-    columns[np.arange(top_n)[None, :] >= count[:, None]] = -1
-    percentiles = rng.choice([0.1, 49.9, 50.0, 50.1, 99.9, np.nan], size=(n, top_n))
-    table = ReasonTable(names, columns, np.ones((n, top_n)), percentiles, np.full((n, top_n), 1 / 3))
-    got = suspected_types_table(table).to_pylist()
-    expected = [suspected_types(r) for r in table.to_lists()]
-    assert got == expected
-    assert "" in expected and any(e.count(",") == 2 for e in expected)  # the case covers both ends
+    lists = [reasons for reasons, _, _ in KNOWN_REASONS]
+    table = ReasonTable.from_lists(lists)
+    assert table.texts().to_pylist() == [text for _, text, _ in KNOWN_REASONS]
+    assert suspected_types_table(table).to_pylist() == [types for _, _, types in KNOWN_REASONS]
+    assert [format_reasons(r) for r in lists] == [text for _, text, _ in KNOWN_REASONS]
+    assert [suspected_types(r) for r in lists] == [types for _, _, types in KNOWN_REASONS]
+    assert str(lists[4][0]) == "login_failed at 2024-03-10 12:00:00 [new_device, new_ip] (p99.9)"
+    kept = table.to_lists()
+    assert [[(r.feature, r.kind, r.context, r.flags) for r in row] for row in kept] == \
+        [[(r.feature, r.kind, r.context, r.flags) for r in row] for row in lists]
+    assert len(ReasonTable.from_lists([])) == 0 and ReasonTable.from_lists([]).texts().to_pylist() == []
+    # each value is formatted as itself: -0.0 and 0.0 are equal, but not as text
+    signed = ReasonTable.from_lists([[Reason("x", 1.0, -0.0, 1.0)], [Reason("x", 1.0, 0.0, 1.0)]])
+    assert signed.texts().to_pylist() == ["x=1 (p-0.0)", "x=1 (p0.0)"]
+
+
+def test_reason_texts_and_types_of_the_strongest_reasons_on_known_rows():
+    """strongest_reason_table's texts and hints: a three-way tie (windows of one signal count
+    once), a lone signal, a row without reasons, a NaN rarity behind stronger ones."""
+    from pipelines.detectors.base import strongest_reason_table
+    from pipelines.score import suspected_types_table
+
+    names = ["n_view_1d", "n_view_28d", "refund_ratio_28d", "typical_gap_s_1d"]
+    matrix = np.array([[40.0, 90.0, 0.9, 2.0], [1.0, 2.0, 0.0, 0.5], [3.0, 4.0, 0.5, 7.0], [5.0, 6.0, 0.25, 1.0]])
+    percentile = np.array([[99.9, 100.0, 99.99, 50.0], [10.0, 20.0, 0.5, 0.1], [30.0, 40.0, 60.0, 99.0],
+                           [50.0, 60.0, 99.0, 0.2]])
+    strength = np.array([[6.0, 6.0, 6.0, 0.0], [0.0, 0.0, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0], [np.nan, 3.0, 5.0, 5.0]])
+    table = strongest_reason_table(names, matrix, percentile, strength, 3)
+    assert table.texts().to_pylist() == [
+        "n_view_1d=40 (p99.9); refund_ratio_28d=0.9 (p99.99)",
+        "typical_gap_s_1d=0.5 (p0.1)",
+        "",
+        "refund_ratio_28d=0.25 (p99.0); typical_gap_s_1d=1 (p0.2); n_view_28d=6 (p60.0)",
+    ]
+    assert suspected_types_table(table).to_pylist() == ["scraping_bot,refund_abuse", "scraping_bot", "",
+                                                        "refund_abuse,scraping_bot"]
 
 
 def test_scoring_with_the_reason_table_gives_the_per_reason_texts(normal_features):

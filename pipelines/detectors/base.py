@@ -101,14 +101,13 @@ class Reason:
     flags: tuple[str, ...] = ()  # an event's flags (new_device, new_ip, new_country)
 
     def __str__(self) -> str:
-        if self.kind == "event":
-            flags = f" [{', '.join(self.flags)}]" if self.flags else ""
-            return f"{self.feature} at {self.context}{flags} (p{_fmt_pct(self.percentile)})"
-        return f"{self.feature}={_fmt(self.value)} (p{_fmt_pct(self.percentile)})"
+        return format_reasons([self])
 
 
 def format_reasons(reasons: list[Reason]) -> str:
-    return "; ".join(str(r) for r in reasons)
+    """The reasons as a reviewer reads them: `feature=value (pNN.N)`, or for an event
+    `type at TIME [flags] (pNN.N)`, joined by `; ` (ReasonTable.texts of one row)."""
+    return ReasonTable.from_lists([reasons]).texts()[0].as_py()
 
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -312,15 +311,17 @@ class Detector(ABC):
         are the terms of its score (the sequence models) overrides it to compute them once."""
         return self.score(X), self.reasons(X, top_n)
 
-    def score_and_reason_table(self, X: pd.DataFrame, top_n: int = 3) -> tuple[np.ndarray, "ReasonTable | list[list[Reason]]"]:
-        """`score_and_reasons` for scoring many users: the reasons as a ReasonTable (arrays, no
-        object per reason) when they are this class's tail-rarity reasons, else the lists of
-        `score_and_reasons`. The table's `to_lists()` equals `reasons(X, top_n)`. The features
-        are read into a matrix once and the tail rarity is computed once for score and reasons."""
+    def score_and_reason_table(self, X: pd.DataFrame, top_n: int = 3) -> tuple[np.ndarray, "ReasonTable"]:
+        """`score_and_reasons` for scoring many users, the reasons as a ReasonTable (its
+        `to_lists()` equals `reasons(X, top_n)`). When they are this class's tail-rarity reasons
+        the table is built from arrays (no object per reason), the features are read into a
+        matrix once and the tail rarity is computed once for score and reasons; otherwise it is
+        the table of `score_and_reasons`' lists."""
         cls = type(self)
         if (cls._reasons is not Detector._reasons or cls.reasons is not Detector.reasons
                 or cls.score is not Detector.score or cls.score_and_reasons is not Detector.score_and_reasons):
-            return self.score_and_reasons(X, top_n)
+            scores, lists = self.score_and_reasons(X, top_n)
+            return scores, ReasonTable.from_lists(lists)
         self._check_fitted()
         matrix = self._as_matrix(X)
         percentile, strength = self.reference_.rarity(matrix)
@@ -329,7 +330,7 @@ class Detector(ABC):
 
     def explain(self, X: pd.DataFrame, top_n: int = 3) -> list[str]:
         """`reasons` as text, `feature=value (pNN.N)` joined by `; `."""
-        return [format_reasons(r) for r in self.reasons(X, top_n)]
+        return ReasonTable.from_lists(self.reasons(X, top_n)).texts().to_pylist()
 
     def _reasons(self, matrix: np.ndarray, top_n: int) -> list[list[Reason]]:
         """The features that deviate most from the training users by tail rarity; the
@@ -460,31 +461,67 @@ def strongest_reasons(feature_names: list[str], matrix: np.ndarray, percentile: 
 
 @dataclass(frozen=True, eq=False)
 class ReasonTable:
-    """strongest_reasons as arrays, for scoring a million users without a Python object per
-    reason: row i's reasons are the slots k with columns[i, k] >= 0 (always the first few),
-    strongest first. `to_lists` gives the Reason objects, `texts` format_reasons of each row."""
+    """Reasons as arrays, for scoring a million users without a Python object per reason: row
+    i's reasons are the slots k with columns[i, k] >= 0 (always the first few), strongest first.
+    The one place reasons become text (`texts`; format_reasons and Reason.__str__ are one-row
+    tables); `to_lists` gives the Reason objects. strongest_reason_table builds one of feature
+    reasons; `from_lists` one of any detector's lists, event reasons included."""
 
-    feature_names: list[str]
-    columns: np.ndarray  # (rows, top_n) feature index, -1 past the row's last reason
+    feature_names: list[str]  # a feature's name, or for an event slot its event type
+    columns: np.ndarray  # (rows, top_n) index into feature_names, -1 past the row's last reason
     values: np.ndarray  # (rows, top_n) float64, the feature's value (0 where no reason)
     percentiles: np.ndarray
     contributions: np.ndarray
+    # event reasons (sequence detectors); None: none in the table
+    events: np.ndarray | None = None  # (rows, top_n) bool, the slot is an event
+    contexts: np.ndarray | None = None  # (rows, top_n) object, an event's time
+    flags: np.ndarray | None = None  # (rows, top_n) object, an event's flags (a tuple), None elsewhere
 
     def __len__(self) -> int:
         return len(self.columns)
 
+    @classmethod
+    def from_lists(cls, lists: list[list[Reason]]) -> "ReasonTable":
+        """The table of per-row lists of Reason (as a detector's `reasons` gives them)."""
+        lists = list(lists)
+        rows, width = len(lists), max((len(r) for r in lists), default=0)
+        index: dict[str, int] = {}
+        columns = np.full((rows, width), -1, dtype="int64")
+        values, pcts, shares = np.zeros((rows, width)), np.zeros((rows, width)), np.zeros((rows, width))
+        events = contexts = flags = None
+        for i, reasons in enumerate(lists):
+            for k, r in enumerate(reasons):
+                columns[i, k] = index.setdefault(r.feature, len(index))
+                values[i, k], pcts[i, k], shares[i, k] = r.value, r.percentile, r.contribution
+                if r.kind == "event":
+                    if events is None:
+                        events = np.zeros((rows, width), dtype=bool)
+                        contexts = np.full((rows, width), None, dtype=object)
+                        flags = np.full((rows, width), None, dtype=object)
+                    events[i, k], contexts[i, k], flags[i, k] = True, r.context, tuple(r.flags)
+        return cls(list(index), columns, values, pcts, shares, events, contexts, flags)
+
     def to_lists(self) -> list[list[Reason]]:
         names = self.feature_names
         out = []
-        for cols, values, pcts, shares in zip(self.columns.tolist(), self.values.tolist(), self.percentiles.tolist(),
-                                              self.contributions.tolist()):
-            out.append([Reason(names[j], v, p, c) for j, v, p, c in zip(cols, values, pcts, shares) if j >= 0])
+        for i, (cols, values, pcts, shares) in enumerate(zip(self.columns.tolist(), self.values.tolist(),
+                                                             self.percentiles.tolist(), self.contributions.tolist())):
+            row = []
+            for k, (j, v, p, c) in enumerate(zip(cols, values, pcts, shares)):
+                if j < 0:
+                    continue
+                if self.events is not None and self.events[i, k]:
+                    row.append(Reason(names[j], v, p, c, kind="event", context=self.contexts[i, k],
+                                      flags=self.flags[i, k]))
+                else:
+                    row.append(Reason(names[j], v, p, c))
+            out.append(row)
         return out
 
     def texts(self):
-        """format_reasons of each row, as a pyarrow string array ("" for a row without reasons).
-        Each distinct value and percentile is formatted once, by the same _fmt and _fmt_pct as
-        Reason.__str__, so the text is the same character for character."""
+        """Each row's reasons as text, a pyarrow string array ("" for a row without reasons):
+        `feature=value (pNN.N)` (an event: `type at TIME [flags] (pNN.N)`) joined by `; `.
+        Each distinct value and percentile is formatted once, by _fmt and _fmt_pct."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -493,10 +530,17 @@ class ReasonTable:
         for k in range(self.columns.shape[1]):
             cols = self.columns[:, k]
             present = cols >= 0
+            event = self.events[:, k] & present if self.events is not None else None
             name = names.take(pa.array(cols, mask=~present))
-            value = _formatted(self.values[:, k], present, _fmt)
+            # a null value (an event slot) makes the feature text null; the event text fills it
+            value = _formatted(self.values[:, k], present if event is None else present & ~event, _fmt)
             pct = _formatted(self.percentiles[:, k], present, _fmt_pct)
-            parts.append(pc.binary_join_element_wise(name, "=", value, " (p", pct, ")", ""))
+            part = pc.binary_join_element_wise(name, "=", value, " (p", pct, ")", "")
+            if event is not None and event.any():
+                when = pa.array([f"{c}{' [' + ', '.join(f) + ']' if f else ''}" if e else None
+                                 for c, f, e in zip(self.contexts[:, k], self.flags[:, k], event)], type=pa.string())
+                part = pc.coalesce(part, pc.binary_join_element_wise(name, " at ", when, " (p", pct, ")", ""))
+            parts.append(part)
         return join_present(parts, "; ", len(self))
 
 
@@ -520,8 +564,9 @@ def _formatted(values: np.ndarray, present: np.ndarray, fmt) -> Any:
     distinct value."""
     import pyarrow as pa
 
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    texts = pa.array([fmt(float(v)) for v in uniques], type=pa.string())
+    # by bit pattern: -0.0 and 0.0 compare equal but may format apart ("-0.0", "0.0")
+    codes, uniques = pd.factorize(np.ascontiguousarray(values, dtype="float64").view("int64"))
+    texts = pa.array([fmt(float(v)) for v in uniques.view("float64")], type=pa.string())
     return texts.take(pa.array(codes, mask=~present))
 
 
