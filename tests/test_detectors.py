@@ -532,6 +532,38 @@ def test_score_and_reason_table_equals_score_and_reasons(normal_features, name):
     listed = reasons.to_lists()
     assert listed == det.reasons(X, top_n=3)
     assert sum(map(len, listed)) > 20
+    # ecod's reasons are its own terms, not the base's rarity: it takes the general path
+    assert type(det).reasons_from_tail_rarity == (name != "ecod")
+
+
+def test_only_a_class_that_declares_it_gets_the_fast_reason_path(normal_features):
+    """The fast path is chosen by the class's declaration alone, and a declaration is not
+    inherited: a subclass explaining in its own way keeps its reasons unless it declares."""
+    from pipelines.detectors.base import Reason
+    from pipelines.detectors.ecdf_tail import EcdfTailDetector
+
+    own = [Reason("own_reason", 1.0, 99.0, 1.0)]
+
+    class OwnReasons(EcdfTailDetector):  # not registered: a test's class only
+        def _reasons(self, matrix, top_n):
+            return [list(own) for _ in range(len(matrix))]
+
+    class DeclaresTailRarity(OwnReasons):
+        reasons_from_tail_rarity = True  # (untruly) says its reasons are the base's
+
+    X = normal_features.sample(60, random_state=2).reset_index(drop=True)
+    X.loc[:20, "n_view_1d"] = 80.0
+    base_reasons = EcdfTailDetector().fit(normal_features).reasons(X, top_n=3)
+    assert sum(map(len, base_reasons)) > 20
+    assert EcdfTailDetector.reasons_from_tail_rarity and not OwnReasons.reasons_from_tail_rarity
+    general = OwnReasons().fit(normal_features)
+    scores, table = general.score_and_reason_table(X, top_n=3)
+    assert table.to_lists() == [own] * len(X)
+    np.testing.assert_array_equal(scores, general.score(X))
+    fast = DeclaresTailRarity().fit(normal_features)
+    scores, table = fast.score_and_reason_table(X, top_n=3)
+    assert table.to_lists() == base_reasons
+    np.testing.assert_array_equal(scores, fast.score(X))
 
 
 def _whole_matrix_rarity(ref, X):

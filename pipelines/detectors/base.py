@@ -13,7 +13,8 @@ with the training median for detectors that need a full matrix (trees, networks)
 values are refused. Each detector's docstring says which it does.
 
 Each detector declares what it reads (`input_kind`), whether it needs labels
-(`supervised`), whether it wants a GPU (`wants_gpu`) and what its reasons are (`reasons_kind`).
+(`supervised`), whether it wants a GPU (`wants_gpu`), what its reasons are (`reasons_kind`) and
+whether they are this base's tail-rarity ones (`reasons_from_tail_rarity`: scoring's fast path).
 """
 from __future__ import annotations
 
@@ -233,6 +234,16 @@ class Detector(ABC):
     wants_gpu: ClassVar[bool] = False  # training benefits from a GPU (the DAG routes it there)
     # what explain's reasons are: the detector's own attribution, or a proxy beside it
     reasons_kind: ClassVar[str] = "tail rarity per feature (a proxy: not this detector's attribution)"
+    # True: this class's reasons are this base's `_reasons` (tail rarity per feature) and its
+    # score is `_score_given_rarity` of that rarity (`score`, `reasons`, `score_and_reasons`
+    # not redefined), so scoring builds the reasons from arrays (score_and_reason_table).
+    # Declared by each class for itself, never inherited (__init_subclass__): a subclass that
+    # explains or scores in its own way gets the general path unless it declares it too.
+    reasons_from_tail_rarity: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reasons_from_tail_rarity = bool(cls.__dict__.get("reasons_from_tail_rarity", False))
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)
@@ -313,13 +324,11 @@ class Detector(ABC):
 
     def score_and_reason_table(self, X: pd.DataFrame, top_n: int = 3) -> tuple[np.ndarray, "ReasonTable"]:
         """`score_and_reasons` for scoring many users, the reasons as a ReasonTable (its
-        `to_lists()` equals `reasons(X, top_n)`). When they are this class's tail-rarity reasons
-        the table is built from arrays (no object per reason), the features are read into a
-        matrix once and the tail rarity is computed once for score and reasons; otherwise it is
-        the table of `score_and_reasons`' lists."""
-        cls = type(self)
-        if (cls._reasons is not Detector._reasons or cls.reasons is not Detector.reasons
-                or cls.score is not Detector.score or cls.score_and_reasons is not Detector.score_and_reasons):
+        `to_lists()` equals `reasons(X, top_n)`). When the class declares
+        `reasons_from_tail_rarity` the table is built from arrays (no object per reason), the
+        features are read into a matrix once and the tail rarity is computed once for score and
+        reasons; otherwise it is the table of `score_and_reasons`' lists."""
+        if not type(self).reasons_from_tail_rarity:
             scores, lists = self.score_and_reasons(X, top_n)
             return scores, ReasonTable.from_lists(lists)
         self._check_fitted()

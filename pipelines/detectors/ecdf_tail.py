@@ -23,6 +23,7 @@ from pipelines.detectors.base import Detector, register, signal_groups
 class EcdfTailDetector(Detector):
     name = "ecdf_tail"
     reasons_kind = "tail rarity per feature: exactly the terms of the score"
+    reasons_from_tail_rarity = True  # the base's reasons; scoring builds them from arrays
     defaults = {
         "top_signals": 5,  # score = sum of -log(tail probability) over the rarest signals
         "group_windows": True,

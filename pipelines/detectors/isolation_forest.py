@@ -19,6 +19,7 @@ from pipelines.detectors.base import Detector, register, signed_log1p
 @register
 class IsolationForestDetector(Detector):
     name = "isolation_forest"
+    reasons_from_tail_rarity = True  # the base's reasons; scoring builds them from arrays
     defaults = {
         "n_estimators": 300,
         "max_samples": 256,

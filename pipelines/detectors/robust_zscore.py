@@ -13,6 +13,7 @@ from pipelines.detectors.base import Detector, register, robust_scale, signal_gr
 @register
 class RobustZScoreDetector(Detector):
     name = "robust_zscore"
+    reasons_from_tail_rarity = True  # the base's reasons; scoring builds them from arrays
     defaults = {
         "top_features": 5,  # score = root mean square of the user's largest |z|
         "clip": 20.0,  # one absurd feature must not outweigh everything else
