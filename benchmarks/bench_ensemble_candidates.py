@@ -71,6 +71,14 @@ CANDIDATES: dict[str, dict] = {
                                **{"train.isolation_forest.tail_transform": True}),
     "ens_arith_iftail25": _ens({"ecdf_tail": 1.0, "isolation_forest": 0.25}, "arithmetic",
                                **{"train.isolation_forest.tail_transform": True}),
+    # k-nearest-neighbour distance (pipelines/detectors/knn.py, its defaults: k 20 among 256 sampled
+    # training users, robust z-scores)
+    "knn": {"train.detector": "knn"},
+    "ens_mean_knn25": _ens({"ecdf_tail": 1.0, "knn": 0.25}, "mean"),
+    "ens_mean_knn50": _ens({"ecdf_tail": 1.0, "knn": 0.5}, "mean"),
+    "ens_arith_knn100": _ens({"ecdf_tail": 1.0, "knn": 1.0}, "arithmetic"),
+    # ecdf_tail summing every signal's tail (as PyOD's ECOD does) instead of the rarest 5
+    "ecdf_all": {"train.detector": "ecdf_tail", "train.ecdf_tail.top_signals": 1000},
 }
 
 
