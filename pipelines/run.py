@@ -100,6 +100,8 @@ class _Steps:
 
     def __init__(self, isolated: bool):
         self.isolated, self.resources = isolated, {}
+        if isolated:
+            _import_shared_modules()
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         step = getattr(stages, name)
@@ -115,6 +117,13 @@ class _Steps:
             return result
 
         return in_child
+
+
+def _import_shared_modules() -> None:
+    """Import, once, what several steps import for themselves: each forked step inherits the
+    modules, where each would otherwise pay for the import again (Great Expectations alone takes
+    3-5 s, and ingest, clean, features, sequences and score all validate)."""
+    import great_expectations  # noqa: F401
 
 
 def _in_child(step: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any, int]:

@@ -207,3 +207,16 @@ def test_isolate_steps_auto_follows_the_events_file_size(tmp_path):
     params["run"]["isolate_above_mb"] = 4096 / 2**20
     assert run._isolate(params, str(events)) is False
     assert run._isolate(params, str(tmp_path / "missing.csv")) is False
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_isolated_steps_inherit_great_expectations_from_the_parent(isolated):
+    """Forked steps share the parent's one import of Great Expectations instead of each paying for
+    it; steps run in one process import it only when a step validates (a fresh interpreter, so
+    this test's own imports do not count)."""
+    code = ("import sys; from pipelines.run import _Steps; _Steps(isolated=%s); "
+            "print('great_expectations' in sys.modules)" % isolated)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(isolated)
