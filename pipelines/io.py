@@ -380,6 +380,17 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         return fs.cat_file(path)
 
 
+def sha256(uri: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read in chunks (never the whole file in memory)."""
+    import hashlib
+
+    text = _str(uri)
+    _require_key(text)
+    fs, path = _fs(text)
+    with _user_errors(text, "read"), fs.open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def write_bytes(data: bytes, uri: str | os.PathLike) -> None:
     """Write `data` atomically: local temp file + rename, or one PUT on an object store."""
     text = _str(uri)

@@ -9,7 +9,9 @@ champion does (Spearman >= `min_rank_agreement`). Every decision records both mo
 """
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,6 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
                   score_params: dict[str, Any], sequences: Any = None) -> tuple[dict[str, Any], np.ndarray | None]:
     """(figures, held-out scores) of one model on one day's features. A model that cannot
     score these features (columns it was trained on are missing) gets {"error": ...}."""
-    from pipelines.evaluate import evaluate
     from pipelines.score import batched_scores, flag, rank_scores
 
     held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
@@ -44,6 +45,8 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
         "flag_rate": float(flagged[held].mean()) if held.any() else 0.0,
     }
     if labels is not None and figures["finite"]:
+        from pipelines.evaluate import evaluate  # scikit-learn: seconds to import, only for labels
+
         frame = pd.DataFrame({"user_id": features["user_id"].to_numpy(), "score": scores, "flagged": flagged})
         try:
             metrics, _ = evaluate(frame, labels, train_params)
@@ -52,6 +55,34 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
         else:
             figures.update({k: metrics[k] for k in ("roc_auc", "pr_auc", "precision_at_k", "recall_at_k", "k")})
     return figures, held_scores
+
+
+def figures_key(features_path: str, labels_path: str | None, params: dict[str, Any],
+                sequences_path: str | None = None) -> str:
+    """A digest of everything model_figures depends on besides the model: the bytes of the day's
+    features, labels and (when there) sequences files, and the train and score sections (the
+    holdout and the flagging policy). Train records it beside the figures it measured, so the gate can take them as they
+    are instead of scoring every user again."""
+    from pipelines import io
+
+    parts = {"features": io.sha256(features_path), "labels": io.sha256(labels_path) if labels_path else None,
+             "sequences": io.sha256(sequences_path) if sequences_path and io.exists(sequences_path) else None,
+             "train": section(params, "train"), "score": section(params, "score")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def heldout_scores(detector, features: pd.DataFrame, train_params: dict[str, Any], score_params: dict[str, Any],
+                   sequences: Any = None) -> np.ndarray | None:
+    """The model's scores of the held-out users alone (what rank agreement compares), or None
+    when it cannot score these features."""
+    from pipelines.score import batched_scores
+
+    held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
+    try:
+        return batched_scores(detector, features.loc[np.asarray(held)].reset_index(drop=True), sequences,
+                              int(section({"score": score_params}, "score")["batch_users"]))
+    except UserError:
+        return None
 
 
 def rank_agreement(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
@@ -98,15 +129,23 @@ def decide(candidate: str, cand: dict[str, Any], champion: str | None, champ: di
                   f"{agreement:.3f} with the champion")
 
 
-def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame | None, as_of: str,
-         params: dict[str, Any], force: bool = False, sequences: Any = None) -> dict[str, Any]:
+def gate(registry, candidate: str, features: pd.DataFrame | Callable[[], pd.DataFrame], labels: pd.DataFrame | None,
+         as_of: str, params: dict[str, Any], force: bool = False, sequences: Any = None,
+         candidate_figures: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure challenger and champion on the same day, decide, and record the decision (and the
-    new champion when it promoted) in the registry, under the registry's lock."""
-    from pipelines.config import section
+    new champion when it promoted) in the registry, under the registry's lock.
 
+    `candidate_figures`: the challenger's figures on these very features, as train measured them
+    (see figures_key); then the challenger scores only the held-out users, and only when there is
+    a champion to compare with. `features` may be a function returning them, called only when
+    some model has to score them."""
     train_p, score_p, promote_p = section(params, "train"), section(params, "score"), section(params, "promote")
+    day_features = _once(features)
     challenger = registry.load(candidate)
-    cand, cand_scores = model_figures(challenger, features, labels, train_p, score_p, sequences)
+    if candidate_figures is None:
+        cand, cand_scores = model_figures(challenger, day_features(), labels, train_p, score_p, sequences)
+    else:
+        cand, cand_scores = candidate_figures, None
     with registry.lock():
         champion = registry.champion_version(required=False)
         champ = champ_scores = None
@@ -116,7 +155,9 @@ def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame 
             except UserError as exc:
                 champ = {"error": str(exc)}
             else:
-                champ, champ_scores = model_figures(champion_model, features, labels, train_p, score_p, sequences)
+                champ, champ_scores = model_figures(champion_model, day_features(), labels, train_p, score_p, sequences)
+                if candidate_figures is not None and "error" not in cand:
+                    cand_scores = heldout_scores(challenger, day_features(), train_p, score_p, sequences)
         agreement = rank_agreement(cand_scores, champ_scores)
         promoted, reason = decide(candidate, cand, champion, champ, agreement, promote_p)
         decision = {
@@ -124,6 +165,7 @@ def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame 
             "candidate": candidate,
             "champion_before": champion,
             "candidate_figures": cand,
+            "candidate_figures_from": "train" if candidate_figures is not None else "gate",
             "champion_figures": champ,
             "rank_agreement": agreement,
             "rule": {k: promote_p[k] for k in ("metric", "tolerance", "max_flag_rate", "min_rank_agreement")},
@@ -136,3 +178,16 @@ def gate(registry, candidate: str, features: pd.DataFrame, labels: pd.DataFrame 
         decision = registry.record(decision)
         decision["champion_after"] = registry.champion_version(required=False)
     return decision
+
+
+def _once(features: pd.DataFrame | Callable[[], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
+    if isinstance(features, pd.DataFrame):
+        return lambda: features
+    kept: list[pd.DataFrame] = []
+
+    def load() -> pd.DataFrame:
+        if not kept:
+            kept.append(features())
+        return kept[0]
+
+    return load

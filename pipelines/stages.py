@@ -145,13 +145,15 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
     """Fit the configured detector (labels reach the fit only for a supervised detector) and
     register it as a version. With labels, the version's metadata also holds its held-out
     metrics. training_history.json holds a deep detector's losses per epoch (empty for others)."""
-    from pipelines.promote import model_figures
+    from pipelines.promote import figures_key, model_figures
     from pipelines.train import train
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
-    features = _read_features(features_in or lay.features(as_of), as_of)
+    features_path = features_in or lay.features(as_of)
+    features = _read_features(features_path, as_of)
     label_frame = _read_labels(labels)
-    sequences = sequences_loader(sequences_in or lay.sequences(as_of), as_of)
+    sequences_path = sequences_in or lay.sequences(as_of)
+    sequences = sequences_loader(sequences_path, as_of)
     log.info("fitting %s on the features of %d users", section(params, "train")["detector"], len(features))
     detector, info = train(features, section(params, "train"), label_frame, sequences)
     log.info("fitted %s on %d users", section(params, "train")["detector"], info["users_trained_on"])
@@ -165,6 +167,8 @@ def train_stage(params: dict, as_of: str, features_in: str | None = None, report
                           "users_held_out": info["users_held_out"], "sha256": info["training_data_sha256"]},
         "train_params": section(params, "train"),
         "metrics": figures,
+        # what the figures were measured on: promote reuses them when its day's inputs are the same
+        "figures_key": figures_key(features_path, labels, params, sequences_path),
     }
     from pipelines.drift import REFERENCE_FILE, reference_for_training
 
@@ -202,14 +206,24 @@ def evaluate_stage(params: dict, as_of: str, labels: str, features_in: str | Non
 def promote_stage(params: dict, as_of: str, candidate: str | None = None, features_in: str | None = None,
                   labels: str | None = None, force: bool = False, report_out: str | None = None,
                   sequences_in: str | None = None) -> dict:
-    """The gate: the candidate (default: the model trained for this date) against the champion."""
-    from pipelines.promote import gate
+    """The gate: the candidate (default: the model trained for this date) against the champion.
+    The candidate's figures are train's when train measured them on these same inputs; the
+    features are read only when some model still has to score them."""
+    from pipelines.promote import figures_key, gate
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     candidate = candidate or _trained_version(lay, as_of)
-    features = _read_features(features_in or lay.features(as_of), as_of)
-    decision = gate(Registry(lay.models), candidate, features, _read_labels(labels), as_of, params, force=force,
-                    sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of))
+    features_path = features_in or lay.features(as_of)
+    if not io.exists(features_path):
+        raise UserError(f"{features_path}: no features for {as_of}; run the features step for that date first")
+    sequences_path = sequences_in or lay.sequences(as_of)
+    registry = Registry(lay.models)
+    record = registry.get(candidate)
+    measured = (record.get("trained_as_of") == as_of
+                and record.get("figures_key") == figures_key(features_path, labels, params, sequences_path))
+    decision = gate(registry, candidate, lambda: _read_features(features_path, as_of), _read_labels(labels), as_of,
+                    params, force=force, sequences=sequences_loader(sequences_path, as_of),
+                    candidate_figures=record["metrics"] if measured else None)
     io.write_json(decision, report_out or lay.report(as_of, "promotion.json"))
     return {k: decision[k] for k in ("as_of", "candidate", "champion_before", "champion_after", "promoted",
                                       "forced", "reason")}

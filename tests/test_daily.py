@@ -310,3 +310,32 @@ def test_a_day_on_s3_partitions_reports_and_registry(s3, tmp_path, source):
     assert {m["version"] for m in registry.versions()} >= {champion}
     scores = io.read_parquet(f"s3://events/lake/scores/as_of={DAYS[1]}/scores.parquet")
     assert scores["model_version"].eq(champion).all() and scores["flagged"].sum() == 20
+
+
+def test_promote_takes_trains_figures_only_for_the_same_features(tmp_path, serial, monkeypatch):
+    """Promote after train on the same day's files reuses train's figures without reading the
+    features; features rewritten since (one value changed) are read and measured again."""
+    import shutil
+
+    root, params = serial
+    day = DAYS[0]
+    lay = Layout.from_params(params)
+    assert io.read_json(lay.report(day, "promotion.json"))["candidate_figures_from"] == "train"
+
+    shutil.copytree(root / "models", tmp_path / "models")
+    params = override(params, "storage", {**params["storage"], "models": str(tmp_path / "models")})
+    reads = []
+    real_read = stages._read_features
+    monkeypatch.setattr(stages, "_read_features", lambda *a: reads.append(a) or real_read(*a))
+    candidate = io.read_json(lay.report(day, "train.json"))["model_version"]
+    stages.promote_stage(params, day, candidate=candidate, report_out=str(tmp_path / "same.json"))
+    assert io.read_json(tmp_path / "same.json")["candidate_figures_from"] == "train" and reads == []
+
+    features = pd.read_parquet(lay.features(day))
+    column = next(c for c in features.columns if c != "user_id" and features[c].dtype.kind == "f")
+    features.loc[0, column] = features[column].max() + 1
+    changed = tmp_path / "features.parquet"
+    features.to_parquet(changed, index=False)
+    stages.promote_stage(params, day, candidate=candidate, features_in=str(changed),
+                         report_out=str(tmp_path / "changed.json"))
+    assert io.read_json(tmp_path / "changed.json")["candidate_figures_from"] == "gate" and len(reads) == 1

@@ -169,3 +169,44 @@ def test_decision_rule(cand, champ, agreement, expected):
     promoted, reason = decide("ecdf_tail-000000000001", cand, "ecdf_tail-000000000002", champ, agreement, rule)
     assert promoted is expected and reason
 
+
+
+def test_gate_given_trains_figures_decides_as_when_it_measures_them(tmp_path, sim_features):
+    """With the candidate's figures from train, the gate scores only the held-out users (for the
+    rank agreement) and reaches the same decision and agreement as when it measures everything."""
+    params = override(default_params(), "score.top_k", 10)
+    ecdf, _, _ = fitted(sim_features)
+    similar, _, _ = fitted(sim_features, "ecdf_tail", ecdf_tail={"top_signals": 4, "group_windows": True})
+    figures, _ = model_figures_of(similar, sim_features, params)
+    decisions = []
+    for given in (None, figures):
+        registry = Registry(str(tmp_path / f"models_{given is None}"))
+        champion_v, candidate_v = registry.register(ecdf, {}), registry.register(similar, {})
+        gate(registry, champion_v, sim_features, None, "2026-11-20", params)
+        decisions.append(gate(registry, candidate_v, sim_features, None, "2026-11-21", params,
+                              candidate_figures=given))
+    measured, reused = decisions
+    assert (measured["candidate_figures_from"], reused["candidate_figures_from"]) == ("gate", "train")
+    assert reused["candidate_figures"] == measured["candidate_figures"]
+    assert reused["rank_agreement"] == pytest.approx(measured["rank_agreement"], abs=1e-12)
+    assert (reused["promoted"], reused["reason"]) == (measured["promoted"], measured["reason"])
+
+
+def test_gate_without_a_champion_never_loads_the_features_when_given_the_figures(tmp_path, sim_features):
+    params = override(default_params(), "score.top_k", 10)
+    model, _, _ = fitted(sim_features)
+    figures, _ = model_figures_of(model, sim_features, params)
+    registry = Registry(str(tmp_path / "models"))
+    version = registry.register(model, {})
+
+    def features():
+        raise AssertionError("the features were read")
+
+    decision = gate(registry, version, features, None, "2026-11-21", params, candidate_figures=figures)
+    assert decision["promoted"] and decision["reason"] == "no champion yet"
+
+
+def model_figures_of(model, features, params):
+    from pipelines.promote import model_figures
+
+    return model_figures(model, features, None, params["train"], params["score"])
