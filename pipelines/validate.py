@@ -23,12 +23,14 @@ time of this module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -256,21 +258,48 @@ def _run_gx(df: pd.DataFrame, suite: str, expectations_dir, docs_dir: Path | Non
     from great_expectations.data_context.data_context.context_factory import project_manager
 
     try:
-        return _run_gx_in_context(df, suite, expectations_dir, docs_dir, windows)
+        with _no_frame_fingerprint():
+            return _run_gx_in_context(df, suite, expectations_dir, docs_dir, windows)
     finally:
         # GX keeps the last context as its current project, and through it the validated
         # frame: at a million users that held ~1 GB for the rest of the process (`pipelines run`)
         project_manager.set_project(None)
 
 
+_FINGERPRINT_LOCK = threading.Lock()
+_fingerprint_off = {"runs": 0, "threshold": None}  # validations now running; the threshold they replaced
+
+
+@contextlib.contextmanager
+def _no_frame_fingerprint():
+    """GX fingerprints a frame under 1 GB (by its shallow size) by hashing every value, for a
+    batch marker nothing here reads: 7.6 s of ingest's 19 s at 5M events. GX 1.24 has no
+    setting for it but its module global HASH_THRESHOLD, so it is 0 while a validation runs and
+    is given back after the last one running ends (validations in threads may overlap)."""
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    if not hasattr(engine, "HASH_THRESHOLD"):
+        raise RuntimeError("great_expectations.execution_engine.pandas_execution_engine has no HASH_THRESHOLD "
+                           "(a GX version other than 1.24): update _no_frame_fingerprint in pipelines/validate.py "
+                           "to keep validation from hashing every value of the frame")
+    with _FINGERPRINT_LOCK:
+        if _fingerprint_off["runs"] == 0:
+            _fingerprint_off["threshold"] = engine.HASH_THRESHOLD
+            engine.HASH_THRESHOLD = 0
+        _fingerprint_off["runs"] += 1
+    try:
+        yield
+    finally:
+        with _FINGERPRINT_LOCK:
+            _fingerprint_off["runs"] -= 1
+            if _fingerprint_off["runs"] == 0:
+                engine.HASH_THRESHOLD = _fingerprint_off["threshold"]
+
+
 def _run_gx_in_context(df: pd.DataFrame, suite: str, expectations_dir, docs_dir: Path | None,
                        windows: list[str] | None) -> list:
     import great_expectations as gx
-    from great_expectations.execution_engine import pandas_execution_engine
 
-    # GX fingerprints a frame under 1 GB (by its shallow size) by hashing every value, for a
-    # batch marker nothing here reads: 7.6 s of ingest's 19 s at 5M events. Never, here.
-    pandas_execution_engine.HASH_THRESHOLD = 0
     gx_suite = load_suite(suite, expectations_dir, windows)
     context = _context(docs_dir)
     batch_definition = (

@@ -175,6 +175,40 @@ def test_validation_does_not_hash_every_value_of_the_frame(monkeypatch, tmp_path
     assert hashed == []
 
 
+def test_validation_gives_back_gx_s_hash_threshold(monkeypatch):
+    """The threshold is GX's module global: 0 only while a validation runs, then what it was,
+    also when the validation fails or raises."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    from pipelines import validate
+
+    monkeypatch.setattr(pandas_execution_engine, "HASH_THRESHOLD", 12345)
+    seen = []
+    real = validate._run_gx_in_context
+    monkeypatch.setattr(validate, "_run_gx_in_context",
+                        lambda *a, **k: seen.append(pandas_execution_engine.HASH_THRESHOLD) or real(*a, **k))
+    assert validate_dataframe(VALID["raw"](), "raw", expectations_dir=EXPECTATIONS)["success"]
+    with pytest.raises(ValidationFailed):
+        validate_dataframe(VALID["raw"]().drop(columns=["user_id"]), "raw", expectations_dir=EXPECTATIONS)
+    assert seen == [0, 0] and pandas_execution_engine.HASH_THRESHOLD == 12345
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("GX broke")
+
+    monkeypatch.setattr(validate, "_run_gx_in_context", boom)
+    with pytest.raises(RuntimeError, match="GX broke"):
+        validate_dataframe(VALID["raw"](), "raw", expectations_dir=EXPECTATIONS)
+    assert pandas_execution_engine.HASH_THRESHOLD == 12345
+
+
+def test_a_gx_without_the_hash_threshold_fails_loudly(monkeypatch):
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    monkeypatch.delattr(pandas_execution_engine, "HASH_THRESHOLD")
+    with pytest.raises(RuntimeError, match="no HASH_THRESHOLD"):
+        validate_dataframe(VALID["raw"](), "raw", expectations_dir=EXPECTATIONS)
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_valid_frame_passes(suite):
     df = VALID[suite]()
