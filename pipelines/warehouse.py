@@ -783,6 +783,7 @@ def _duckdb_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordB
 
 
 _DUCKDB_STAGED = "pipelines_staged_day"  # the rerun's temporary table (this connection's own)
+_NAMED_DUPLICATES = 5  # a rerun's error names this many of the users with more than one row
 
 
 def _duckdb_load(con, target: Target, key: str, schema: pa.Schema, as_of, batches) -> None:
@@ -818,15 +819,17 @@ def _duckdb_load(con, target: Target, key: str, schema: pa.Schema, as_of, batche
     con.unregister("incoming_rows")  # not after a failure: the aborted transaction refuses it
     if not rerun:
         return
-    import duckdb
-
-    # ON CONFLICT would quietly keep one of two staged rows of a user the day lacks: the primary
-    # key's refusal is made here instead, as DuckDB words it
-    duplicate = con.execute(f"SELECT user_id FROM {_DUCKDB_STAGED} WHERE user_id IS NOT NULL GROUP BY user_id "
-                            f"HAVING count(*) > 1 LIMIT 1").fetchall()
-    if duplicate:
-        raise duckdb.ConstraintException(f'Constraint Error: Duplicate key "as_of: {as_of}, user_id: '
-                                         f'{duplicate[0][0]}" violates primary key constraint.')
+    # ON CONFLICT would quietly keep one of two staged rows of a user: refused here instead,
+    # as the primary key refuses it on a first run
+    duplicates = [row[0] for row in con.execute(
+        f"SELECT user_id FROM {_DUCKDB_STAGED} WHERE user_id IS NOT NULL GROUP BY user_id "
+        f"HAVING count(*) > 1 ORDER BY user_id LIMIT {_NAMED_DUPLICATES + 1}").fetchall()]
+    if duplicates:
+        named = ", ".join(repr(u) for u in duplicates[:_NAMED_DUPLICATES])
+        more = ", ..." if len(duplicates) > _NAMED_DUPLICATES else ""
+        raise UserError(f"cannot write {table} for {as_of}: more than one row for user(s) {named}{more}; "
+                        f"a user has one row a day: score the day again (or drop the repeated rows) and rerun; "
+                        f"the warehouse is unchanged")
     con.execute(f"DELETE FROM {table} AS t WHERE t.as_of = ? AND NOT EXISTS "
                 f"(SELECT 1 FROM {_DUCKDB_STAGED} n WHERE n.user_id = t.user_id)", [as_of])
     values = ", ".join(f"{c} = excluded.{c}" for c in schema.names if c not in ("as_of", "user_id"))
