@@ -50,6 +50,7 @@ SCORE = "score"  # the pseudo-feature name of the score in the figures
 _FLOOR = 1e-4  # shares without counts: an empty bin counts as this share, so the PSI stays finite
 SMOOTHING = 0.5  # users added to each filled bin before the PSI (additive smoothing)
 TOO_FEW = "too_few_users"  # the status of a figure measured on fewer than drift.min_users users
+_COUNTED_EDGES = 16  # bin_counts counts up to this many edges by a pass per edge, more by binary search
 
 
 # ----------------------------------------------------------------------------- reference (training)
@@ -80,9 +81,6 @@ def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
         idx = np.searchsorted(edges, present, side="left")
         counts = np.bincount(idx, minlength=len(edges) + 1).astype("int64")
     return np.append(counts, int((~finite).sum()))
-
-
-_COUNTED_EDGES = 16
 
 
 def training_reference(features: pd.DataFrame, scores: np.ndarray, model_features: list[str] | None,
