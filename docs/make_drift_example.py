@@ -22,47 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _simulation import REPO, scored_days, simulated_world
+
 TRAIN_DAY, DAYS = "2026-11-17", ("2026-11-17", "2026-11-18", "2026-11-21")
-
-
-def simulated_world(root: Path, users: int, labels: bool = False) -> dict:
-    """params.yaml's parameters with storage and ingest.source under `root`, after simulating
-    its world (its simulate section, `users` users) into root/events.parquet, and the
-    simulation's labels into root/labels.parquet when `labels`. Also used by
-    docs/make_run_report_screenshot.py."""
-    from pipelines.config import load_params, override
-    from pipelines.simulate import simulate
-
-    params = load_params(str(REPO / "params.yaml"))
-    events, truth = simulate({**params["simulate"], "n_users": users})
-    events.to_parquet(root / "events.parquet", index=False)
-    if labels:
-        truth.to_parquet(root / "labels.parquet", index=False)
-    for key, value in (("storage", {"data": str(root / "data"), "reports": str(root / "reports"),
-                                    "models": str(root / "models")}),
-                       ("ingest.source", str(root / "events.parquet"))):
-        params = override(params, key, value)
-    return params
-
-
-def scored_days(params: dict, days: tuple[str, ...], train_day: str = TRAIN_DAY) -> Iterator[str]:
-    """Ingest, clean, features and score each of `days` in order, a champion trained and
-    promoted on `train_day` before it is scored; yields each day once it is scored."""
-    from pipelines import stages
-
-    for day in days:
-        stages.ingest_stage(params, day)
-        stages.clean_stage(params, day)
-        stages.features_stage(params, day)
-        if day == train_day:
-            stages.train_stage(params, day)
-            stages.promote_stage(params, day)
-        stages.score_stage(params, day)
-        yield day
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     params = simulated_world(root, args.users or 3000)
     lay = Layout.from_params(params)
-    for day in scored_days(params, DAYS):
+    for day in scored_days(params, DAYS, TRAIN_DAY):
         drift = io.read_json(lay.report(day, "drift.json"))
         s = drift["score"]
         above = [f"{r['feature']} {r['psi']:.2f}{'' if r['in_model'] else ' (not read by the model)'}"

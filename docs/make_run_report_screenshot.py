@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _simulation import scored_days, simulated_world
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_DAY = "2026-11-17"
 DAYS = ("2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20", "2026-11-21")
@@ -31,9 +33,7 @@ WIDTH, HEIGHT = 1280, 900
 
 def run_days(root: Path, users: int) -> tuple[dict, Path]:
     """(params, labels path) of five scored days under `root` (the simulation and the days as
-    docs/make_drift_example.py runs them)."""
-    from make_drift_example import scored_days, simulated_world
-
+    docs/make_drift_example.py runs them: docs/_simulation.py)."""
     from pipelines import stages
 
     params = simulated_world(root, users, labels=True)
