@@ -541,3 +541,28 @@ def test_the_validated_frame_is_not_kept_once_validation_returns(tmp_path):
         del df
         gc.collect()
         assert gone() is None, f"the validated frame is still referenced (report_dir={report_dir})"
+
+
+def test_a_rerun_into_the_same_report_folder_validates_with_the_suite_as_it_is_now(tmp_path, monkeypatch):
+    """The second run of a day finds the first run's copy of the suite in its report folder: it is
+    replaced by the suite file as it is now (an expectation added in between is checked), without
+    GX's add_or_update, whose all-pairs comparison took seconds for the features suite."""
+    from great_expectations.core.factory.suite_factory import SuiteFactory
+
+    def never(*args, **kwargs):
+        raise AssertionError("suites.add_or_update compares every pair of expectations")
+
+    monkeypatch.setattr(SuiteFactory, "add_or_update", never)
+    suite = {"name": "mini", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "user_id"}, "meta": {}}]}
+    (tmp_path / "mini.json").write_text(json.dumps(suite))
+    df = pd.DataFrame({"user_id": ["u1", "u2"], "ratio": [0.5, 2.0]})
+    report = tmp_path / "report"
+    assert validate_dataframe(df, "mini", report_dir=report, expectations_dir=tmp_path)["evaluated"] == 1
+    suite["expectations"].append({"type": "expect_column_values_to_be_between",
+                                  "kwargs": {"column": "ratio", "min_value": 0, "max_value": 1}, "meta": {}})
+    (tmp_path / "mini.json").write_text(json.dumps(suite))
+    with pytest.raises(ValidationFailed, match=r"1 of 2 expectations"):
+        validate_dataframe(df, "mini", report_dir=report, expectations_dir=tmp_path)
+    stored = list((report / "data_docs" / "gx_store" / "expectations").rglob("*.json"))
+    assert len(stored) == 1 and len(json.loads(stored[0].read_text())["expectations"]) == 2
