@@ -79,6 +79,15 @@ CANDIDATES: dict[str, dict] = {
     "ens_arith_knn100": _ens({"ecdf_tail": 1.0, "knn": 1.0}, "arithmetic"),
     # ecdf_tail summing every signal's tail (as PyOD's ECOD does) instead of the rarest 5
     "ecdf_all": {"train.detector": "ecdf_tail", "train.ecdf_tail.top_signals": 1000},
+    # ecdf_skew (pipelines/detectors/ecdf_skew.py): ecdf_tail, the tail against each feature's skew
+    # counting skew_penalty less; alone and with the forest
+    "ecdf_skew25": {"train.detector": "ecdf_skew", "train.ecdf_skew.skew_penalty": 0.25},
+    "ecdf_skew50": {"train.detector": "ecdf_skew", "train.ecdf_skew.skew_penalty": 0.5},
+    **{f"ens_{short}_skew{int(p * 100)}_if{int(w * 100)}":
+       _ens({"ecdf_skew": 1.0, "isolation_forest": w}, how, **{"train.ecdf_skew.skew_penalty": p})
+       for p in (0.25, 0.5) for how, short, ws in (("mean", "mean", (0.25, 0.5, 1.0)),
+                                                   ("harmonic", "harmonic", (0.25, 0.5, 1.0)),
+                                                   ("arithmetic", "arith", (1.0, 2.0, 3.0))) for w in ws},
 }
 
 

@@ -17,7 +17,7 @@ _SMALL_NET = {"hidden": [16], "epochs": 60, "batch_size": 64, "patience": 8, "pr
 FAST = {"isolation_forest": {"n_estimators": 60}, "robust_zscore": {}, "ecdf_tail": {},
         "autoencoder": {**_SMALL_NET, "latent": 1}, "vae": {**_SMALL_NET, "latent": 2},
         "supervised_mlp": {**_SMALL_NET, "dropout": 0.0},
-        "ecod": {}, "knn": {},
+        "ecod": {}, "knn": {}, "ecdf_skew": {},
         "ensemble": {"members": {"ecdf_tail": 1.0, "isolation_forest": 1.0},
                      "member_params": {"isolation_forest": {"n_estimators": 60}}}}
 DETECTORS = sorted(FAST)  # the interface: every detector
@@ -117,6 +117,7 @@ def test_model_version_is_a_content_hash(name, normal_features, tmp_path):
     changed_params = {"isolation_forest": {"n_estimators": 61}, "robust_zscore": {"clip": 10.0},
                       "ecdf_tail": {"top_signals": 3}, "autoencoder": {"latent": 2}, "vae": {"beta": 0.5},
                       "supervised_mlp": {"hidden": [8]}, "ecod": {"group_windows": False}, "knn": {"k": 5},
+                      "ecdf_skew": {"skew_penalty": 0.5},
                       "ensemble": {"members": {"ecdf_tail": 2.0, "isolation_forest": 1.0},
                                    "member_params": {"isolation_forest": {"n_estimators": 60}}}}[name]
     assert fitted(name, normal_features, **changed_params).save(tmp_path / "c") != v1
