@@ -18,7 +18,8 @@ shared machine does not fall on one of them only. Row-by-row inserts run on a su
 Then the publish step itself on a day of `--publish-users` users (a scores file with the top
 100 flagged), each run in a fresh process for its own peak RSS: to PostgreSQL and DuckDB, with
 `warehouse.user_scores` off (the flagged rows only) and on (every user's score too), a first
-run and a rerun (which replaces the day the first wrote). `--publish-only` runs these alone,
+run, a rerun (which replaces the day the first wrote) and a rerun with half the users gone (which
+deletes their user_scores rows). `--publish-only` runs these alone,
 `--publish-backends` picks the backends.
 """
 from __future__ import annotations
@@ -187,7 +188,7 @@ def print_publishes(users: int, publishes: list[tuple[str, float, int, dict]]) -
         print(f"publish step, {users:,} users scored (100 flagged), fresh process each:")
         for label, seconds, rss, info in publishes:
             extra = f", {info['user_scores_rows']:,} user_scores rows" if "user_scores_rows" in info else ""
-            print(f"  {label:<36} {seconds:6.1f} s  peak RSS {rss / 1024:5.0f} MiB  ({info['rows']} flagged rows{extra})")
+            print(f"  {label:<57} {seconds:6.1f} s  peak RSS {rss / 1024:5.0f} MiB  ({info['rows']} flagged rows{extra})")
 
 
 PUBLISH = """
@@ -225,6 +226,9 @@ def publish_runs(users: int, pg_url: str, backends: set[str]) -> list[tuple[str,
             "as_of": pa.array([DAY] * users, pa.date32()),
             "anomaly_types": pa.array(["scraping_bot" if i % 3 else "" for i in range(users)]),
         }), scores, row_group_size=100_000)
+        # the same day again with half its users gone: a rerun that deletes many user_scores rows
+        halved = Path(tmp) / "scores_half.parquet"
+        pq.write_table(pq.read_table(scores).slice(0, users // 2), halved, row_group_size=100_000)
         runs = []
         for backend, url, schema in (("PostgreSQL", pg_url, "publish_bench"),
                                      ("DuckDB", f"duckdb:///{tmp}/wh.duckdb", "")):
@@ -233,8 +237,9 @@ def publish_runs(users: int, pg_url: str, backends: set[str]) -> list[tuple[str,
             for user_scores in ("0", "1"):
                 if backend == "PostgreSQL":
                     migrate_target(Target(url, "flagged_users", schema, user_scores=user_scores == "1"))
-                for attempt in ("first", "rerun"):  # the rerun replaces the day it wrote
-                    out = subprocess.run([sys.executable, "-c", PUBLISH, url, schema, str(scores), f"{tmp}/reports",
+                # the reruns replace the day the first wrote
+                for attempt, day_scores in (("first", scores), ("rerun", scores), ("rerun, half the users gone", halved)):
+                    out = subprocess.run([sys.executable, "-c", PUBLISH, url, schema, str(day_scores), f"{tmp}/reports",
                                           user_scores], capture_output=True, text=True, check=True,
                                          cwd=Path(__file__).resolve().parents[1])
                     got = json.loads(out.stdout.strip().splitlines()[-1])
