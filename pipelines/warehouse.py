@@ -768,14 +768,19 @@ def _duckdb_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordB
                 con.execute("ROLLBACK")
                 raise
         con.execute("BEGIN TRANSACTION")
+        import duckdb
+
         try:
             _duckdb_load(con, target, "table", FLAGGED_ARROW, as_of, flagged)
             _checkpoint("loaded")
             if scores is not None:
                 _duckdb_load(con, target, "scores", USER_SCORES_ARROW, as_of, scores)
             _checkpoint("before_commit")
-        except BaseException:
+        except BaseException as exc:
             con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.ConstraintException):  # a repeated user, a NULL score: the rows' fault
+                raise UserError(broken_rows_message(f"cannot write {as_of} to the warehouse at {target.safe_url}",
+                                                    str(exc).removeprefix("Constraint Error: "))) from None
             raise
         # outside the rollback: a COMMIT that fails (a full disk) has ended the transaction
         # itself, and a ROLLBACK then would replace its error with "no transaction is active"
@@ -947,7 +952,18 @@ class _pg_errors:
             raise UserError(f"{message}; run `python -m pipelines warehouse migrate`") from exc
         if isinstance(exc, (psycopg.OperationalError, psycopg.ProgrammingError, psycopg.InterfaceError)):
             raise UserError(message) from exc
-        return False  # data errors (a duplicate key, a NULL score) surface as themselves
+        if isinstance(exc, psycopg.errors.IntegrityError):  # a repeated user, a NULL score: the rows' fault
+            detail = getattr(exc.diag, "message_detail", None)
+            raise UserError(broken_rows_message(f"cannot {self.doing} the warehouse at {self.target.safe_url}",
+                                                f"{first}: {detail}" if detail else first)) from None
+        return False
+
+
+def broken_rows_message(doing: str, what: str) -> str:
+    """One line for rows the table's constraints refuse (nothing was written)."""
+    what = " ".join(what.split())
+    return (f"{doing}: the rows break the table's rules ({what}); a user has one row a day with a score: "
+            f"score the day again (or fix the scores file) and rerun; the warehouse is unchanged")
 
 
 def _pg_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch],

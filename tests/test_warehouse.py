@@ -101,21 +101,35 @@ def test_a_failing_write_leaves_the_previous_rows(backend, flagged):
     replace_day(flagged(D1, ["a", "b"], "good"), backend.url, backend.table, D1)
     before = backend.rows(D1)
     duplicate = flagged(D1, ["x", "y", "x"], "broken")  # violates the primary key (as_of, user_id)
-    # DuckDB's rerun finds it before writing and says what to fix; PostgreSQL's key refuses it
-    refusal = (pytest.raises(UserError, match=r"more than one row for user\(s\) 'x'; a user has one row a day")
-               if backend.kind == "duckdb" else pytest.raises(Exception, match="(?i)duplicate|unique"))
-    with refusal:
+    # DuckDB's rerun finds it before writing and names the users; PostgreSQL's key refuses it,
+    # and the error says so in one line (the key it met included)
+    refusal = (r"more than one row for user\(s\) 'x'; a user has one row a day" if backend.kind == "duckdb"
+               else r"the rows break the table's rules \(.*\(as_of, user_id\)=\(2024-03-10, x\).*the warehouse is unchanged")
+    with pytest.raises(UserError, match=refusal) as raised:
         replace_day(duplicate, backend.url, backend.table, D1)
+    assert "\n" not in str(raised.value)
     pd.testing.assert_frame_equal(backend.rows(D1), before)
-    # a NOT NULL violation halfway through the rows is rolled back too
+    # a NOT NULL violation halfway through the rows is rolled back too, and is one line
     null_score = flagged(D1, ["p", "q", "r"], "broken")
     null_score["score"] = [1.0, None, 2.0]
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match=r"(?i)the rows break the table's rules \(.*null.*\)") as raised:
         replace_day(null_score, backend.url, backend.table, D1)
+    assert "\n" not in str(raised.value)
     pd.testing.assert_frame_equal(backend.rows(D1), before)
     # and the table is still usable
     replace_day(flagged(D1, ["c"], "fixed"), backend.url, backend.table, D1)
     assert backend.day(D1) == {"c": "fixed"}
+
+
+def test_a_first_run_with_a_repeated_user_is_one_line_and_writes_nothing(backend, flagged):
+    """The day's first run has no rows to stage against: the table's key refuses a repeated
+    user (DuckDB and PostgreSQL alike), in one line, and the day stays empty."""
+    with pytest.raises(UserError, match=r"cannot write .*the rows break the table's rules \(.*x.*\)") as raised:
+        replace_day(flagged(D2, ["x", "y", "x"], "broken"), backend.url, backend.table, D2)
+    assert "\n" not in str(raised.value)
+    assert backend.day(D2) == {}
+    replace_day(flagged(D2, ["x", "y"], "fixed"), backend.url, backend.table, D2)
+    assert backend.day(D2) == {"x": "fixed", "y": "fixed"}
 
 
 def test_a_rerun_with_a_null_for_a_user_the_day_has_leaves_the_previous_rows(backend, flagged):
