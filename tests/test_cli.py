@@ -182,7 +182,8 @@ def test_steps_in_their_own_processes_give_the_same_run_and_the_same_one_line_er
     pd.testing.assert_frame_equal(scores, alone_scores)
     assert rows == alone_rows and len(rows) == 100
     assert set(summary["steps"]) == {"ingest", "clean", "features", "train", "promote", "score", "publish"}
-    assert all(s["seconds"] > 0 and 0 < s["peak_rss_gib"] < 8 for s in summary["steps"].values())
+    # seconds to 0.1: a promote that takes train's figures can round to 0.0
+    assert all(s["seconds"] >= 0 and 0 < s["peak_rss_gib"] < 8 for s in summary["steps"].values())
     assert "steps" not in alone_summary and summary["score"] == alone_summary["score"]
 
     folder = tmp_path / "isolated_True"
