@@ -329,6 +329,7 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
 
     from pipelines import io
     from pipelines.config import section
+    from pipelines.stages import require_features
 
     p = section(params, "drift")
     head = {"as_of": as_of, "model_version": version}
@@ -345,8 +346,7 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
                     "are gone; drift not measured", as_of, version, REFERENCE_FILE)
         return {**head, "status": "no_reference", "drifted": [], "severe": [],
                 "note": f"model {version} has no {REFERENCE_FILE} and its training features are gone"}
-    if not io.exists(features_path):
-        raise UserError(f"{features_path}: no features for {as_of}; run the features step for that date first")
+    require_features(features_path, as_of)
     with io.local_copy(scores_path) as local:
         scores = pq.read_table(local, columns=["score"]).column(0).to_numpy()
     with io.local_copy(features_path) as local:

@@ -214,8 +214,7 @@ def promote_stage(params: dict, as_of: str, candidate: str | None = None, featur
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     candidate = candidate or _trained_version(lay, as_of)
     features_path = features_in or lay.features(as_of)
-    if not io.exists(features_path):
-        raise UserError(f"{features_path}: no features for {as_of}; run the features step for that date first")
+    require_features(features_path, as_of)
     sequences_path = sequences_in or lay.sequences(as_of)
     registry = Registry(lay.models)
     record = registry.get(candidate)
@@ -428,9 +427,15 @@ def _trained_version(lay: Layout, as_of: str) -> str:
     return io.read_json(path)["model_version"]
 
 
-def _read_features(path: str, as_of: str) -> pd.DataFrame:
+def require_features(path: str, as_of: str) -> None:
+    """The one-line error of every step that reads a day's features (train, evaluate, promote,
+    score, and drift in the report step) when the features step has not written them."""
     if not io.exists(path):
         raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
+
+
+def _read_features(path: str, as_of: str) -> pd.DataFrame:
+    require_features(path, as_of)
     features = io.read_parquet(path)
     recorded = features.attrs.get("as_of")
     if recorded != as_of:
@@ -445,8 +450,7 @@ def _feature_batches(path: str, as_of: str, size: int) -> Iterator[Iterator[pd.D
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not io.exists(path):
-        raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
+    require_features(path, as_of)
     with io.local_copy(path) as local:
         try:
             table = pq.ParquetFile(local)
