@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipelines.config import section
 from pipelines.errors import UserError
-from pipelines.split import holdout_mask
+from pipelines.split import heldout_users
 
 
 def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None, train_params: dict[str, Any],
@@ -27,7 +27,7 @@ def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None,
     score these features (columns it was trained on are missing) gets {"error": ...}."""
     from pipelines.score import batched_scores, flag, rank_scores
 
-    held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
+    held = heldout_users(features, train_params)
     try:
         scores = batched_scores(detector, features, sequences, 
                                 int(section({"score": score_params}, "score")["batch_users"]))
@@ -77,7 +77,7 @@ def heldout_scores(detector, features: pd.DataFrame, train_params: dict[str, Any
     when it cannot score these features."""
     from pipelines.score import batched_scores
 
-    held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
+    held = heldout_users(features, train_params)
     try:
         return batched_scores(detector, features.loc[np.asarray(held)].reset_index(drop=True), sequences,
                               int(section({"score": score_params}, "score")["batch_users"]))

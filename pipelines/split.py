@@ -2,6 +2,8 @@
 so the same user lands on the same side in every step and every rerun."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -14,3 +16,10 @@ def holdout_mask(user_ids: pd.Series, fraction: float, seed: int = 0) -> np.ndar
     salted = user_ids.astype("str") + f"#{seed}"
     buckets = pd.util.hash_pandas_object(salted, index=False).to_numpy() % 10_000
     return buckets < round(fraction * 10_000)
+
+
+def heldout_users(frame: pd.DataFrame, train_params: Mapping[str, Any]) -> np.ndarray:
+    """The held-out rows of a table with a user_id column under train's holdout_fraction and
+    split_seed: the promotion gate's figures and its rank agreement select them here, so the
+    two always compare the same users."""
+    return holdout_mask(frame["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
