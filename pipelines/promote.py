@@ -61,8 +61,14 @@ def figures_key(features_path: str, labels_path: str | None, params: dict[str, A
                 sequences_path: str | None = None) -> str:
     """A digest of everything model_figures depends on besides the model: the bytes of the day's
     features, labels and (when there) sequences files, and the train and score sections (the
-    holdout and the flagging policy). Train records it beside the figures it measured, so the gate can take them as they
-    are instead of scoring every user again."""
+    holdout and the flagging policy). Train records it beside the figures it measured, so the
+    gate can take them as they are instead of scoring every user again.
+
+    The files' bytes, not their size and modification time: another file of the same size put
+    in place with its times kept (cp -p, rsync -t, an unpacked archive) would pass for the one
+    train measured. Hashing costs little next to scoring: at a million users, 0.08 s for the
+    108 MB of features, 0.12 s with their labels and sequences (5M events) on the 2-core
+    development machine; on S3 it is a download of each file."""
     from pipelines import io
 
     parts = {"features": io.sha256(features_path), "labels": io.sha256(labels_path) if labels_path else None,
