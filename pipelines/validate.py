@@ -259,11 +259,25 @@ def _run_gx(df: pd.DataFrame, suite: str, expectations_dir, docs_dir: Path | Non
 
     try:
         with _no_frame_fingerprint():
-            return _run_gx_in_context(df, suite, expectations_dir, docs_dir, windows)
+            return _run_gx_in_context(_as_gx_reads_fast(df), suite, expectations_dir, docs_dir, windows)
     finally:
         # GX keeps the last context as its current project, and through it the validated
         # frame: at a million users that held ~1 GB for the rest of the process (`pipelines run`)
         project_manager.set_project(None)
+
+
+def _as_gx_reads_fast(df: pd.DataFrame) -> pd.DataFrame:
+    """df with each nullable integer column that has no missing value as NumPy int64: the same
+    values, which GX's value checks (between, in set) compare in one vectorised pass, where on
+    pandas' Int64 they call a Python function per value (2.5 s of the clean suite's 5 s at 5M
+    events, for quantity alone). A column with a missing value stays as it is."""
+    integers = [c for c in df.columns if isinstance(df[c].dtype, pd.Int64Dtype) and not df[c].hasnans]
+    if not integers:
+        return df
+    view = df.copy(deep=False)
+    for column in integers:
+        view[column] = df[column].to_numpy("int64")
+    return view
 
 
 _FINGERPRINT_LOCK = threading.Lock()

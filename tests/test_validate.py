@@ -139,7 +139,7 @@ def test_suite_file_loads_and_round_trips_through_gx(suite):
 def test_clean_suite_uses_the_schema_event_types():
     (in_set,) = [
         e for e in load_suite_dict("clean", EXPECTATIONS)["expectations"]
-        if e["type"] == "expect_column_values_to_be_in_set"
+        if e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == "event_type"
     ]
     assert in_set["kwargs"] == {"column": "event_type", "value_set": list(EVENT_TYPES)}
 
@@ -238,7 +238,7 @@ DEFECTS = [
     ("clean", lambda df: _set(df, "event_id", 1, "e0"), "expect_column_values_to_be_unique", "event_id", "2 rows, e.g. ['e0']"),
     ("clean", lambda df: _set(df, "price", 2, -1.0), "expect_column_values_to_be_between", "price", "e.g. [-1.0]"),
     ("clean", lambda df: _set(df, "quantity", 0, 0), "expect_column_values_to_be_between", "quantity", "e.g. [0]"),
-    ("clean", lambda df: _set(df, "rating", 4, 7), "expect_column_values_to_be_between", "rating", "e.g. [7]"),
+    ("clean", lambda df: _set(df, "rating", 4, 7), "expect_column_values_to_be_in_set", "rating", "e.g. [7]"),
     ("clean", lambda df: df.astype({"quantity": "float64"}), "expect_column_values_to_be_of_type", "quantity", "observed 'float64'"),
     ("clean", lambda df: df.drop(columns=["event_id"]), "expect_column_values_to_not_be_null", "event_id", "missing columns: event_id"),
     ("features", lambda df: _set(df, "user_id", 1, "u1"), "expect_column_values_to_be_unique", "user_id", "'u1'"),
@@ -496,7 +496,7 @@ def test_validate_file_reads_parquet(tmp_path):
     bad = clean_events()
     bad.loc[4, "rating"] = 7
     bad.to_parquet(path, index=False)
-    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between\(rating\) 1 rows, e.g. \[7\]"):
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_in_set\(rating\) 1 rows, e.g. \[7\]"):
         validate_file(path, "clean", expectations_dir=EXPECTATIONS)
 
 
@@ -566,3 +566,18 @@ def test_a_rerun_into_the_same_report_folder_validates_with_the_suite_as_it_is_n
         validate_dataframe(df, "mini", report_dir=report, expectations_dir=tmp_path)
     stored = list((report / "data_docs" / "gx_store" / "expectations").rglob("*.json"))
     assert len(stored) == 1 and len(json.loads(stored[0].read_text())["expectations"]) == 2
+
+
+def test_complete_integer_columns_are_checked_as_numpy_without_changing_the_callers_frame():
+    # quantity is complete after cleaning: GX gets it as NumPy int64 (its vectorised value
+    # checks), and a bad value, the type check and the caller's frame are as with pandas' Int64
+    df = clean_events()
+    df["quantity"] = pd.array([0, 1, 2, 2, 1, 1], dtype="Int64")
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between\(quantity\) 1 rows, e.g. \[0\]"):
+        validate_dataframe(df, "clean", expectations_dir=EXPECTATIONS)
+    assert df["quantity"].dtype == "Int64"
+    df.loc[0, "quantity"] = 1
+    summary = validate_dataframe(df, "clean", expectations_dir=EXPECTATIONS)
+    types = {r["column"]: r.get("observed_value") for r in summary["results"]
+             if r["expectation"] == "expect_column_values_to_be_of_type"}
+    assert types["quantity"] == "int64" and df["quantity"].dtype == "Int64"
