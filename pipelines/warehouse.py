@@ -16,9 +16,11 @@
 - On PostgreSQL each table is partitioned by day: the day is COPYed into a staging table with
   no index, indexed in bulk, and swapped in for the old day's partition (two SECURITY DEFINER
   functions, so the writer still has no DDL rights); readers of the day wait from the swap to
-  the commit (milliseconds), then see the new rows. A reader in the middle of a query on the
-  table makes the swap wait: it waits in short tries (SWAP_TRY_S) with back-off, so readers
-  that arrive meanwhile are not queued behind it for long.
+  the commit (milliseconds), then see the new rows. The partitions and staging tables live in
+  `<schema>_days` (migration 0009), where the reader has no rights: it reads the tables and
+  the view (PostgreSQL checks only the table a query names), never a day partition by its name.
+  A reader in the middle of a query on the table makes the swap wait: it waits in short tries
+  (SWAP_TRY_S) with back-off, so readers that arrive meanwhile are not queued behind it for long.
 - Names from configuration are checked and double-quoted; values are bound parameters.
 - A database that is down, busy or locked raises TransientWarehouseError (retry later); a bad
   URL, name or missing migration raises UserError (fix the configuration).
@@ -243,6 +245,128 @@ BEGIN
 END $mig$""" % {"key": key, "view": "{%s_lit}" % view if view else "NULL"}
 
 
+# 0009/0010: a table's day partitions (and its staging tables) live in a schema of their own,
+# <schema>_days (Target.days_schema), on which the reader has no USAGE: the default privileges
+# that give the reader SELECT on whatever the owner creates in the table's schema covered every
+# partition, so a reader could query flagged_users_p20261121 itself. PostgreSQL checks the
+# rights of the table a query names and not those of its partitions, so the parent and the view
+# read as before. The writer gets USAGE there and, as the owner's default privilege, INSERT on
+# the staging tables fn_stage makes for its COPY (grant-writer); it cannot SELECT them.
+_DAYS_SCHEMA_BLOCK = """
+DO $mig$
+DECLARE nsp text := {schema_lit}; days text := {days_lit}; rel text := {table_lit};
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = days) THEN
+    IF NOT pg_catalog.has_database_privilege(current_database(), 'CREATE') THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+        MESSAGE = format('the day partitions of %I.%I need the schema %I, which %I may not create',
+                         nsp, rel, days, current_user),
+        HINT = format('as a DBA run CREATE SCHEMA %I AUTHORIZATION %I; then migrate again', days, current_user);
+    END IF;
+    EXECUTE format('CREATE SCHEMA %I', days);
+  ELSIF NOT pg_catalog.has_schema_privilege(days, 'CREATE') THEN
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+      MESSAGE = format('the day partitions of %I.%I go into the schema %I, where %I may not create tables',
+                       nsp, rel, days, current_user),
+      HINT = format('as a DBA run ALTER SCHEMA %I OWNER TO %I; then migrate again', days, current_user);
+  END IF;
+  EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', days);
+END $mig$"""
+
+
+def _move_days(key: str) -> str:
+    """A PL/pgSQL block that moves the day partitions of the table `key` from its schema into the
+    days schema, taking back every right on them but the owner's (a partition read nothing but
+    its parent's rows; the reader's SELECT on it came from a grant in the table's schema)."""
+    return """
+DO $mig$
+DECLARE nsp text := {schema_lit}; days text := {days_lit}; rel text := {%(key)s_lit}; p record; g record;
+BEGIN
+  FOR p IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+           WHERE i.inhparent = format('%%I.%%I', nsp, rel)::regclass AND n.nspname = nsp ORDER BY 1 LOOP
+    EXECUTE format('ALTER TABLE %%I.%%I SET SCHEMA %%I', nsp, p.relname, days);  -- its indexes go with it
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = format('%%I.%%I', days, p.relname)::regclass AND a.grantee <> c.relowner LOOP
+      EXECUTE format('REVOKE ALL ON %%I.%%I FROM %%s', days, p.relname,
+                     CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
+    END LOOP;
+  END LOOP;
+END $mig$""" % {"key": key}
+
+
+# The writers granted before 0009 (the roles grant-writer gave EXECUTE on fn_stage) publish on
+# without a new grant: USAGE on the days schema, INSERT on the staging tables fn_stage makes there.
+_DAYS_WRITERS_BLOCK = """
+DO $mig$
+DECLARE days text := {days_lit}; stage regprocedure := '{fn_stage}(regclass, date)'::regprocedure;
+        maker regrole; g record;
+BEGIN
+  SELECT f.proowner::regrole INTO maker FROM pg_catalog.pg_proc f WHERE f.oid = stage;
+  FOR g IN SELECT DISTINCT a.grantee::regrole::text AS role
+           FROM pg_catalog.pg_proc f, LATERAL pg_catalog.aclexplode(f.proacl) a
+           WHERE f.oid = stage AND a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner AND a.grantee <> 0 LOOP
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', days, g.role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %I GRANT INSERT ON TABLES TO %s',
+                   maker, days, g.role);
+  END LOOP;
+END $mig$"""
+
+_DAYS_STAGE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {fn_stage}(parent regclass, day date) RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE nsp text; rel text; days text := {days_lit}; staging text;
+BEGIN""" + _DAY_PARENT_CHECK + """
+  staging := rel || '_n' || to_char(day, 'YYYYMMDD');
+  EXECUTE format('DROP TABLE IF EXISTS %I.%I', days, staging);
+  -- no index yet: COPY appends without maintaining one; the CHECK lets ATTACH skip its scan
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS, CHECK (as_of = %L::date))',
+                 days, staging, nsp, rel, day);
+  RETURN format('%I.%I', days, staging)::regclass;
+END $fn$"""
+
+_DAYS_STAGING_CHECK = """
+  IF staging IS DISTINCT FROM to_regclass(format('%I.%I', days, rel || '_n' || to_char(day, 'YYYYMMDD'))) THEN
+    RAISE EXCEPTION 'pipelines: % is not the staging table of % for %', staging, parent, day;
+  END IF;"""
+
+# the old day's partition found among the parent's, wherever it is: in the days schema, or in
+# the table's own (a partition of another table of the schema that 0009 has not moved yet)
+_DAYS_SWAP_IN = """
+  SELECT i.inhrelid::regclass INTO old FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = parent AND c.relname = part;
+  -- from here to the commit readers of the parent wait (milliseconds), then see the new day
+  IF old IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, old);
+    EXECUTE format('DROP TABLE %s', old);
+  END IF;
+  EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN (%L)', parent, staging, day);
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', staging, part);"""
+
+
+def _days_staged_function(function: str, declare: str, body: str) -> str:
+    """_staged_day_function for 0009: the staging table is the one in the days schema."""
+    return ("""
+CREATE OR REPLACE FUNCTION """ + function + """(parent regclass, staging regclass, day date) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET maintenance_work_mem = '256MB' AS $fn$
+DECLARE days text := {days_lit}; """ + declare + """
+BEGIN""" + _DAY_PARENT_CHECK + _DAYS_STAGING_CHECK + body + """
+END $fn$""")
+
+
+_DAYS_INDEX_FUNCTION = _days_staged_function(
+    "{fn_index}", "nsp text; rel text; ix record; cols text;", """
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = staging) THEN
+    RETURN;  -- indexed already
+  END IF;""" + _BUILD_INDEXES)
+
+_DAYS_SWAP_FUNCTION = _days_staged_function(
+    "{fn_swap}", "nsp text; rel text; part text; old regclass;", """
+  PERFORM {fn_index}(parent, staging, day);  -- returns at once when the caller indexed it"""
+    + _PARTITION_NAME + _DAYS_SWAP_IN)
+
+
 # Never edit an applied migration (migrate refuses a changed checksum): add the next number.
 # Placeholders are quoted, schema-qualified names. Migration 1 is the DDL the pipeline used to
 # run on every write, so a table made by that code is adopted as it is.
@@ -301,6 +425,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "day_index_function", (_INDEX_DAY_FUNCTION, _SWAP_ONLY_DAY_FUNCTION,
                                         "REVOKE ALL ON FUNCTION {fn_index}(regclass, regclass, date) FROM PUBLIC"),
               dialect="postgresql"),
+    # PostgreSQL: the day partitions and staging tables in <schema>_days, out of the reader's reach
+    Migration(9, "days_schema", (_DAYS_SCHEMA_BLOCK, _move_days("table"), _DAYS_STAGE_FUNCTION,
+                                 _DAYS_INDEX_FUNCTION, _DAYS_SWAP_FUNCTION, _DAYS_WRITERS_BLOCK),
+              dialect="postgresql"),
+    Migration(10, "user_scores_days_schema", (_move_days("scores"),), option="user_scores", dialect="postgresql"),
 )
 
 
@@ -343,6 +472,9 @@ class Target:
             if len(derived) > 63:
                 raise UserError(f"warehouse.table {self.table!r} is too long: {derived!r} (derived from it) "
                                 f"exceeds 63 characters")
+        if kind != "duckdb" and len(self.days_schema) > 63:  # DuckDB has no days schema
+            raise UserError(f"warehouse.schema {self.schema!r} is too long: {self.days_schema!r}, the schema of "
+                            f"its day partitions, exceeds 63 characters")
 
     @classmethod
     def from_params(cls, params: dict, url: str | None = None, experiment: bool = False) -> Target:
@@ -364,6 +496,12 @@ class Target:
                 "~part": f"{t}_p20261121", "~staging": f"{t}_n20261121", "~old": f"{t}_unpartitioned",
                 "~scores_part": f"{u}_p20261121", "~scores_old": f"{u}_unpartitioned"}
 
+    @property
+    def days_schema(self) -> str:
+        """PostgreSQL: the schema of the tables' day partitions and staging tables (0009), which
+        the reader may not use."""
+        return f"{self.schema}_days"
+
     def sql_names(self) -> dict[str, str]:
         """Quoted names for the migration templates: tables, views and functions
         schema-qualified, indexes bare (an index lives in its table's schema), and `*_lit` the
@@ -375,6 +513,7 @@ class Target:
         literals = {"schema": self.schema, "table": self.table, "latest": f"{self.table}_latest",
                     "scores": self.user_scores_table}
         names.update({f"{k}_lit": f"'{v}'" for k, v in literals.items()})
+        names.update({"days": _quote(self.days_schema), "days_lit": f"'{self.days_schema}'"})
         return names
 
     def qualified(self, key: str = "table") -> str:
@@ -577,14 +716,15 @@ def grant_reader(target: Target, role: str, password: str | None = None) -> dict
     """Create the PostgreSQL role `role` (LOGIN; with `password` when given, else none: grant the
     role to people, or set one later) if it does not exist, and make its rights exactly: read
     every table and view in the schema, now and later (default privileges of the schema's
-    owner), but not the migration record (schema_migrations). A `password` is set on an
-    existing role too."""
+    owner), but not the migration record (schema_migrations), and nothing in the days schema
+    (the day partitions). A `password` is set on an existing role too."""
     return _grant(target, role, "reader", password)
 
 
 def grant_writer(target: Target, role: str, password: str | None = None) -> dict[str, Any]:
     """Like grant_reader, for the publishing role: SELECT, INSERT and DELETE on the schema's
-    tables (not the migration record), no DDL."""
+    tables (not the migration record), USAGE on the days schema and INSERT on the staging
+    tables made there (for its COPY), no DDL."""
     return _grant(target, role, "writer", password)
 
 
@@ -946,7 +1086,10 @@ class _pg_errors:
         if hint:
             raise UserError(f"{message} ({hint})") from exc
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            raise UserError(f"{message} (the role lacks a right: migrate needs the owner; publish needs "
+            # a migration that knows what is missing says so in its hint (0009: the days schema)
+            server_hint = " ".join((getattr(exc.diag, "message_hint", None) or "").split())
+            raise UserError(f"{message} ({server_hint})" if server_hint else
+                            f"{message} (the role lacks a right: migrate needs the owner; publish needs "
                             f"`python -m pipelines warehouse grant-writer ROLE`)") from exc
         if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
             raise UserError(f"{message}; run `python -m pipelines warehouse migrate`") from exc
@@ -1091,6 +1234,20 @@ def _grant(target: Target, role: str, kind: str, password: str | None = None) ->
                          f"{target.qualified('fn_index')}(regclass, regclass, date)"):
             if session.rows("SELECT to_regprocedure(?) IS NOT NULL", [function])[0][0]:
                 session.exec(f"{give} EXECUTE ON FUNCTION {function} {to} {r}")
+        # The days schema (0009): the day partitions and the staging tables. The reader has no
+        # right there at all, not even to look names up; the writer may look them up and COPY
+        # into the staging table fn_stage makes (the owner's default privilege), not read them.
+        # Before 0009 it does not exist, and 0009 carries the writers of that time over.
+        if session.schema_exists(target.days_schema):
+            d = _quote(target.days_schema)
+            session.exec(f"REVOKE ALL ON SCHEMA {d} FROM {r}")
+            session.exec(f"REVOKE ALL ON ALL TABLES IN SCHEMA {d} FROM {r}")
+            session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {d} "
+                         f"REVOKE ALL ON TABLES FROM {r}")
+            if kind == "writer":
+                session.exec(f"GRANT USAGE ON SCHEMA {d} TO {r}")
+                session.exec(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote_any(owner)} IN SCHEMA {d} "
+                             f"GRANT INSERT ON TABLES TO {r}")
         # The migration record is the owner's: the writer reads it (publish checks that the
         # database is not behind) but does not change it; the reader does not see it at all. Its
         # tables-and-views default privilege cannot exclude a table, but the record exists

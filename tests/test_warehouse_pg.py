@@ -104,7 +104,7 @@ def test_migrate_from_empty_creates_the_table_indexes_and_view_and_records_them(
     assert migrate(target)["applied"] == []  # idempotent
     # the optional table is a migration of its own, applied when switched on
     assert migrate(Target(pg_url, "flagged_users", schema, user_scores=True))["applied"] == [
-        "0004_user_scores", "0007_user_scores_by_day"]
+        "0004_user_scores", "0007_user_scores_by_day", "0010_user_scores_days_schema"]
     with pg(pg_url) as con:  # both tables partitioned by day (a partition per day, swapped in)
         kinds = con.execute("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
                             "c.relnamespace WHERE n.nspname = %s AND c.relname IN ('flagged_users', "
@@ -372,6 +372,8 @@ def roles(pg_url):
     with pg(pg_url) as admin:
         admin.execute(f'CREATE ROLE "{names["owner"]}" LOGIN CREATEROLE')
         admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{names["owner"]}"')
+        # the schema of its day partitions (0009), made by the DBA too: the owner may not create schemas
+        admin.execute(f'CREATE SCHEMA "{schema}_days" AUTHORIZATION "{names["owner"]}"')
     try:
         yield {**names, "schema": schema}
     finally:
@@ -424,7 +426,7 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
                 con.execute(f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [other, D1])
         with pytest.raises(psycopg.errors.RaiseException, match="not the staging table"):
             con.execute(f'SELECT "{s}".pipelines_swap_day(%s::regclass, %s::regclass, %s)',
-                        [f'"{s}".flagged_users', f'"{s}".flagged_users_p20240310', D1])
+                        [f'"{s}".flagged_users', f'"{s}_days".flagged_users_p20240310', D1])
     with pytest.raises(UserError, match="permission denied"):  # a pending migration needs the owner
         migrate(Target(writer_url, "flagged_users", s, user_scores=True))
 
@@ -446,13 +448,13 @@ def test_owner_writer_and_reader(pg_url, roles, flagged):
         denied(con, f'SELECT * FROM "{s}_other".secrets')
         denied(con, f'SELECT "{s}".pipelines_stage_day(%s::regclass, %s)', [f'"{s}".flagged_users', D2])
         denied(con, f'SELECT "{s}".pipelines_index_day(%s::regclass, %s::regclass, %s)',
-               [f'"{s}".flagged_users', f'"{s}".flagged_users_p20240310', D1])
+               [f'"{s}".flagged_users', f'"{s}".flagged_users', D1])
         denied(con, f'SELECT * FROM "{s}".schema_migrations')  # the tables and views, not the record
     assert read_table(as_user(pg_url, reader), "flagged_users", D1, schema=s)["user_id"].tolist() == ["c"]
 
     # a table a later migration adds is covered by the default privileges, with no new grant
     assert migrate(Target(as_user(pg_url, owner), "flagged_users", s, user_scores=True))["applied"] == \
-        ["0004_user_scores", "0007_user_scores_by_day"]
+        ["0004_user_scores", "0007_user_scores_by_day", "0010_user_scores_days_schema"]
     replace_day(flagged(D2, ["a"], "w3"), writer_url, "flagged_users", D2, schema=s,
                 user_scores=flagged(D2, ["a"], "w3").assign(flagged=True).drop(columns=["reasons"]))
     with pg(as_user(pg_url, reader)) as con:
@@ -526,7 +528,7 @@ def test_upgrading_a_populated_schema_to_day_partitions_keeps_rows_indexes_view_
         replace_day(flagged(D1, ["x"], "x"), writer_url, "flagged_users", D1, schema=s,
                     user_scores=day_scores(flagged(D1, ["x"], "x")))
 
-    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0005", "0006", "0007", "0008"]
+    assert [a.split("_")[0] for a in migrate(target)["applied"]] == ["0005", "0006", "0007", "0008", "0009", "0010"]
     with pg(as_user(pg_url, reader)) as con:
         for table in ("flagged_users", "user_scores"):
             assert sorted(con.execute(f'SELECT as_of::text, user_id, run_id FROM "{s}".{table}').fetchall()) == [
@@ -549,6 +551,172 @@ def test_upgrading_a_populated_schema_to_day_partitions_keeps_rows_indexes_view_
     assert day(pg_url, "flagged_users", D1, s) == {"z": "swapped"}
     assert day(pg_url, "flagged_users", D2, s) == {u: "plain" for u in "bcd"}
     assert day(pg_url, "user_scores", D1, s) == {"z": "swapped"}
+
+
+def partitions(pg_url: str, schema: str, table: str) -> list[tuple[str, str]]:
+    """(schema, name) of each partition of schema.table."""
+    with pg(pg_url) as admin:
+        return admin.execute("SELECT n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = %s::regclass "
+                             "ORDER BY 2", [f'"{schema}"."{table}"']).fetchall()
+
+
+def test_the_reader_reads_tables_and_views_but_no_day_partition_or_staging_table(pg_url, roles, flagged,
+                                                                                  monkeypatch):
+    """The day partitions and staging tables live in <schema>_days, where the reader has no
+    USAGE: it reads the tables and the view (PostgreSQL checks only the table a query names),
+    not a partition or a staging table by its name. The writer COPYs into its staging table but
+    may not read the partitions either."""
+    s, owner, writer, reader = roles["schema"], roles["owner"], roles["writer"], roles["reader"]
+    days = f"{s}_days"
+    owner_target = Target(as_user(pg_url, owner), "flagged_users", s, user_scores=True)
+    migrate(owner_target)
+    grant_writer(owner_target, writer), grant_reader(owner_target, reader)
+    writer_url, reader_url = as_user(pg_url, writer), as_user(pg_url, reader)
+
+    staged: list[tuple] = []
+    real_stage = warehouse._pg_stage
+
+    def stage_and_look(cur, target, key, schema, as_of, batches):
+        staging = real_stage(cur, target, key, schema, as_of, batches)
+        # inside the writer's transaction, where the staging table exists
+        cur.execute("SELECT %s::regclass::text, has_table_privilege(%s, %s::regclass, 'SELECT'), "
+                    "has_table_privilege(%s, %s::regclass, 'SELECT'), has_table_privilege(%s, %s::regclass, 'INSERT')",
+                    [staging, reader, staging, writer, staging, writer, staging])
+        staged.append(cur.fetchone())
+        with pg(reader_url) as con:  # by its name, while it exists
+            denied(con, f"SELECT * FROM {staging}")
+        return staging
+
+    monkeypatch.setattr(warehouse, "_pg_stage", stage_and_look)
+    for d, users in ((D1, ["a", "b"]), (D2, ["b", "c"])):
+        rows = flagged(d, users, "w")
+        replace_day(rows, writer_url, "flagged_users", d, schema=s, user_scores=day_scores(rows))
+    assert staged == [(f'{days}.flagged_users_n20240310', False, False, True),
+                      (f'{days}.user_scores_n20240310', False, False, True),
+                      (f'{days}.flagged_users_n20240311', False, False, True),
+                      (f'{days}.user_scores_n20240311', False, False, True)]
+    for table in ("flagged_users", "user_scores"):
+        assert partitions(pg_url, s, table) == [(days, f"{table}_p20240310"), (days, f"{table}_p20240311")]
+
+    with pg(reader_url) as con:
+        assert sorted(con.execute(f'SELECT as_of::text, user_id FROM "{s}".flagged_users').fetchall()) == [
+            (D1, "a"), (D1, "b"), (D2, "b"), (D2, "c")]
+        assert sorted(con.execute(f'SELECT user_id FROM "{s}".flagged_users WHERE as_of = %s', [D2]).fetchall()) == \
+            [("b",), ("c",)]  # pruned to one partition, still read through the parent
+        assert sorted(con.execute(f'SELECT user_id, as_of::text FROM "{s}".flagged_users_latest').fetchall()) == [
+            ("a", D1), ("b", D2), ("c", D2)]
+        assert len(con.execute(f'SELECT * FROM "{s}".user_scores').fetchall()) == 4
+        for table in ("flagged_users", "user_scores"):
+            for part in (f"{table}_p20240310", f"{table}_p20240311"):
+                denied(con, f'SELECT * FROM "{days}"."{part}"')
+                with pytest.raises(psycopg.errors.UndefinedTable):  # and not in the tables' schema
+                    con.execute(f'SELECT * FROM "{s}"."{part}"')
+    with pg(writer_url) as con:
+        denied(con, f'SELECT * FROM "{days}".flagged_users_p20240310')
+        denied(con, f'CREATE TABLE "{days}".mine (x int)')
+    with pg(pg_url) as admin:
+        assert admin.execute("SELECT has_schema_privilege(%s, %s, 'USAGE'), has_schema_privilege(%s, %s, 'USAGE')",
+                             [reader, days, writer, days]).fetchone() == (False, True)
+    assert read_table(reader_url, "flagged_users", D1, schema=s)["user_id"].tolist() == ["a", "b"]
+
+    # grant-reader on the writer takes the days schema away from it too, grant-writer gives it back
+    grant_reader(owner_target, writer)
+    with pg(pg_url) as admin:
+        assert admin.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", [writer, days]).fetchone() == (False,)
+        assert admin.execute("SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE "
+                             "d.defaclnamespace = %s::regnamespace AND a.grantee = %s::regrole",
+                             [f'"{days}"', writer]).fetchone() == (0,)
+    grant_writer(owner_target, writer)
+    rows = flagged(D1, ["z"], "again")
+    replace_day(rows, writer_url, "flagged_users", D1, schema=s, user_scores=day_scores(rows))
+    assert day(pg_url, "flagged_users", D1, s) == {"z": "again"}
+
+
+def test_upgrading_from_version_8_moves_the_days_out_of_the_readers_reach(pg_url, roles, flagged, monkeypatch):
+    """A deployment at migration 8 (partitions in the tables' schema, which the reader could
+    SELECT directly) upgrades: the days move into <schema>_days with their rows and indexes, the
+    reader reads them through the tables and the view only, and the writer publishes on without
+    a new grant. The owner may not create schemas: until the DBA makes <schema>_days, migrate
+    stops with one line saying so, and changes nothing."""
+    s, owner, writer, reader = roles["schema"], roles["owner"], roles["writer"], roles["reader"]
+    days = f"{s}_days"
+    with pg(pg_url) as admin:  # as a deployment of that version was set up: no days schema
+        admin.execute(f'DROP SCHEMA "{days}"')
+    owner_url, writer_url, reader_url = (as_user(pg_url, r) for r in (owner, writer, reader))
+    target = Target(owner_url, "flagged_users", s, user_scores=True)
+    monkeypatch.setattr(warehouse, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 8))
+    migrate(target)
+    grant_writer(target, writer), grant_reader(target, reader)
+    for d, users in ((D1, ["a", "b"]), (D2, ["b", "c", "d"])):
+        rows = flagged(d, users, "v8")
+        replace_day(rows, writer_url, "flagged_users", d, schema=s, user_scores=day_scores(rows))
+    assert partitions(pg_url, s, "flagged_users") == [(s, "flagged_users_p20240310"), (s, "flagged_users_p20240311")]
+    with pg(reader_url) as con:  # the weakness 0009 removes
+        assert len(con.execute(f'SELECT * FROM "{s}".flagged_users_p20240310').fetchall()) == 2
+        assert len(con.execute(f'SELECT * FROM "{s}".user_scores_p20240311').fetchall()) == 3
+    monkeypatch.setattr(warehouse, "MIGRATIONS", MIGRATIONS)
+
+    with pytest.raises(UserError, match="pending migrations: 0009_days_schema, 0010_user_scores_days_schema"):
+        replace_day(flagged(D1, ["x"], "x"), writer_url, "flagged_users", D1, schema=s,
+                    user_scores=day_scores(flagged(D1, ["x"], "x")))
+    with pytest.raises(UserError) as info:
+        migrate(target)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert f"(as a DBA run CREATE SCHEMA {days} AUTHORIZATION {owner}; then migrate again)" in message, message
+    assert partitions(pg_url, s, "flagged_users")[0] == (s, "flagged_users_p20240310")  # nothing changed
+    with pg(pg_url) as admin:  # the DBA's part of the upgrade
+        admin.execute(f'CREATE SCHEMA "{days}" AUTHORIZATION "{owner}"')
+    assert migrate(target)["applied"] == ["0009_days_schema", "0010_user_scores_days_schema"]
+
+    with pg(pg_url) as admin:
+        for table in ("flagged_users", "user_scores"):
+            assert partitions(pg_url, s, table) == [(days, f"{table}_p20240310"), (days, f"{table}_p20240311")]
+            assert admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+                                 [s, f"{table}_p%"]).fetchone() == (0,)
+        moved = {r[0] for r in admin.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND "
+                                             "tablename = 'flagged_users_p20240311'", [days])}
+        for cols in ("(as_of, user_id)", "(as_of, rank)", "(user_id, as_of)", "(score)"):
+            assert any(cols in d for d in moved), (cols, moved)
+    with pg(reader_url) as con:
+        assert sorted(con.execute(f'SELECT as_of::text, user_id, run_id FROM "{s}".flagged_users').fetchall()) == [
+            (D1, "a", "v8"), (D1, "b", "v8"), (D2, "b", "v8"), (D2, "c", "v8"), (D2, "d", "v8")]
+        assert len(con.execute(f'SELECT * FROM "{s}".user_scores').fetchall()) == 5
+        assert sorted(con.execute(f'SELECT user_id, as_of::text FROM "{s}".flagged_users_latest').fetchall()) == [
+            ("a", D1), ("b", D2), ("c", D2), ("d", D2)]
+        for part in ("flagged_users_p20240310", "user_scores_p20240311"):
+            denied(con, f'SELECT * FROM "{days}"."{part}"')
+    with pg(pg_url) as admin:  # the reader's SELECT on the moved partitions is gone, not only out of reach
+        assert admin.execute("SELECT bool_or(has_table_privilege(%s, c.oid, 'SELECT')) FROM pg_class c "
+                             "WHERE c.relnamespace = %s::regnamespace", [reader, f'"{days}"']).fetchone() == (False,)
+
+    # the writer granted at version 8 reruns a day and adds one, with no new grant
+    for d, users in ((D1, ["z"]), ("2024-03-12", ["y"])):
+        rows = flagged(d, users, "v9")
+        replace_day(rows, writer_url, "flagged_users", d, schema=s, user_scores=day_scores(rows))
+    assert day(pg_url, "flagged_users", D1, s) == {"z": "v9"}
+    assert day(pg_url, "flagged_users", D2, s) == {u: "v8" for u in "bcd"}
+    assert day(pg_url, "user_scores", "2024-03-12", s) == {"y": "v9"}
+    assert [p[0] for p in partitions(pg_url, s, "user_scores")] == [days] * 3
+    with pg(reader_url) as con:
+        assert con.execute(f'SELECT user_id FROM "{s}".flagged_users WHERE as_of = %s', ["2024-03-12"]).fetchall() == \
+            [("y",)]
+        denied(con, f'SELECT * FROM "{days}".flagged_users_p20240312')
+    assert migrate(target)["applied"] == []
+
+
+def test_a_days_schema_of_someone_else_is_refused_in_one_line(pg_url, roles):
+    s, owner = roles["schema"], roles["owner"]
+    with pg(pg_url) as admin:  # made by the DBA, but not given to the owner
+        admin.execute(f'DROP SCHEMA "{s}_days"')
+        admin.execute(f'CREATE SCHEMA "{s}_days"')
+    with pytest.raises(UserError) as info:
+        migrate(Target(as_user(pg_url, owner), "flagged_users", s))
+    assert "\n" not in str(info.value)
+    assert f"(as a DBA run ALTER SCHEMA {s}_days OWNER TO {owner}; then migrate again)" in str(info.value)
+    with pg(pg_url) as admin:
+        admin.execute(f'DROP SCHEMA "{s}_days"')
 
 
 def test_grants_need_a_migrated_schema_and_postgres(pg_url, tmp_path):
@@ -583,6 +751,9 @@ def test_bad_names_are_refused_before_any_sql(name, pg_url):
             make()
     with pytest.raises(UserError, match="too long"):
         Target(pg_url, "a" * 60)  # its index names would pass 63 characters
+    with pytest.raises(UserError, match="the schema of its day partitions"):
+        Target(pg_url, "ok", "s" * 60)  # its days schema, s..s_days, would
+    assert Target("duckdb:///x.duckdb", "ok", "s" * 60).schema == "s" * 60  # DuckDB has none
 
 
 @pytest.mark.parametrize("url, secret", [
