@@ -323,6 +323,12 @@ with warnings.catch_warnings():
         user_scores: bool = False  # also keep every user's score of the day in user_scores_table
         user_scores_table: Annotated[str, AfterValidator(_plain_identifier)] = "user_scores"
         lock_timeout_s: float = Field(600.0, gt=0)  # PostgreSQL: wait this long for another writer of the day
+        # PostgreSQL: a try of the day's swap waits at most this long for readers of the table,
+        # and a reader arriving during a try queues behind it as long: at least 10 ms (time to
+        # get the lock once the readers are gone), at most 60 s (beyond, tries are not short)
+        swap_try_s: float = Field(0.5, ge=0.01, le=60.0)
+        # PostgreSQL: the pause between the swap's tries doubles from 0.05 s up to this
+        swap_backoff_max_s: float = Field(1.0, ge=0.05, le=60.0)
 
 
 class Params(_Section):

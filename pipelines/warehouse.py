@@ -20,7 +20,8 @@
   `<schema>_days` (migration 0009), where the reader has no rights: it reads the tables and
   the view (PostgreSQL checks only the table a query names), never a day partition by its name.
   A reader in the middle of a query on the table makes the swap wait: it waits in short tries
-  (SWAP_TRY_S) with back-off, so readers that arrive meanwhile are not queued behind it for long.
+  (warehouse.swap_try_s) with back-off up to warehouse.swap_backoff_max_s, so readers that
+  arrive meanwhile are not queued behind it for long.
 - Names from configuration are checked and double-quoted; values are bound parameters.
 - A database that is down, busy or locked raises TransientWarehouseError (retry later); a bad
   URL, name or missing migration raises UserError (fix the configuration).
@@ -47,11 +48,13 @@ from pipelines.schema import FLAGGED_USERS_COLUMNS
 
 LOCK_WAIT_S = 60.0  # DuckDB: how long to wait for another process's lock on the file
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # PostgreSQL: how long to wait for another writer of the same day
-# PostgreSQL: the day's swap waits for readers of the table in tries of at most SWAP_TRY_S in the
+# PostgreSQL: the day's swap waits for readers of the table in tries of at most swap_try_s in the
 # lock queue (a reader arriving meanwhile waits behind it that long at most), with back-off
-# between tries up to SWAP_BACKOFF_MAX_S, until lock_timeout_s is spent
-SWAP_TRY_S = 0.5
-SWAP_BACKOFF_MAX_S = 1.0
+# between tries up to swap_backoff_max_s, until lock_timeout_s is spent (params.yaml's warehouse
+# section; these are the defaults of a Target made without it)
+DEFAULT_SWAP_TRY_S = 0.5
+DEFAULT_SWAP_BACKOFF_MAX_S = 1.0
+_SWAP_FIRST_BACKOFF_S = 0.05  # doubled after each try, up to swap_backoff_max_s
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MIGRATIONS_TABLE = "schema_migrations"
 
@@ -452,13 +455,17 @@ def _quote(name: str) -> str:
 @dataclass(frozen=True)
 class Target:
     """Where the tables live: a URL, a schema (None: the backend's default, `public` on
-    PostgreSQL, `main` on DuckDB), the flagged-users table and the optional user_scores table."""
+    PostgreSQL, `main` on DuckDB), the flagged-users table and the optional user_scores table;
+    and how the PostgreSQL swap of a day waits for readers of them (swap_try_s a try,
+    back-off up to swap_backoff_max_s; see _pg_swap)."""
 
     url: str
     table: str = "flagged_users"
     schema: str | None = None
     user_scores: bool = False
     user_scores_table: str = "user_scores"
+    swap_try_s: float = DEFAULT_SWAP_TRY_S
+    swap_backoff_max_s: float = DEFAULT_SWAP_BACKOFF_MAX_S
 
     def __post_init__(self):
         kind, target = parse_url(self.url)
@@ -472,6 +479,10 @@ class Target:
             if len(derived) > 63:
                 raise UserError(f"warehouse.table {self.table!r} is too long: {derived!r} (derived from it) "
                                 f"exceeds 63 characters")
+        for key in ("swap_try_s", "swap_backoff_max_s"):  # params.yaml's are checked with tighter bounds
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise UserError(f"warehouse.{key} must be a number of seconds above 0 (got {value!r})")
         if kind != "duckdb" and len(self.days_schema) > 63:  # DuckDB has no days schema
             raise UserError(f"warehouse.schema {self.schema!r} is too long: {self.days_schema!r}, the schema of "
                             f"its day partitions, exceeds 63 characters")
@@ -483,7 +494,8 @@ class Target:
         default_url, table = experiment_warehouse_target(params) if experiment else warehouse_target(params)
         w = section(params, "warehouse")
         return cls(url or default_url, table, w.get("schema"), bool(w.get("user_scores", False)),
-                   w.get("user_scores_table", "user_scores"))
+                   w.get("user_scores_table", "user_scores"), w.get("swap_try_s", DEFAULT_SWAP_TRY_S),
+                   w.get("swap_backoff_max_s", DEFAULT_SWAP_BACKOFF_MAX_S))
 
     def names(self) -> dict[str, str]:
         t, u = self.table, self.user_scores_table
@@ -641,12 +653,13 @@ def _batches(rows: Any, schema: pa.Schema, as_of: dt.date, counter: list[int]) -
 
 def replace_day(rows: Any, url: str, table: str, as_of, *, schema: str | None = None,
                 user_scores: Any = None, user_scores_table: str = "user_scores",
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, swap_try_s: float = DEFAULT_SWAP_TRY_S,
+                swap_backoff_max_s: float = DEFAULT_SWAP_BACKOFF_MAX_S) -> int:
     """Atomically make `rows` the only rows of `table` for `as_of`; returns the rows written.
 
     `rows` (and `user_scores`, every user's score when that table is wanted) may be a pandas
     DataFrame, a pyarrow Table or RecordBatch, or an iterable of those, consumed once."""
-    target = Target(url, table, schema, user_scores is not None, user_scores_table)
+    target = Target(url, table, schema, user_scores is not None, user_scores_table, swap_try_s, swap_backoff_max_s)
     return publish(target, as_of, rows, user_scores, lock_timeout_s=lock_timeout_s)["rows"]
 
 
@@ -1136,7 +1149,7 @@ def _pg_replace(target: Target, as_of: dt.date, flagged: Iterator[pa.RecordBatch
 
 
 def _pg_swap(cur, target: Target, staged: list[tuple[str, str]], as_of, lock_timeout_s: float) -> int:
-    """Swap the staged tables in, in tries: each waits at most SWAP_TRY_S for the tables' locks
+    """Swap the staged tables in, in tries: each waits at most target.swap_try_s for the tables' locks
     (a reader's transaction on the table holds one), then is rolled back to a savepoint, which
     gives up the place in the lock queue and any lock the try took but keeps the staged, indexed
     rows, and the next try follows after a back-off. Readers that arrive meanwhile wait behind
@@ -1146,10 +1159,10 @@ def _pg_swap(cur, target: Target, staged: list[tuple[str, str]], as_of, lock_tim
     import psycopg
 
     deadline = time.monotonic() + lock_timeout_s
-    delay, tries = 0.05, 0
+    delay, tries = min(_SWAP_FIRST_BACKOFF_S, target.swap_backoff_max_s), 0
     while True:
         tries += 1
-        wait_ms = max(1, int(min(SWAP_TRY_S, deadline - time.monotonic()) * 1000))
+        wait_ms = max(1, int(min(target.swap_try_s, deadline - time.monotonic()) * 1000))
         cur.execute("SAVEPOINT pipelines_swap")
         cur.execute("SELECT set_config('lock_timeout', %s, true)", [f"{wait_ms}ms"])  # undone by the rollback
         try:
@@ -1166,7 +1179,7 @@ def _pg_swap(cur, target: Target, staged: list[tuple[str, str]], as_of, lock_tim
                     f"({tries} tries, lock timeout, warehouse.lock_timeout_s); try again later") from exc
             _checkpoint("swap_retry")
             time.sleep(min(delay, left))
-            delay = min(delay * 2, SWAP_BACKOFF_MAX_S)
+            delay = min(delay * 2, target.swap_backoff_max_s)
             continue
         cur.execute("RELEASE SAVEPOINT pipelines_swap")
         return tries

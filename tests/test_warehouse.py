@@ -585,7 +585,7 @@ def _second_reader(pg_url: str, query: str) -> list[tuple]:
 
     with psycopg.connect(pg_url, autocommit=True) as second:
         second.execute("SELECT set_config('statement_timeout', %s, false)",
-                       [f"{int((warehouse.SWAP_TRY_S + 1.5) * 1000)}ms"])
+                       [f"{int((warehouse.DEFAULT_SWAP_TRY_S + 1.5) * 1000)}ms"])
         return second.execute(query, [dt.date(2024, 3, 10)]).fetchall()
 
 
@@ -642,10 +642,9 @@ def test_postgres_swap_waits_in_short_tries_so_readers_behind_it_get_through(pg_
 
 def test_postgres_swap_gives_up_after_lock_timeout_and_keeps_the_old_day(flagged, held_day, monkeypatch):
     backend, retries = held_day.backend, held_day.retries
-    monkeypatch.setattr(warehouse, "SWAP_TRY_S", 0.2)
     started = time.monotonic()
     with pytest.raises(TransientWarehouseError, match="lock timeout") as info:
-        replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=1.0)
+        replace_day(flagged(D1, ["n1"], "new"), backend.url, backend.table, D1, lock_timeout_s=1.0, swap_try_s=0.2)
     assert time.monotonic() - started >= 1.0 and retries.count >= 2, retries.count
     assert "\n" not in str(info.value)
     held_day.reader.close()  # the long reader ends
@@ -686,3 +685,93 @@ def test_postgres_a_reader_of_user_scores_does_not_hold_up_readers_of_flagged_us
     with psycopg.connect(pg_url, autocommit=True) as con:
         for t in (table, scores):
             assert {r[0] for r in con.execute(f"SELECT run_id FROM {t}").fetchall()} == {"new"}
+
+
+# --- the swap's tries: params.yaml's warehouse section -------------------------------------------------
+
+
+def test_the_swap_settings_are_params_checked_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipelines.config import default_params, load_params, validate_params
+
+    defaults = default_params()["warehouse"]
+    assert (defaults["swap_try_s"], defaults["swap_backoff_max_s"]) == \
+        (warehouse.DEFAULT_SWAP_TRY_S, warehouse.DEFAULT_SWAP_BACKOFF_MAX_S)
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["warehouse"]
+    assert (shipped["swap_try_s"], shipped["swap_backoff_max_s"]) == (0.5, 1.0)
+    for bad, says in (({"swap_try_s": 0}, "warehouse.swap_try_s: must be >= 0.01 (got 0)"),
+                      ({"swap_try_s": 61}, "warehouse.swap_try_s: must be <= 60"),
+                      ({"swap_try_s": "fast"}, "warehouse.swap_try_s: "),
+                      ({"swap_backoff_max_s": 0.01}, "warehouse.swap_backoff_max_s: must be >= 0.05 (got 0.01)"),
+                      ({"swap_backoff_max_s": 3600}, "warehouse.swap_backoff_max_s: must be <= 60")):
+        with pytest.raises(UserError) as info:
+            validate_params({"warehouse": bad})
+        assert str(info.value).startswith(f"params.yaml: {says}") and "\n" not in str(info.value), str(info.value)
+    # from the command line: exit 2 and that one line, before any warehouse is touched
+    params = tmp_path / "params.yaml"
+    params.write_text("warehouse:\n  swap_try_s: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(params), "warehouse", "migrate",
+                           "--warehouse", f"duckdb:///{tmp_path}/w.duckdb"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{params}: warehouse.swap_try_s: must be >= 0.01 (got -1)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "w.duckdb").exists()
+    # a valid value lands on the Target publish uses; one made in code is checked too
+    target = Target.from_params(validate_params({"warehouse": {"swap_try_s": 0.2, "swap_backoff_max_s": 0.3}}))
+    assert (target.swap_try_s, target.swap_backoff_max_s) == (0.2, 0.3)
+    with pytest.raises(UserError, match=r"warehouse.swap_try_s must be a number of seconds above 0 \(got 0\)"):
+        Target("postgresql://u@h/db", swap_try_s=0)
+
+
+class _RecordingCursor:
+    """A cursor that records each statement and its parameters, then runs it."""
+
+    def __init__(self, cur, sent: list):
+        self._cur, self._sent = cur, sent
+
+    def execute(self, query, params=None):
+        self._sent.append((query, params))
+        return self._cur.execute(query, params)
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
+def test_postgres_the_swap_settings_in_params_reach_the_swap(pg_url, tmp_path, held_day, monkeypatch):
+    """publish_stage with warehouse.swap_try_s 0.2 and swap_backoff_max_s 0.1 against a day a
+    reader holds: every try of the swap waits 200 ms in the lock queue (its lock_timeout) and
+    the pauses between tries go 0.05, 0.1, 0.1, ... until lock_timeout_s is spent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.stages import publish_stage
+
+    backend = held_day.backend
+    n = 20
+    scores = pd.DataFrame({"user_id": [f"n{i}" for i in range(n)], "score": [float(n - i) for i in range(n)],
+                           "rank": list(range(1, n + 1)), "flagged": [True] * n, "reasons": ["f=1 (p99.0)"] * n,
+                           "model_version": ["m-1"] * n, "as_of": [pd.Timestamp(D1).date()] * n,
+                           "anomaly_types": [""] * n})
+    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), tmp_path / "scores.parquet")
+    params = {"storage": {"reports": str(tmp_path / "reports")},
+              "warehouse": {"url": backend.url, "table": backend.table, "lock_timeout_s": 1.5,
+                            "swap_try_s": 0.2, "swap_backoff_max_s": 0.1}}
+    sent: list = []
+    real_swap = warehouse._pg_swap
+    monkeypatch.setattr(warehouse, "_pg_swap", lambda cur, *a: real_swap(_RecordingCursor(cur, sent), *a))
+    pauses: list[float] = []
+    monkeypatch.setattr(warehouse, "time", SimpleNamespace(monotonic=time.monotonic,
+                                                           sleep=lambda s: (pauses.append(s), time.sleep(s))))
+    with pytest.raises(TransientWarehouseError, match="for 1.5 s"):
+        publish_stage(params, D1, scores_in=str(tmp_path / "scores.parquet"), run_id="new")
+    waits = [p[0] for q, p in sent if "set_config('lock_timeout'" in q]
+    # each try waits 200 ms, bar the last one or two that get what is left of the 1.5 s; the last
+    # gives up instead of being retried
+    assert waits.count("200ms") >= 3 and all(int(w.removesuffix("ms")) <= 200 for w in waits), waits
+    assert held_day.retries.count == len(waits) - 1, (waits, held_day.retries.count)
+    assert pauses[:2] == [0.05, 0.1] and max(pauses) == 0.1, pauses
+    held_day.reader.close()
+    assert backend.day(D1) == held_day.old_day
