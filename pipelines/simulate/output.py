@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.schema import EVENT_DTYPES, EVENT_TYPES
-from pipelines.simulate.world import CATEGORIES, COUNTRY_CODES, PRICED, REVIEW_TEXTS, World
+from pipelines.simulate.world import CATEGORIES, COUNTRY_CODES, PRICED, World, render_review_texts
 
 
 def assemble(w: World) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -74,6 +74,22 @@ def assemble(w: World) -> tuple[pd.DataFrame, pd.DataFrame]:
         parts = [pc.cast(pa.array(((ip_table >> s) & 255).astype(np.int16)), pa.large_string()) for s in (24, 16, 8, 0)]
         return pc.binary_join_element_wise(*parts, pa.scalar(".", pa.large_string()))
 
+    def review_texts() -> pa.Array:
+        """The composed texts of the reviews that have one, spread over all N rows (null
+        elsewhere) by building the offsets directly: no N-long index array."""
+        rows = np.flatnonzero(cols["text"] >= 0)
+        texts = render_review_texts(w, cols["text"][rows], cols["user"][rows], prod[rows])
+        texts = pa.concat_arrays([texts])  # offset 0, offsets from 0
+        lengths = np.diff(np.frombuffer(texts.buffers()[1], dtype=np.int64, count=len(texts) + 1))
+        offsets = np.zeros(N + 1, dtype=np.int64)
+        offsets[rows + 1] = lengths
+        np.cumsum(offsets, out=offsets)
+        valid = np.zeros(N, dtype=bool)
+        valid[rows] = texts.is_valid().to_numpy(zero_copy_only=False)
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.LargeStringArray.from_buffers(N, pa.py_buffer(offsets), texts.buffers()[2], validity,
+                                                null_count=N - int(valid.sum()))
+
     cat_names = pa.array([c[0] for c in CATEGORIES], pa.large_string())
     prod = cols["prod"]
     jobs = {
@@ -86,7 +102,7 @@ def assemble(w: World) -> tuple[pd.DataFrame, pd.DataFrame]:
         "device_id": lambda: take(ids("d", dev_no, 7), cols["dev"]),
         "ip": lambda: take(ip_strings(), cols["ip"]),
         "country": lambda: take(pa.array(list(COUNTRY_CODES), pa.large_string()), cols["ctry"]),
-        "review_text": lambda: take(pa.array(REVIEW_TEXTS, pa.large_string()), cols["text"]),
+        "review_text": review_texts,
     }
     with ThreadPoolExecutor(2) as ex:
         futures = {k: ex.submit(f) for k, f in jobs.items()}

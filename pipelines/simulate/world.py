@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.schema import EVENT_TYPES
 
@@ -135,6 +137,12 @@ _HOURLY = np.array(
 _HOUR_CDF = np.cumsum(_HOURLY) / _HOURLY.sum()
 WEEKLY = np.array([0.95, 0.92, 0.95, 1.0, 1.05, 1.14, 1.2])
 
+# Review texts. An event stores a 16-bit code (`World.texts`): a gist phrase per rating, or one
+# of five ring-template slots (code range _TEXT_RANGE[0]). The full text is only composed at the
+# end (`render_review_texts`), with its own random generator, so honest texts are diverse
+# (gist + a remark on an aspect of the product's category + a usage detail + a closer: millions
+# of combinations) while a ring's members reuse their ring's few templates with small
+# perturbations; the world's generator `rng` is not touched, so no other column changes.
 _TEXTS: dict[int, tuple[str, ...]] = {
     1: ("Broke after two days", "Terrible quality", "Not as described", "Waste of money",
         "Arrived damaged", "Do not buy"),
@@ -151,6 +159,76 @@ _TEXT_RANGE: dict[int, tuple[int, int]] = {}
 for _r in (1, 2, 3, 4, 5, 0):
     _TEXT_RANGE[_r] = (len(REVIEW_TEXTS), len(REVIEW_TEXTS) + len(_TEXTS[_r]))
     REVIEW_TEXTS.extend(_TEXTS[_r])
+_TEXT_RATING = np.zeros(len(REVIEW_TEXTS), dtype=np.int64)  # code -> rating of its gist (0: ring slot)
+for _r in (1, 2, 3, 4, 5):
+    _TEXT_RATING[_TEXT_RANGE[_r][0]:_TEXT_RANGE[_r][1]] = _r
+
+# what an honest review remarks on, per category (CATEGORIES order), and on any product
+_ASPECTS: tuple[tuple[str, ...], ...] = (
+    ("battery", "screen", "sound", "remote", "cable", "power button", "build", "menu", "charger", "display"),
+    ("keyboard", "fan", "trackpad", "screen", "hinge", "battery", "speed", "ports", "webcam", "hard drive"),
+    ("camera", "battery", "screen", "case", "speaker", "signal", "charging port", "fingerprint reader"),
+    ("fabric", "fit", "colour", "stitching", "zip", "collar", "sleeves", "waist", "pockets", "lining"),
+    ("sole", "fit", "heel", "laces", "insole", "leather", "toe box", "grip", "stitching"),
+    ("handle", "lid", "finish", "size", "colour", "wood", "base", "smell", "assembly", "hinges"),
+    ("scent", "texture", "bottle", "pump", "colour", "smell", "cream", "brush", "shade"),
+    ("story", "binding", "print", "cover", "paper", "ending", "characters", "translation", "font"),
+    ("box", "pieces", "paint", "batteries", "plastic", "wheels", "instructions", "stickers", "sound"),
+    ("taste", "packaging", "flavour", "freshness", "portion", "texture", "expiry date", "smell"),
+    ("grip", "strap", "weight", "padding", "frame", "bottle", "mat", "laces", "size"),
+    ("clasp", "chain", "stone", "shine", "gold colour", "size", "box", "polish", "setting"),
+)
+_GENERIC_ASPECTS = ("packaging", "price", "delivery", "instructions", "quality", "size", "colour", "finish")
+_VERBS = ("is", "feels", "seems", "looks", "turned out", "was")
+# adjectives and closers by sentiment: 0 negative (1-2 stars), 1 neutral (3), 2 positive (4-5)
+_ADJECTIVES = (
+    ("flimsy", "awful", "poor", "cheap", "broken", "useless", "disappointing", "faulty", "too small",
+     "too big", "scratched", "bent", "loose", "noisy", "worse than the photos"),
+    ("okay", "average", "acceptable", "fine", "so-so", "a bit small", "a bit loose", "decent enough",
+     "nothing special", "not bad", "alright", "as expected"),
+    ("great", "solid", "excellent", "really nice", "sturdy", "lovely", "perfect", "well made", "comfortable",
+     "better than expected", "beautiful", "spot on", "very good", "impressive", "just right"),
+)
+_CLOSERS = (
+    ("Returning it", "Would not buy again", "Asked for a refund", "Avoid", "Very unhappy",
+     "Customer service did not help", "Not worth it", "One star is too many"),
+    ("Might keep it", "Not sure yet", "Could be better", "Okay for now", "Would consider other brands",
+     "Does what it says", "Neither good nor bad"),
+    ("Would buy again", "Recommended", "Very happy", "Ordering another one", "Thanks",
+     "Five stars from me", "Will recommend to friends", "Worth every penny", "No complaints"),
+)
+_SENTIMENT = np.array([1, 0, 0, 1, 2, 2])  # by rating 0..5
+_PEOPLE = ("my wife", "my husband", "my son", "my daughter", "my mum", "my dad", "a friend", "my sister",
+           "my brother", "the office", "myself", "my partner", "my grandmother", "a colleague", "my nephew",
+           "my niece", "my flatmate", "our team", "my boyfriend", "my girlfriend", "my uncle", "my aunt")
+_UNITS = ("days", "weeks", "months")
+_DETAILS = tuple(f"Used it for {n} {u}" for n in range(2, 13) for u in _UNITS) + tuple(
+    f"Arrived in {n} days" for n in range(1, 11)) + tuple(
+    f"Second one I ordered, the first lasted {n} {u}" for n in range(2, 10) for u in _UNITS) + tuple(
+    f"Had it for {n} {u} now" for n in range(2, 10) for u in _UNITS)
+_CONTEXTS = tuple(f"{v} it {why}" for v in ("Bought", "Ordered", "Got", "Picked", "Chose")
+                  for why in tuple(f"for {who}" for who in _PEOPLE) + (
+                      "as a gift", "to replace my old one", "after reading the reviews", "on sale",
+                      "for a trip", "for work", "for the new flat", "for a birthday", "at the last minute",
+                      "because the shop was out", "on a friend's advice", "for the holidays"))
+_CONNECTORS = ("Also", "But", "And", "Plus", "On the other hand", "However", "At least", "Sadly", "Luckily")
+_CITIES = ("Leeds", "Lyon", "Porto", "Austin", "Osaka", "Perth", "Dublin", "Munich", "Krakow", "Toronto", "Recife",
+           "Pune", "Seville", "Utrecht", "Turin", "Denver", "Bristol", "Nantes", "Graz", "Cork", "Tampa", "Kobe",
+           "Quebec", "Adelaide", "Monterrey", "Gdansk", "Bologna", "Malaga", "Hamburg", "Glasgow", "Ottawa", "Curitiba")
+_COMPARISONS = tuple(f"{how} than {what}" for how in ("Better", "Worse", "Cheaper", "Nicer", "Smaller", "Bigger",
+                                                       "Lighter", "Heavier", "About the same")
+                     for what in ("my old one", "the one in the shop", "the photos suggest", "the last brand I tried",
+                                  "I expected", "my friend's", "the previous model", "the cheaper version"))
+# a ring's own templates: hype made of these parts, chosen by a hash of (seed, scenario, ring, slot)
+_HYPE = (
+    ("Amazing", "Awesome", "Incredible", "Fantastic", "Outstanding", "Superb", "Brilliant", "Wonderful"),
+    ("product", "item", "quality", "purchase", "seller", "value", "buy", "deal"),
+    ("highly recommend", "must buy", "five stars", "love love love it", "best on the market",
+     "exceeded all expectations", "top quality", "buy it now", "you will not regret it", "10 out of 10"),
+    ("fast shipping", "great seller", "will buy again", "A+++", "thank you seller", "best price",
+     "perfect gift", "super fast delivery", "works perfectly", "5 stars"),
+)
+_TEXT_STREAM = 0x5245564945575458  # seeds the texts' own generator beside the simulation seed
 _RATING_P = np.array([0.07, 0.05, 0.09, 0.26, 0.53])
 
 
@@ -537,3 +615,152 @@ class World:
         t = self.local_start(self.signup_day[lone], self.country[lone], self.chrono[lone])
         self.add(t, lone, SIGNUP, sess=self.new_sessions(len(lone)), dev=self.dev_base[lone, 0], ip=self.ip_base[lone, 0],
                  ctry=self.country[lone])
+
+
+# ----------------------------------------------------------------------------- review texts
+
+_RING_FORMATS = ("{0} {1}, {2}! {3}", "{2}!!! {0} {1}, {3}", "{0} {1}. {3}. {2}")
+# how a ring member varies the template: (weight, edit); the first four vanish under lowercasing
+# and collapsing punctuation, the others leave a near-duplicate
+_RING_EDITS: tuple[tuple[float, Callable[[str], str]], ...] = (
+    (0.35, lambda t: t),
+    (0.12, str.upper),
+    (0.10, str.lower),
+    (0.10, lambda t: t.rstrip("!.") + "!!!"),
+    (0.11, lambda t: "Wow, " + t),
+    (0.11, lambda t: t + " Thanks"),
+    (0.11, lambda t: _typo(t)),
+)
+_EDIT_CDF = np.cumsum([w for w, _ in _RING_EDITS]) / sum(w for w, _ in _RING_EDITS)
+
+
+def _typo(text: str) -> str:
+    """Two neighbouring letters of the longest word swapped (a typing slip)."""
+    words = text.split(" ")
+    k = max(range(len(words)), key=lambda i: (len(words[i]), -i))
+    word = words[k]
+    if len(word) >= 4:
+        i = len(word) // 2
+        words[k] = word[: i - 1] + word[i] + word[i - 1] + word[i + 1:]
+    return " ".join(words)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a well-spread uint64 hash of uint64 keys (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _ring_template(key: int) -> str:
+    parts = []
+    for i, choices in enumerate(_HYPE):
+        key, pick = divmod(key, 1 << 12)
+        parts.append(choices[pick % len(choices)])
+    return _RING_FORMATS[(key >> 8) % len(_RING_FORMATS)].format(*parts)
+
+
+def _strings(values: tuple[str, ...] | list[str], idx: np.ndarray) -> pa.Array:
+    """values[idx] as a large_string array, null where idx < 0."""
+    mask = idx < 0
+    arr = pa.array(np.where(mask, 0, idx).astype(np.int32), mask=mask)
+    return pa.DictionaryArray.from_arrays(arr, pa.array(list(values), pa.large_string())).cast(pa.large_string())
+
+
+def _pick(offsets: np.ndarray, sizes: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return offsets + np.minimum((u * sizes).astype(np.int64), sizes - 1)
+
+
+def render_review_texts(w: World, code: np.ndarray, user: np.ndarray, prod: np.ndarray) -> pa.Array:
+    """The texts of reviews with codes `code` (from World.texts; -1: no text), authors `user` and
+    products `prod`, in that order, as a large_string array (null where code < 0).
+
+    Honest codes (a gist per rating) become gist + remark + detail + closer, each part present
+    with some probability, the remark on an aspect of the product's category with an adjective
+    of the rating's sentiment. A ring-template code (slot j of five) becomes, for a member of a
+    ring scenario (world.rings), slot j of that ring's own templates, and for anyone else one of
+    the five generic templates in _TEXTS[0]; each use is varied a little (_RING_EDITS).
+    Draws come from a generator of their own, seeded from the simulation seed, in event order:
+    the world's `rng` is not used, so every other column stays as it was."""
+    rng = np.random.default_rng([w.p["seed"], _TEXT_STREAM])
+    code = np.asarray(code, dtype=np.int64)
+    n = len(code)
+    ring_lo, _ = _TEXT_RANGE[0]
+    honest = np.flatnonzero((code >= 0) & (code < ring_lo))
+    ringed = np.flatnonzero(code >= ring_lo)
+    out = np.full(n, -1, dtype=np.int64)  # position of each review's text in `values`
+
+    # honest: gist. remark. [connector remark.] context. detail. comparison. city. closer.
+    h = len(honest)
+    u = rng.random((h, 20))
+    c = code[honest]
+    senti = _SENTIMENT[_TEXT_RATING[c]]
+    p = prod[honest]
+    cat = np.where(p >= 0, w.prod_cat[np.maximum(p, 0)], len(_ASPECTS))
+    aspects = ["the " + a for group in _ASPECTS for a in group] + ["the " + a for a in _GENERIC_ASPECTS]
+    a_size = np.array([len(g) for g in _ASPECTS] + [len(_GENERIC_ASPECTS)])
+    a_off = np.cumsum(a_size) - a_size
+    adjectives = [a for group in _ADJECTIVES for a in group]
+    j_size = np.array([len(g) for g in _ADJECTIVES])
+    j_off = np.cumsum(j_size) - j_size
+    closers = [a for group in _CLOSERS for a in group]
+    c_size = np.array([len(g) for g in _CLOSERS])
+    space = pa.scalar(" ", pa.large_string())
+
+    def maybe(p_use: float, col: int, idx: np.ndarray) -> np.ndarray:
+        return np.where(u[:, col] < p_use, idx, -1)
+
+    def remark(col: int, use: np.ndarray, lead: pa.Array | None) -> pa.Array:
+        """[lead] the <aspect> <verb> <adjective>, aspect of the product's category or generic"""
+        where = np.where(u[:, col] < 0.3, len(_ASPECTS), cat)
+        parts = [_strings(aspects, np.where(use, _pick(a_off[where], a_size[where], u[:, col + 2]), -1)),
+                 _strings(_VERBS, _pick(0, len(_VERBS), u[:, col + 3])),
+                 _strings(adjectives, _pick(j_off[senti], j_size[senti], u[:, col + 4]))]
+        if lead is not None:
+            parts.insert(0, lead)
+        return pc.binary_join_element_wise(*parts, space)  # null where the aspect is left out
+
+    gist = maybe(0.7, 13, c)
+    # every text has a gist or a first remark (pyarrow's join drops rows whose parts are all null)
+    first = pc.utf8_capitalize(remark(0, (u[:, 1] < 0.9) | (gist < 0), None))
+    second = remark(5, u[:, 6] < 0.45, _strings(_CONNECTORS, _pick(0, len(_CONNECTORS), u[:, 10])))
+    cities = _strings([f"Delivered to {x}" for x in _CITIES], maybe(0.3, 11, _pick(0, len(_CITIES), u[:, 12])))
+    honest_text = pc.binary_join_element_wise(
+        _strings([g.rstrip("!") for g in REVIEW_TEXTS], gist), first, second,
+        _strings(_CONTEXTS, maybe(0.5, 14, _pick(0, len(_CONTEXTS), u[:, 15]))),
+        _strings(_DETAILS, maybe(0.5, 16, _pick(0, len(_DETAILS), u[:, 17]))),
+        _strings(_COMPARISONS, maybe(0.25, 18, _pick(0, len(_COMPARISONS), u[:, 19]))), cities,
+        _strings(closers, maybe(0.6, 18, _pick((np.cumsum(c_size) - c_size)[senti], c_size[senti], u[:, 16]))),
+        pa.scalar(". ", pa.large_string()), null_handling="skip",
+    )
+    honest_text = pc.binary_join_element_wise(honest_text, pa.scalar(".", pa.large_string()),
+                                              pa.scalar("", pa.large_string()))
+    out[honest] = np.arange(h)
+
+    # rings: the ring's template for this slot, varied
+    ring_of = np.full(w.U, -1, dtype=np.int64)
+    scen_of = np.full(w.U, -1, dtype=np.int64)
+    for k, s in enumerate(w.scenarios):
+        if s.name in w.rings:
+            ring_of[w.members[s.name]] = w.rings[s.name]
+            scen_of[w.members[s.name]] = k
+    slot = code[ringed] - ring_lo
+    ru = user[ringed]
+    edit = np.searchsorted(_EDIT_CDF, rng.random(len(ringed)) * 0.999999, side="right")
+    combo = np.stack([scen_of[ru], ring_of[ru], slot, edit], axis=1)
+    uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
+    seed = np.uint64(w.p["seed"])
+    ring_values = []
+    for scen, ring, j, e in uniq.tolist():
+        if ring < 0:
+            template = _TEXTS[0][j]
+        else:
+            with np.errstate(over="ignore"):
+                key = _mix64(_mix64(_mix64(_mix64(seed) ^ np.uint64(scen)) ^ np.uint64(ring)) ^ np.uint64(j))
+            template = _ring_template(int(key))
+        ring_values.append(_RING_EDITS[e][1](template))
+    out[ringed] = h + np.asarray(inverse, dtype=np.int64).reshape(-1)
+    assert len(honest_text) == h
+    values = pa.concat_arrays([honest_text, pa.array(ring_values, pa.large_string())])
+    return pc.take(values, pa.array(out, mask=out < 0))
