@@ -1,0 +1,231 @@
+"""Review-text features (pipelines.review_text) and the simulator's review texts."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import pipelines.review_text as rt
+from pipelines.errors import UserError
+from pipelines.review_text import COLUMNS, review_text_features
+from pipelines.simulate import simulate
+
+END = pd.Timestamp("2026-03-10", tz="UTC")
+TEMPLATE = "Amazing product, highly recommend!!! Super fast shipping"
+RING = {  # one template, as five ring accounts post it
+    "r1": TEMPLATE,
+    "r2": TEMPLATE.upper(),
+    "r3": "amazing product highly recommend... super fast shipping!",
+    "r4": "Wow, " + TEMPLATE,
+    "r5": TEMPLATE + " Thanks",
+}
+HONEST = [
+    "The battery lasts two days and the screen is bright, happy with it",
+    "Shoes run a size small, had to return them for a bigger pair",
+    "Bought this blender for my mum, she uses it every morning for smoothies",
+    "Paperback arrived with a bent corner but the story itself is gripping",
+    "Good value lamp, though the switch feels a little loose after a week",
+    "Fits my laptop perfectly, the zip is sturdy and the padding thick",
+    "Tastes stale, the coffee beans were past their best before date",
+    "Lovely scarf, soft wool and the colour matches the photos exactly",
+    "Drill stopped working after the third use, customer service was slow",
+    "Kids love the puzzle, 500 pieces and none missing",
+]
+
+
+def frame(rows: list[tuple[str, str, str | None]], event_type: str = "review") -> pa.Table:
+    """Events (user, event_time, text) as a pyarrow Table like the cleaned events."""
+    return pa.table({
+        "user_id": pa.array([u for u, _, _ in rows], pa.string()),
+        "event_time": pa.array(pd.to_datetime([t for _, t, _ in rows], utc=True, format="ISO8601"), pa.timestamp("us", "UTC")),
+        "event_type": pa.array([event_type] * len(rows), pa.string()),
+        "review_text": pa.array([x for _, _, x in rows], pa.string()),
+    })
+
+
+def ring_and_honest() -> pa.Table:
+    rows = [(u, "2026-03-01", text) for u, text in RING.items()]
+    rows += [(f"h{i}", "2026-03-02", text) for i, text in enumerate(HONEST)]
+    return frame(rows)
+
+
+def by_user(features: pd.DataFrame) -> pd.DataFrame:
+    return features.set_index("user_id")
+
+
+def test_ring_accounts_sharing_a_template_rank_above_honest_reviewers():
+    f = by_user(review_text_features(ring_and_honest(), END))
+    assert list(f.reset_index().columns) == COLUMNS
+    ring, honest = f.loc[list(RING)], f.loc[[f"h{i}" for i in range(len(HONEST))]]
+    assert ring["max_review_similarity_other"].min() > honest["max_review_similarity_other"].max()
+    assert (ring["near_duplicate_review_share"] == 1.0).all() and (honest["near_duplicate_review_share"] == 0).all()
+    # r1, r2 and r3 post the same text once normalised: similarity exactly 1
+    assert (f.loc[["r1", "r2", "r3"], "max_review_similarity_other"] == 1.0).all()
+    assert 0.9 <= f.loc["r4", "max_review_similarity_other"] < 1.0
+    # every ring account posted a near-duplicate of the other four
+    assert (ring["accounts_sharing_review_text"] == 4).all()
+    assert (honest["accounts_sharing_review_text"] == 0).all()
+
+
+def test_a_text_written_after_the_end_does_not_count():
+    rows = [("a", "2026-03-01", TEMPLATE), ("b", "2026-03-09 23:59:59", TEMPLATE), ("c", "2026-03-10", TEMPLATE)]
+    f = by_user(review_text_features(frame(rows), END))
+    assert sorted(f.index) == ["a", "b"]  # c wrote at the end itself, not before it
+    assert f.loc["a", "accounts_sharing_review_text"] == 1
+    early = by_user(review_text_features(frame(rows), pd.Timestamp("2026-03-05", tz="UTC")))
+    assert list(early.index) == ["a"]
+    assert early.loc["a", "max_review_similarity_other"] == 0.0
+    assert early.loc["a", "near_duplicate_review_share"] == 0.0
+    # a naive end is read as UTC
+    pd.testing.assert_frame_equal(review_text_features(frame(rows), pd.Timestamp("2026-03-10")), f.reset_index())
+
+
+def test_an_account_repeating_its_own_text_is_not_similar_to_other_accounts():
+    rows = [("a", f"2026-03-0{d}", text) for d, text in
+            ((1, TEMPLATE), (2, TEMPLATE), (3, TEMPLATE.lower()), (4, TEMPLATE + " Thanks"))]
+    rows += [(f"h{i}", "2026-03-02", text) for i, text in enumerate(HONEST[:3])]
+    f = by_user(review_text_features(frame(rows), END))
+    assert f.loc["a", "review_texts"] == 4
+    assert f.loc["a", "max_review_similarity_other"] == 0.0
+    assert f.loc["a", "near_duplicate_review_share"] == 0.0
+    assert f.loc["a", "accounts_sharing_review_text"] == 0
+    # a second account with one of those texts makes all of a's near-duplicate reviews shared
+    g = by_user(review_text_features(frame(rows + [("b", "2026-03-05", TEMPLATE)]), END))
+    assert g.loc["a", "max_review_similarity_other"] == 1.0
+    assert g.loc["a", "near_duplicate_review_share"] == 1.0
+    assert g.loc["a", "accounts_sharing_review_text"] == 1 and g.loc["b", "accounts_sharing_review_text"] == 1
+
+
+def test_only_reviews_with_some_letters_or_digits_count():
+    rows = [("a", "2026-03-01", "!!!"), ("b", "2026-03-01", "!!!"), ("c", "2026-03-01", None),
+            ("d", "2026-03-01", "Five stars"), ("e", "2026-03-01", "five stars.")]
+    f = by_user(review_text_features(frame(rows), END))
+    assert sorted(f.index) == ["d", "e"]
+    views = frame([("v", "2026-03-01", TEMPLATE), ("w", "2026-03-01", TEMPLATE)], event_type="view")
+    assert review_text_features(views, END).empty
+
+
+def expect_empty(result: pd.DataFrame) -> None:
+    assert result.empty and list(result.columns) == COLUMNS
+    assert str(result["user_id"].dtype) == "str" and (result.dtypes.iloc[1:] == "float64").all()
+
+
+def test_absent_or_all_null_review_text_gives_an_empty_frame_without_reading(tmp_path, monkeypatch):
+    events = ring_and_honest()
+    without = events.drop_columns(["review_text"])
+    nulls = events.set_column(3, "review_text", pa.nulls(events.num_rows, pa.string()))
+    pq.write_table(without, tmp_path / "without.parquet")
+    pq.write_table(nulls, tmp_path / "nulls.parquet")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("read the events although no review text is there")
+
+    monkeypatch.setattr(rt.ds, "dataset", no_reading)
+    for events_in in (without, nulls, without.to_pandas(), tmp_path / "without.parquet", str(tmp_path / "nulls.parquet")):
+        expect_empty(review_text_features(events_in, END))
+
+
+def test_parquet_path_table_and_dataframe_give_the_same_features(tmp_path):
+    events = ring_and_honest()
+    pq.write_table(events, tmp_path / "events.parquet", row_group_size=4)
+    expected = review_text_features(events, END)
+    pd.testing.assert_frame_equal(review_text_features(tmp_path / "events.parquet", END), expected)
+    pd.testing.assert_frame_equal(review_text_features(events.to_pandas(), END), expected)
+
+
+def test_output_is_deterministic_and_independent_of_row_order(sim):
+    events, _ = sim
+    table = pa.Table.from_pandas(events, preserve_index=False)
+    first = review_text_features(table, END_SIM)
+    again = review_text_features(table, END_SIM)
+    shuffled = table.take(np.random.default_rng(3).permutation(table.num_rows))
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(review_text_features(shuffled, END_SIM), first)
+    assert first["user_id"].is_monotonic_increasing
+
+
+def test_a_dense_embedding_plugs_in():
+    events = ring_and_honest()
+    dense = review_text_features(events, END, embed=lambda texts: rt.embed(texts).toarray())
+    pd.testing.assert_frame_equal(dense, review_text_features(events, END))
+
+
+@pytest.mark.parametrize("params", [{"near_duplicate_threshold": 1.2}, {"min_similarity": 0.95},
+                                    {"min_similarity": 0}, {"lsh_bands": 0}, {"max_bucket": 2.5}])
+def test_bad_params_are_a_user_error(params):
+    with pytest.raises(UserError):
+        review_text_features(ring_and_honest(), END, params)
+
+
+# ------------------------------------------------------------------ on the simulator
+
+SIM = {"seed": 3, "n_users": 8000, "days": 28, "end_date": "2026-03-31", "anomaly_rate": 0.06,
+       "anomaly_mix": {"fake_review_ring": 2, "brushing": 1, "refund_abuse": 1}}
+END_SIM = pd.Timestamp("2026-04-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(SIM)
+
+
+def test_simulated_ring_members_post_near_duplicates_and_honest_users_do_not(sim):
+    events, labels = sim
+    f = review_text_features(events, END_SIM).merge(labels, on="user_id")
+    ring = f[f["anomaly_type"] == "fake_review_ring"]
+    honest = f[f["is_anomaly"] == 0]
+    assert len(ring) > 50 and len(honest) > 500
+    assert ring["near_duplicate_review_share"].mean() > 0.3 > 0.02 > honest["near_duplicate_review_share"].mean()
+    both = pd.concat([ring, honest])
+    for column in ("max_review_similarity_other", "near_duplicate_review_share", "accounts_sharing_review_text"):
+        assert roc_auc_score(both["anomaly_type"] == "fake_review_ring", both[column]) > 0.8, column
+
+
+def test_simulated_honest_texts_are_diverse_and_ring_texts_repeat(sim):
+    events, labels = sim
+    reviews = events[events["review_text"].notna()].merge(labels, on="user_id")
+    honest = reviews.loc[reviews["is_anomaly"] == 0, "review_text"]
+    assert honest.nunique() > 0.9 * len(honest)
+    # after lowercasing and dropping punctuation, a ring's template is one text shared by accounts
+    reviews["text"] = reviews["review_text"].str.lower().str.replace(r"[^a-z0-9]+", " ", regex=True).str.strip()
+    accounts = reviews.groupby("text")["user_id"].nunique()
+    shared = reviews["text"].map(accounts) >= 2
+    assert shared[reviews["anomaly_type"] == "fake_review_ring"].mean() > 0.3
+    assert shared[reviews["is_anomaly"] == 0].mean() < 0.02
+
+
+def test_review_texts_draw_nothing_from_the_worlds_generator(monkeypatch):
+    """Every other column is the same whatever the texts are: rendering them uses its own
+    generator (the frozen output digests in test_simulate.py rely on the world's draws)."""
+    from pipelines.simulate import output
+
+    params = {**SIM, "n_users": 1500}
+    events, labels = simulate(params)
+
+    def no_texts(w, code, user, prod):
+        return pa.array([None] * len(code), pa.large_string())
+
+    monkeypatch.setattr(output, "render_review_texts", no_texts)
+    plain, plain_labels = simulate(params)
+    assert plain["review_text"].isna().all() and events["review_text"].notna().any()
+    pd.testing.assert_frame_equal(plain.drop(columns="review_text"), events.drop(columns="review_text"))
+    pd.testing.assert_frame_equal(plain_labels, labels)
+
+
+def test_min_hash_search_finds_the_pairs_brute_force_finds(sim):
+    events, _ = sim
+    texts = rt._reviews(pa.Table.from_pandas(events, preserve_index=False), END_SIM).column("text").unique()
+    X = rt.embed(texts.to_pylist())
+    a, b, s, _ = rt._similar_pairs_sparse(X.copy(), 0.8, 32, 8, 50, 10_000)
+    found = dict(zip(zip(a.tolist(), b.tolist()), s.tolist()))
+    used = np.unique(X.indices)  # the same cosines on the columns in use, dense
+    ta, tb, ts, _ = rt._similar_pairs_dense(X[:, used].toarray(), 0.8, 512)
+    truth = dict(zip(zip(ta.tolist(), tb.tolist()), ts.tolist()))
+    near = [pair for pair, v in truth.items() if v >= 0.9]
+    assert len(near) > 20
+    assert sum(pair in found for pair in near) >= 0.95 * len(near)
+    assert set(found) <= set(truth)  # every pair reported is verified
+    assert all(abs(found[pair] - truth[pair]) < 1e-5 for pair in found)
