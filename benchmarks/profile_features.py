@@ -59,6 +59,10 @@ def main() -> None:
         signals = timed("signals", lambda: F._signals(con, end))
         small = timed("small amount", lambda: F._small_amount(con, p, end, history_days, signals))
         for statement in F._feature_statements(windows, history_days, end, small["value"], signals):
+            if callable(statement):  # a step in Python (e.g. _user_counts): its function's name
+                name = getattr(statement, "func", statement).__name__
+                timed(f"{name} (NumPy)", lambda statement=statement: statement(con))
+                continue
             for part in (s for s in re.split(r";\s*\n", statement) if s.strip()):  # not the ";" in comments
                 label = " ".join(part.split())[:70]
                 timed(label, lambda part=part: con.execute(part))

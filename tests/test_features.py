@@ -650,3 +650,22 @@ def test_users_come_out_sorted_with_their_own_values(make_events, at, as_of):
     assert f.drop(columns="user_id").dtypes.eq("float64").all()
     f.loc[0, "n_view_1d"] = 99.0  # the frame owns its block: later steps assign into it
     assert f.loc[0, "n_view_1d"] == 99.0
+
+
+def test_money_and_window_aggregates_add_up_over_the_buckets(make_events, at, as_of):
+    # ten purchases of 0.1 and one unpriced; hours 1, 2 on
+    # the day and 2, 5 days back; ratings in two windows
+    rows = [dict(event_time=at(0, 1), user_id="a", event_type="purchase", product_id=f"p{i}", price=0.1)
+            for i in range(10)]
+    rows += [dict(event_time=at(0, 2), user_id="a", event_type="purchase", product_id="px"),
+             dict(event_time=at(5, 2), user_id="a", event_type="review", product_id="p1", rating=2),
+             dict(event_time=at(5, 5), user_id="a", event_type="review", product_id="p2", rating=5),
+             dict(event_time=at(0, 1), user_id="a", event_type="review", product_id="p3", rating=4),
+             dict(event_time=at(0, 3), user_id="b", event_type="view", product_id="p1")]
+    a = build(make_events(rows), as_of=as_of).set_index("user_id").loc["a"]
+    assert a["purchase_value_1d"] == 1.0 and a["purchase_value_28d"] == 1.0
+    assert a["avg_purchase_price_1d"] == 0.1  # over the priced purchases only
+    assert a["max_purchase_price_7d"] == 0.1 and a["small_purchase_share_1d"] == pytest.approx(10 / 11)  # small_amount 5
+    assert (a["distinct_active_hours_1d"], a["distinct_active_hours_7d"]) == (2, 3)  # hour 2 twice
+    assert (a["avg_rating_1d"], a["avg_rating_7d"]) == (4.0, pytest.approx(11 / 3))
+    assert (a["five_star_share_1d"], a["five_star_share_7d"]) == (0, pytest.approx(1 / 3))
