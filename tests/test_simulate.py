@@ -375,16 +375,16 @@ def test_end_date_is_inclusive():
 FROZEN_OUTPUT = {
     "default_rates": (
         {"seed": 42, "n_users": 1500, "days": 28},
-        "51dd793e1bc55deaf1b125fbac508844457aed5b0dad5ad402bf70135ba9b2ab",
+        "d135822ce8a638b00aa877807113dda2e6c159b8e14b57eff407340171538dda",
     ),
     "every_type_heavy_small_catalogue": (
         {"seed": 11, "n_users": 800, "days": 10, "end_date": "2025-02-27", "anomaly_rate": 0.5, "n_products": 120},
-        "e827161f66f7d59ea36d6492ebe0980a40a860917433d589411617bcf57cea85",
+        "77a3bb5c4ace52ec9f5150ad247b59a32688968927f68e3e79ea1ca4c97edaec",
     ),
     "partial_mix": (
         {"seed": 2026, "n_users": 1000, "days": 3, "anomaly_rate": 0.2,
          "anomaly_mix": {"card_testing": 3, "scraping_bot": 1, "account_takeover": 1}},
-        "95e9d801119b5fb8665753480c5c06b7eeb4a7f8d55d5262afc7d24f1658176b",
+        "33075efe64583ad49492e5b73d842921c7222060ff40c77e2c569958e9a7e669",
     ),
     "one_user_one_day": (
         {"seed": 0, "n_users": 1, "days": 1},
