@@ -139,6 +139,22 @@ class CleanParams(_Section):
     id_salt_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "PIPELINES_ID_SALT"
 
 
+class ReviewTextParams(_Section):
+    enabled: bool = False
+    near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
+    min_similarity: float = Field(0.8, gt=0, le=1)
+    lsh_bands: PositiveInt = 32
+    lsh_rows: PositiveInt = 8
+    max_bucket: PositiveInt = 50
+
+    @model_validator(mode="after")
+    def _floor_below_threshold(self):
+        if self.min_similarity > self.near_duplicate_threshold:
+            raise ValueError(f"min_similarity ({self.min_similarity}) must be <= near_duplicate_threshold "
+                             f"({self.near_duplicate_threshold})")
+        return self
+
+
 class FeaturesParams(_Section):
     windows_days: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_sorted_unique)] = Field(
         default_factory=lambda: [1, 7, 28])
@@ -149,6 +165,7 @@ class FeaturesParams(_Section):
     small_amount_quantile: float = Field(0.1, gt=0, lt=1)
     threads: PositiveInt | None = None
     memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)$")] | None = "2GB"
+    review_text: ReviewTextParams = Field(default_factory=ReviewTextParams)
 
 
 class SequencesParams(_Section):

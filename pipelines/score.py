@@ -38,6 +38,9 @@ SIGNAL_HINTS: dict[str, str] = {
     "unbought_review_share": "fake_review_ring",
     "five_star_share": "fake_review_ring",
     "max_accounts_sharing_device": "fake_review_ring",
+    "max_review_similarity_other": "fake_review_ring",
+    "near_duplicate_review_share": "fake_review_ring",
+    "accounts_sharing_review_text": "fake_review_ring",
 }
 LOW_SIDE_SIGNALS = {"typical_gap_s", "median_gap_s"}
 

@@ -669,3 +669,22 @@ def test_money_and_window_aggregates_add_up_over_the_buckets(make_events, at, as
     assert (a["distinct_active_hours_1d"], a["distinct_active_hours_7d"]) == (2, 3)  # hour 2 twice
     assert (a["avg_rating_1d"], a["avg_rating_7d"]) == (4.0, pytest.approx(11 / 3))
     assert (a["five_star_share_1d"], a["five_star_share_7d"]) == (0, pytest.approx(1 / 3))
+
+
+def test_review_text_columns_only_when_enabled_and_null_without_any_text(make_events, at, as_of):
+    ring = "Amazing product highly recommend!!! Best seller 5 stars"
+    rows = [dict(event_time=at(1, h), user_id=u, event_type="review", product_id=f"p{h}", rating=5, review_text=t)
+            for h, (u, t) in enumerate([("r1", ring), ("r2", ring.upper()), ("honest", "The zip broke after a week"),
+                                        ("other", "Fits well, washes fine, a bit short in the sleeves")])]
+    rows.append(dict(event_time=at(0), user_id="quiet", event_type="view", product_id="p1"))
+    events = make_events(rows)
+    assert "max_review_similarity_other" not in build(events, as_of=as_of).columns  # off by default
+    on = build(events, as_of=as_of, review_text={"enabled": True}).set_index("user_id")
+    assert on.attrs["signals"]["review_text"] is True
+    assert on.loc["r1", "max_review_similarity_other"] == 1.0 and on.loc["r2", "near_duplicate_review_share"] == 1.0
+    assert on.loc["r1", "accounts_sharing_review_text"] == 1
+    assert on.loc["honest", "max_review_similarity_other"] < 0.8
+    assert on.loc["quiet", ["max_review_similarity_other", "near_duplicate_review_share"]].tolist() == [0.0, 0.0]
+    no_text = build(events.drop(columns=["review_text"]), as_of=as_of, review_text={"enabled": True})
+    assert no_text.attrs["signals"]["review_text"] is False
+    assert no_text["near_duplicate_review_share"].isna().all() and len(no_text) == len(on)
