@@ -302,9 +302,10 @@ def _ts(value: pd.Timestamp) -> str:
 
 
 # user_type_bucket's columns as _user_counts reads them: money as whole 1e-4 units (its exact
-# DECIMAL sums), times as microseconds
-_BUCKET_COLUMNS = """user_id, event_type, bucket, n, n_night, CAST(value * 10000 AS BIGINT) AS value_e4,
-CAST(price_sum * 10000 AS BIGINT) AS price_sum_e4, n_priced, price_max, n_small, rating_sum, n_rated, n_five,
+# DECIMAL sums) in DOUBLE, exact below 2**53 units (9e11 of money; a bucket worth more, which
+# cleaning's max_price and max_quantity allow, would overflow BIGINT), times as microseconds
+_BUCKET_COLUMNS = """user_id, event_type, bucket, n, n_night, CAST(value * 10000 AS DOUBLE) AS value_e4,
+CAST(price_sum * 10000 AS DOUBLE) AS price_sum_e4, n_priced, price_max, n_small, rating_sum, n_rated, n_five,
 epoch_us(first_time) AS first_us, epoch_us(last_time) AS last_us, hours_mask"""
 
 
@@ -315,7 +316,7 @@ def _user_counts(con: duckdb.DuckDBPyConnection, suffixes: list[str]) -> None:
     Eighty-odd FILTERed aggregates over a million users' (user, type, bucket) rows were a quarter
     of the features step in DuckDB; here each is one bincount over the rows of one event type,
     then a running sum over the buckets. Every sum is of whole numbers (counts, money in 1e-4
-    units) below 2**53, so float64 adds them exactly, in any order."""
+    units), so float64 adds them exactly, in any order, while they stay below 2**53."""
     rows = con.sql(f"SELECT {_BUCKET_COLUMNS} FROM user_type_bucket").to_arrow_table()
     encoded = pc.dictionary_encode(rows.column("user_id").combine_chunks())
     users, user = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
