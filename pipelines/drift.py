@@ -305,9 +305,9 @@ def reference_for_training(detector: Any, features: pd.DataFrame, train_params: 
     """training_reference for the users `train` fitted on (those not held out), with the
     model's scores of a seeded sample of them (drift.sample_users)."""
     from pipelines.score import batched_scores
-    from pipelines.split import holdout_mask
+    from pipelines.split import heldout_users
 
-    held = holdout_mask(features["user_id"], train_params["holdout_fraction"], train_params["split_seed"])
+    held = heldout_users(features, train_params)
     training = np.flatnonzero(~np.asarray(held))
     if len(training) > drift_params["sample_users"]:
         picked = np.sort(np.random.default_rng(0).choice(training, int(drift_params["sample_users"]), replace=False))

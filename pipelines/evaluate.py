@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from pipelines.config import section
 from pipelines.errors import UserError
 from pipelines.schema import LABEL_COLUMNS
-from pipelines.split import holdout_mask
+from pipelines.split import heldout_users
 
 _CURVE_POINTS = 400
 
@@ -45,7 +45,7 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, split: dict[str, Any]) 
     """(metrics, plot tables) on the held-out users; k = how many of them the policy flagged."""
     labels = check_labels(labels)
     split = section({"train": split}, "train")
-    held_out = holdout_mask(scores["user_id"], split["holdout_fraction"], split["split_seed"])
+    held_out = heldout_users(scores, split)
     frame = scores.loc[held_out, ["user_id", "score", "flagged"]].merge(labels, on="user_id", how="left")
     unlabelled = int(frame["is_anomaly"].isna().sum())
     frame["is_anomaly"] = frame["is_anomaly"].fillna(0).astype("int64")

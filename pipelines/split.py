@@ -20,6 +20,6 @@ def holdout_mask(user_ids: pd.Series, fraction: float, seed: int = 0) -> np.ndar
 
 def heldout_users(frame: pd.DataFrame, train_params: Mapping[str, Any]) -> np.ndarray:
     """The held-out rows of a table with a user_id column under train's holdout_fraction and
-    split_seed: the promotion gate's figures and its rank agreement select them here, so the
-    two always compare the same users."""
+    split_seed: train, evaluate, drift's training reference, the promotion gate's figures and its
+    rank agreement all select them here, so every step means the same users."""
     return holdout_mask(frame["user_id"], train_params["holdout_fraction"], train_params["split_seed"])

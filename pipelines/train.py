@@ -14,7 +14,7 @@ from pipelines.detectors import Detector, get_detector_class, make_detector
 from pipelines.errors import UserError
 from pipelines.features import feature_columns
 from pipelines.sequences import model_input
-from pipelines.split import holdout_mask
+from pipelines.split import heldout_users
 
 
 
@@ -58,7 +58,7 @@ def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame |
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
     detector = make_detector(name, get_detector_class(name).params_from_train(p))
-    held_out = holdout_mask(features["user_id"], p["holdout_fraction"], p["split_seed"])
+    held_out = heldout_users(features, p)
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
     rows = np.flatnonzero(~held_out)
     sample = p["fit_sample_users"]

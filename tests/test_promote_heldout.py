@@ -1,12 +1,14 @@
-"""The promotion gate's held-out users: the figures (model_figures) and the challenger's scores
+"""The held-out users: the promotion gate's figures (model_figures) and the challenger's scores
 for the rank agreement (heldout_scores, when train's figures are reused) cover the same users,
-those train held out."""
+those train held out; evaluate measures on them and drift's training reference leaves them out."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipelines.config import default_params, override
+from pipelines.config import default_params, override, section
+from pipelines.drift import reference_for_training
+from pipelines.evaluate import evaluate
 from pipelines.promote import heldout_scores, model_figures
 from pipelines.split import heldout_users, holdout_mask
 from pipelines.train import train
@@ -26,3 +28,17 @@ def test_heldout_users_is_train_split(sim_features):
     held = heldout_users(sim_features, {"holdout_fraction": 0.3, "split_seed": 4})
     assert (held == holdout_mask(sim_features["user_id"], 0.3, 4)).all()
     assert 0 < held.sum() < len(sim_features)
+
+
+def test_train_evaluate_and_drift_reference_share_the_held_out_users(sim, sim_features):
+    params = override(override(default_params(), "train.holdout_fraction", 0.4), "train.split_seed", 9)
+    held = heldout_users(sim_features, params["train"])
+    assert held.sum() != holdout_mask(sim_features["user_id"], 0.3, 0).sum()  # not the defaults' split
+    detector, info = train(sim_features, params["train"])
+    assert (info["users_held_out"], info["users_trained_on"]) == (held.sum(), (~held).sum())
+    # flag exactly the held-out users: evaluate sees as many users as it flags only if they are those
+    scores = sim_features[["user_id"]].assign(score=held.astype(float), flagged=held)
+    metrics, _ = evaluate(scores, sim[1], params["train"])
+    assert metrics["holdout_users"] == metrics["k"] == held.sum()
+    reference = reference_for_training(detector, sim_features, params["train"], section(params, "drift"))
+    assert reference["score"]["users"] == (~held).sum()
