@@ -229,3 +229,29 @@ def test_min_hash_search_finds_the_pairs_brute_force_finds(sim):
     assert sum(pair in found for pair in near) >= 0.95 * len(near)
     assert set(found) <= set(truth)  # every pair reported is verified
     assert all(abs(found[pair] - truth[pair]) < 1e-5 for pair in found)
+
+
+def test_the_features_step_reads_the_reviews_before_its_end_from_a_file_or_a_frame(make_events, tmp_path):
+    """build_features reads the reviews through its own DuckDB view of the events: the columns
+    are review_text_features' over the same log, from a Parquet file as from a frame, and a text
+    posted after the as-of day (by an account with an event before it) counts for no one."""
+    from pipelines import io
+    from pipelines.features import build_features
+
+    rows = [dict(event_time=t, user_id=u, event_type="review", product_id="p1", rating=5, review_text=x)
+            for u, t, x in [(u, "2026-03-01T00:00:00", x) for u, x in RING.items()]
+            + [(f"h{i}", "2026-03-02T00:00:00", x) for i, x in enumerate(HONEST)]
+            + [("late", "2026-03-10T00:00:00", TEMPLATE), ("late", "2026-03-12T08:00:00", TEMPLATE)]]
+    rows.append(dict(event_time="2026-03-05T00:00:00", user_id="late", event_type="view", product_id="p1"))
+    events = make_events(rows)
+    io.write_parquet(events, tmp_path / "events.parquet")
+    params = {"as_of": "2026-03-09", "threads": 2, "review_text": {"enabled": True}}
+    from_file = build_features(str(tmp_path / "events.parquet"), params)
+    pd.testing.assert_frame_equal(build_features(events, params), from_file)
+    expected = by_user(review_text_features(tmp_path / "events.parquet", END))
+    assert "late" not in expected.index and set(expected.index) < set(from_file["user_id"])
+    got = by_user(from_file)
+    names = ["max_review_similarity_other", "near_duplicate_review_share", "accounts_sharing_review_text"]
+    pd.testing.assert_frame_equal(got.loc[expected.index, names], expected[names])
+    assert got.loc["late", names].tolist() == [0.0, 0.0, 0.0]
+    assert got.loc["r1", "accounts_sharing_review_text"] == 4  # r2..r5, not "late"
