@@ -329,7 +329,7 @@ def day_drift(params: dict[str, Any], as_of: str, registry: Any, version: str, f
 
     from pipelines import io
     from pipelines.config import section
-    from pipelines.stages import require_features
+    from pipelines.layout import require_features
 
     p = section(params, "drift")
     head = {"as_of": as_of, "model_version": version}

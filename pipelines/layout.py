@@ -36,6 +36,13 @@ def parse_as_of(value: Any, what: str = "as_of") -> str:
         raise UserError(f"{what} must be a day like 2026-11-21, not {value!r}") from None
 
 
+def require_features(path: str, as_of: str) -> None:
+    """The one-line error of every step that reads a day's features (train, evaluate, promote,
+    score, and drift in the report step) when the features step has not written them."""
+    if not io.exists(path):
+        raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
+
+
 @dataclass(frozen=True)
 class Layout:
     data: str = "data"

@@ -24,7 +24,7 @@ import pandas as pd
 from pipelines import io
 from pipelines.config import section
 from pipelines.errors import UserError
-from pipelines.layout import Layout, parse_as_of
+from pipelines.layout import Layout, parse_as_of, require_features
 from pipelines.progress import logged_step, parquet_rows
 from pipelines.registry import Registry
 
@@ -425,13 +425,6 @@ def _trained_version(lay: Layout, as_of: str) -> str:
         raise UserError(f"no model trained for {as_of} ({path} missing); run the train step for that date "
                         f"or name a model version")
     return io.read_json(path)["model_version"]
-
-
-def require_features(path: str, as_of: str) -> None:
-    """The one-line error of every step that reads a day's features (train, evaluate, promote,
-    score, and drift in the report step) when the features step has not written them."""
-    if not io.exists(path):
-        raise UserError(f"{path}: no features for {as_of}; run the features step for that date first")
 
 
 def _read_features(path: str, as_of: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pytest
 from pipelines import stages
 from pipelines.config import default_params, override
 from pipelines.errors import UserError
-from pipelines.layout import Layout
+from pipelines.layout import Layout, require_features
 from pipelines.registry import Registry
 
 DAY = "2026-11-22"  # no features were built for this day
@@ -64,6 +64,15 @@ def test_each_step_reading_features_says_to_run_the_features_step(registered, tm
     with pytest.raises(UserError) as caught:
         call()
     assert str(caught.value) == missing(path)
+
+
+def test_require_features_lives_with_the_layout(tmp_path):
+    path = tmp_path / "features.parquet"
+    with pytest.raises(UserError) as caught:
+        require_features(str(path), DAY)
+    assert str(caught.value) == missing(str(path))
+    path.write_bytes(b"")
+    assert require_features(str(path), DAY) is None
 
 
 def test_drift_says_to_run_the_features_step(registered, tmp_path):
