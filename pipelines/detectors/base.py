@@ -41,6 +41,8 @@ _CLASSES: dict[str, type["Detector"]] = {}
 _QUANTILE_POINTS = 2001
 _MAD_TO_SIGMA = 1.4826
 REASON_RARITY = -np.log(0.05)  # a reason is a value at most 5% of training users reach
+# below this many rows, a column's values are worked out one by one (no distinct values first)
+_DISTINCT_MIN_ROWS = 1000
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:
@@ -155,33 +157,66 @@ class FeatureReference:
         """percentiles, or rarity, a feature at a time: every intermediate is one column (the
         feature matrix comes column-major from pandas, so a column is contiguous and stays in
         cache), the outputs have X's layout, and each value is computed by the same operations
-        as over the whole matrix at once, so the figures are the same to the bit."""
+        as over the whole matrix at once, so the figures are the same to the bit.
+
+        Most features take a handful of values (counts, shares of few events, zero for most
+        users): a column's distinct values are worked out once each and spread back, and the
+        tail probability of a value depends only on where it falls on the grid, so it is looked
+        up from a table of every grid position rather than computed per value."""
         n = self.quantiles.shape[0]
         percentile = np.empty_like(X, dtype="float64")
         second = np.empty_like(X, dtype="float64")  # the tail probability, or the rarity
-        starts = _run_starts(self.quantiles)
+        at_or_below, off_grid, on_grid = self._tail_tables()
+        at_grid = -np.log(on_grid) if rarity else on_grid
+        between = -np.log(off_grid) if rarity else off_grid
+        distinct = X.dtype == np.float64 and X.shape[0] >= _DISTINCT_MIN_ROWS
         for j in range(X.shape[1]):
-            column, grid = X[:, j], self.quantiles[:, j]
-            right = np.searchsorted(grid, column, side="right")
-            # the grid points below a value: those at or below it, less its own run of equal
-            # points (searchsorted side="left", without a second binary search per value)
-            last = np.maximum(right - 1, 0)
-            left = np.where((right > 0) & (grid[last] == column), starts[last, j], right)
-            at_or_below = right / n
-            below = left / n
-            tail = np.maximum(np.minimum(at_or_below, 1.0 - below), 0.5 / n)
-            missing = np.isnan(column)
-            if missing.any():  # a missing value has no percentile and is not rare (tail 1)
-                at_or_below[missing], tail[missing] = np.nan, 1.0
-            percentile[:, j] = 100.0 * at_or_below
-            if not rarity:
-                second[:, j] = tail
-                continue
-            z = np.abs(column - self.median[j]) / self.scale[j]
-            capped = np.minimum(z, 1e3)  # infinite -> 1e3, as the largest float is
-            capped[np.isnan(z)] = 0.0  # a missing value is not far from anything
-            second[:, j] = -np.log(tail) + 1e-3 * capped
+            column = X[:, j]
+            codes = None
+            if distinct:  # by bit pattern, as _formatted does: NaN is a value like any other here
+                codes, uniques = pd.factorize(column.view("int64"))
+                if len(uniques) <= len(column) // 4:
+                    column = uniques.view("float64")
+                else:
+                    codes = None
+            tail_table = np.concatenate([between, at_grid[:, j]])
+            pct, tail = self._column_figures(j, column, at_or_below, tail_table, rarity)
+            percentile[:, j] = pct if codes is None else pct[codes]
+            second[:, j] = tail if codes is None else tail[codes]
         return percentile, second
+
+    def _column_figures(self, j: int, column: np.ndarray, at_or_below: np.ndarray, tail_table: np.ndarray,
+                        rarity: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Feature j's percentile and tail probability (or rarity) of each value of `column`;
+        `tail_table` is the tail (or its -log) by grid position: first between grid points
+        (index: the points at or below the value), then on a grid point (n + 1 + its index)."""
+        n, grid = self.quantiles.shape[0], self.quantiles[:, j]
+        right = np.searchsorted(grid, column, side="right")
+        last = np.maximum(right - 1, 0)
+        on_point = (right > 0) & (grid[last] == column)
+        pct = 100.0 * at_or_below[right]
+        tail = tail_table[np.where(on_point, right + n, right)]
+        missing = np.isnan(column)
+        if missing.any():  # a missing value has no percentile and is not rare (tail 1)
+            pct[missing], tail[missing] = np.nan, (-np.log(1.0) if rarity else 1.0)
+        if not rarity:
+            return pct, tail
+        z = np.abs(column - self.median[j]) / self.scale[j]
+        capped = np.minimum(z, 1e3)  # infinite -> 1e3, as the largest float is
+        capped[np.isnan(z)] = 0.0  # a missing value is not far from anything
+        return pct, tail + 1e-3 * capped
+
+    def _tail_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(at_or_below, off_grid, on_grid) by grid position, as _column_figures reads them.
+        A value with r grid points at or below it has r / n of the points at or below it; below
+        it, as many when it lies between points, or, when it equals point r - 1, the points
+        before that point's run of equal ones (searchsorted side="left" without a second search).
+        The two-sided tail is the smaller share, at least half a grid step."""
+        n = self.quantiles.shape[0]
+        at_or_below = np.arange(n + 1) / n
+        off_grid = np.maximum(np.minimum(at_or_below, 1.0 - at_or_below), 0.5 / n)
+        on_grid = np.maximum(np.minimum(at_or_below[1:, None], 1.0 - _run_starts(self.quantiles) / n), 0.5 / n)
+        return at_or_below, off_grid, on_grid
 
     def impute(self, X: np.ndarray) -> np.ndarray:
         """X with each missing (NaN) value replaced by its feature's training median (X itself
