@@ -43,17 +43,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.config import experiment_warehouse_target, section, warehouse_target
 from pipelines.errors import TransientWarehouseError, UserError
 from pipelines.schema import FLAGGED_USERS_COLUMNS
 
 LOCK_WAIT_S = 60.0  # DuckDB: how long to wait for another process's lock on the file
-DEFAULT_LOCK_TIMEOUT_S = 600.0  # PostgreSQL: how long to wait for another writer of the same day
-# PostgreSQL: the day's swap waits for readers of the table in tries of at most swap_try_s in the
-# lock queue (a reader arriving meanwhile waits behind it that long at most), with back-off
-# between tries up to swap_backoff_max_s, until lock_timeout_s is spent (params.yaml's warehouse
-# section; these are the defaults of a Target made without it)
-DEFAULT_SWAP_TRY_S = 0.5
-DEFAULT_SWAP_BACKOFF_MAX_S = 1.0
+# A Target or replace_day made without params.yaml gets the params schema's defaults, so the
+# two cannot drift apart. PostgreSQL: how long to wait for another writer of the same day; the
+# day's swap waits for readers of the table in tries of at most swap_try_s in the lock queue (a
+# reader arriving meanwhile waits behind it that long at most), with back-off between tries up
+# to swap_backoff_max_s, until lock_timeout_s is spent.
+_PARAMS_DEFAULTS = section({}, "warehouse")
+DEFAULT_LOCK_TIMEOUT_S = _PARAMS_DEFAULTS["lock_timeout_s"]
+DEFAULT_SWAP_TRY_S = _PARAMS_DEFAULTS["swap_try_s"]
+DEFAULT_SWAP_BACKOFF_MAX_S = _PARAMS_DEFAULTS["swap_backoff_max_s"]
 _SWAP_FIRST_BACKOFF_S = 0.05  # doubled after each try, up to swap_backoff_max_s
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MIGRATIONS_TABLE = "schema_migrations"
@@ -489,13 +492,10 @@ class Target:
 
     @classmethod
     def from_params(cls, params: dict, url: str | None = None, experiment: bool = False) -> Target:
-        from pipelines.config import experiment_warehouse_target, section, warehouse_target
-
         default_url, table = experiment_warehouse_target(params) if experiment else warehouse_target(params)
         w = section(params, "warehouse")
-        return cls(url or default_url, table, w.get("schema"), bool(w.get("user_scores", False)),
-                   w.get("user_scores_table", "user_scores"), w.get("swap_try_s", DEFAULT_SWAP_TRY_S),
-                   w.get("swap_backoff_max_s", DEFAULT_SWAP_BACKOFF_MAX_S))
+        return cls(url or default_url, table, w["schema"], bool(w["user_scores"]), w["user_scores_table"],
+                   w["swap_try_s"], w["swap_backoff_max_s"])
 
     def names(self) -> dict[str, str]:
         t, u = self.table, self.user_scores_table

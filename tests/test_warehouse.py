@@ -697,11 +697,17 @@ def test_the_swap_settings_are_params_checked_in_one_line(tmp_path):
 
     from pipelines.config import default_params, load_params, validate_params
 
+    import inspect
+
     defaults = default_params()["warehouse"]
-    assert (defaults["swap_try_s"], defaults["swap_backoff_max_s"]) == \
-        (warehouse.DEFAULT_SWAP_TRY_S, warehouse.DEFAULT_SWAP_BACKOFF_MAX_S)
+    assert (defaults["swap_try_s"], defaults["swap_backoff_max_s"], defaults["lock_timeout_s"]) == (0.5, 1.0, 600.0)
     shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["warehouse"]
     assert (shipped["swap_try_s"], shipped["swap_backoff_max_s"]) == (0.5, 1.0)
+    # made in code without params.yaml (tests, replace_day, a hand-built dict): the schema's defaults
+    for made in (Target("postgresql://u@h/db"), Target.from_params({"warehouse": {"url": "postgresql://u@h/db"}})):
+        assert (made.swap_try_s, made.swap_backoff_max_s) == (0.5, 1.0)
+    signature = inspect.signature(warehouse.replace_day).parameters
+    assert [signature[k].default for k in ("swap_try_s", "swap_backoff_max_s", "lock_timeout_s")] == [0.5, 1.0, 600.0]
     for bad, says in (({"swap_try_s": 0}, "warehouse.swap_try_s: must be >= 0.01 (got 0)"),
                       ({"swap_try_s": 61}, "warehouse.swap_try_s: must be <= 60"),
                       ({"swap_try_s": "fast"}, "warehouse.swap_try_s: "),
