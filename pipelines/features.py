@@ -332,6 +332,11 @@ def _user_counts(con: duckdb.DuckDBPyConnection, suffixes: list[str]) -> None:
     rows = con.sql(f"SELECT {_BUCKET_COLUMNS} FROM user_type_bucket").to_arrow_table()
     encoded = pc.dictionary_encode(rows.column("user_id").combine_chunks())
     users, user = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # users in user_id order: the features view's joins then stream rows out nearly in that
+    # order, and _by_user's reordering of every column is a near-sequential copy, not a random
+    # gather (1M users: its 6.3-9.8 CPU s became 4.5). Any order gives the same result.
+    by_id = pc.sort_indices(users).to_numpy()
+    users, user = users.take(by_id), np.argsort(by_id)[user]
     n_users, n_windows = len(users), len(suffixes)
     buckets = n_windows + 1  # the last one: outside every window (history_days set), else unused
     # bucket-major cells: a window's running sum over the buckets adds whole rows of users
