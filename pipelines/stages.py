@@ -252,7 +252,7 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     features_path = features_in or lay.features(as_of)
     # for the progress: every user of a local file is scored, unless only the active ones are
     total = parquet_rows(features_path) if p["active_within_days"] is None and io.is_local(features_path) else None
-    with _feature_batches(features_path, as_of, int(p["batch_users"])) as batches:
+    with _feature_batches(features_path, as_of, int(p["batch_users"]), _scoring_columns(detector, p)) as batches:
         scores = score_batches(active_batches(batches), detector, p, as_of,
                                sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of), total=total)
     check(scores, "scores", validation_dir or lay.validation(as_of))
@@ -273,6 +273,17 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     info.update(report_stage(params, as_of, scores_in=out, features_in=features_in, model=version,
                              sequences_in=sequences_in))
     return info
+
+
+def _scoring_columns(detector: Any, score_params: dict) -> list[str] | None:
+    """The feature columns scoring reads: a table model's own (a day's table has many more,
+    for analysts and drift, and decoding them was a tenth of scoring a million users), the ids,
+    and the recency that score.active_within_days selects by. None (all) for a model without
+    a list of its features."""
+    if detector.input_kind == "sequence" or detector.feature_names_ is None:
+        return None
+    extra = ["days_since_last_event"] if score_params["active_within_days"] is not None else []
+    return ["user_id", *detector.feature_names_, *extra]
 
 
 @logged_step("report")
@@ -438,8 +449,10 @@ def _read_features(path: str, as_of: str) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def _feature_batches(path: str, as_of: str, size: int) -> Iterator[Iterator[pd.DataFrame]]:
-    """The day's feature table, `size` users at a time (never all of it in memory at once)."""
+def _feature_batches(path: str, as_of: str, size: int,
+                     columns: list[str] | None = None) -> Iterator[Iterator[pd.DataFrame]]:
+    """The day's feature table, `size` users at a time (never all of it in memory at once);
+    only those of `columns` the file has, in the file's order, when given (default: all)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -453,7 +466,10 @@ def _feature_batches(path: str, as_of: str, size: int) -> Iterator[Iterator[pd.D
         if attrs.get("as_of") != as_of:
             raise UserError(f"{path}: features are as of {attrs.get('as_of') or 'an unknown day'}, not {as_of}; "
                             f"rebuild them with the features step")
-        yield (batch.to_pandas().reset_index(drop=True) for batch in table.iter_batches(batch_size=size))
+        keep = None if columns is None else set(columns)
+        wanted = None if keep is None else [c for c in table.schema_arrow.names if c in keep]
+        yield (batch.to_pandas().reset_index(drop=True)
+               for batch in table.iter_batches(batch_size=size, columns=wanted))
 
 
 def sequences_loader(path: str, as_of: str):
