@@ -546,7 +546,10 @@ def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd
     try:
         with _user_errors(text, "read"):
             if _is_local_fs(fs):
-                return _to_pandas(pq.read_table(path, columns=columns))
+                # pre_buffer (coalesced reads ahead, pyarrow's default, made for object stores):
+                # a local 1M-user, 186-column features file took 6.5 CPU s and 7-18 s to read
+                # with it, 1.5 CPU s and 1.4 s without (2 cores)
+                return _to_pandas(pq.read_table(path, columns=columns, pre_buffer=False))
             with fs.open(path, "rb") as fh:
                 return _to_pandas(pq.read_table(fh, columns=columns))
     except pa.ArrowException as exc:
