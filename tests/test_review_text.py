@@ -255,3 +255,24 @@ def test_the_features_step_reads_the_reviews_before_its_end_from_a_file_or_a_fra
     pd.testing.assert_frame_equal(got.loc[expected.index, names], expected[names])
     assert got.loc["late", names].tolist() == [0.0, 0.0, 0.0]
     assert got.loc["r1", "accounts_sharing_review_text"] == 4  # r2..r5, not "late"
+
+
+def test_the_features_step_reads_only_the_reviews_in_its_history_window(make_events):
+    """With features.history_days, a text posted before the window counts for no one, as every
+    *_hist feature leaves that event out; with all history it counts like any other."""
+    from pipelines.features import build_features
+
+    rows = [dict(event_time="2026-03-01T00:00:00", user_id=u, event_type="review", product_id="p1", rating=5,
+                 review_text=x) for u, x in RING.items()]
+    rows += [dict(event_time="2026-01-02T00:00:00", user_id="old", event_type="review", product_id="p1", rating=5,
+                  review_text=TEMPLATE),
+             dict(event_time="2026-03-05T00:00:00", user_id="old", event_type="view", product_id="p1")]
+    events = make_events(rows)
+    names = ["max_review_similarity_other", "near_duplicate_review_share", "accounts_sharing_review_text"]
+    base = {"as_of": "2026-03-09", "threads": 2, "review_text": {"enabled": True}}
+    windowed = by_user(build_features(events, {**base, "history_days": 30}))
+    everything = by_user(build_features(events, {**base, "history_days": None}))
+    assert windowed.loc["old", names].tolist() == [0.0, 0.0, 0.0]
+    assert windowed.loc["r1", "accounts_sharing_review_text"] == 4  # r2..r5
+    assert everything.loc["old", "max_review_similarity_other"] > 0.9
+    assert everything.loc["r1", "accounts_sharing_review_text"] == 5  # and "old"
