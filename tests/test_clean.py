@@ -484,3 +484,33 @@ def test_a_reused_event_id_stays_with_the_row_that_arrived_first_not_the_earlies
     assert clean_events["user_id"].tolist() == ["u3", "u1"]  # time order; u1 came first with e1
     assert quarantine["source_row"].tolist() == [1]
     assert quarantine["quarantine_reason"].tolist() == ["duplicate event_id with different content"]
+
+
+def test_equal_id_hashes_only_send_the_ids_to_the_exact_check(monkeypatch):
+    """Distinct 64-bit hashes prove the event ids distinct (the fast path); equal hashes, as a
+    collision between two different ids would give, must not quarantine anything by themselves."""
+    import pipelines.clean as clean_module
+
+    raw = frame(4, event_id=["e1", "e2", "e3", "e2"], user_id=["u1", "u2", "u3", "u4"])
+    fast, fast_quarantine, _ = clean(raw)
+    monkeypatch.setattr(clean_module, "_hashes_distinct", lambda ids: False)
+    distinct, distinct_quarantine, _ = clean(raw.iloc[:3])  # no id reused, yet every hash "collides"
+    assert distinct["event_id"].tolist() == ["e1", "e2", "e3"] and distinct_quarantine.empty
+    exact, exact_quarantine, _ = clean(raw)
+    pd.testing.assert_frame_equal(exact, fast)
+    pd.testing.assert_frame_equal(exact_quarantine, fast_quarantine)
+    assert fast_quarantine["source_row"].tolist() == [3]
+
+
+def test_user_ids_order_by_code_point_and_ties_keep_arrival_order():
+    """The sort ranks the distinct user ids once and sorts integer keys: the order must stay
+    pandas' stable sort by (event_time, user_id) on the text, byte for byte."""
+    users = ["ü", "u10", "U1", "u1", "用户", "u2", "", None, "u1", "ü"]
+    raw = frame(len(users), user_id=users, session_id=[f"s{i}" for i in range(len(users))],
+                event_time=[T0_ISO] * 5 + ["2024-03-01T09:00:00Z"] * 5)
+    clean_events, quarantine, report = clean(raw)
+    kept = raw.assign(event_time=pd.to_datetime(raw["event_time"], utc=True)).loc[raw["user_id"].fillna("").ne("")]
+    expected = kept.sort_values(["event_time", "user_id"], kind="stable")
+    assert clean_events["session_id"].tolist() == expected["session_id"].tolist()
+    assert sorted(quarantine["quarantine_reason"]) == ["missing user_id"] * 2
+    assert report["users"] == 6
