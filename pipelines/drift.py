@@ -300,14 +300,15 @@ def blocking_message(as_of: str, drift: dict[str, Any], path: str) -> str:
 
 
 def reference_for_training(detector: Any, features: pd.DataFrame, train_params: dict[str, Any],
-                           drift_params: dict[str, Any], sequences: Any = None, batch_users: int = 100_000
-                           ) -> dict[str, Any]:
+                           drift_params: dict[str, Any], sequences: Any = None, batch_users: int = 100_000,
+                           held: np.ndarray | None = None) -> dict[str, Any]:
     """training_reference for the users `train` fitted on (those not held out), with the
-    model's scores of a seeded sample of them (drift.sample_users)."""
+    model's scores of a seeded sample of them (drift.sample_users). `held`:
+    split.heldout_users(features, train_params), when the caller has it already."""
     from pipelines.score import batched_scores
     from pipelines.split import heldout_users
 
-    held = heldout_users(features, train_params)
+    held = heldout_users(features, train_params) if held is None else held
     training = np.flatnonzero(~np.asarray(held))
     if len(training) > drift_params["sample_users"]:
         picked = np.sort(np.random.default_rng(0).choice(training, int(drift_params["sample_users"]), replace=False))

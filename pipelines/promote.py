@@ -22,12 +22,14 @@ from pipelines.split import heldout_users
 
 
 def model_figures(detector, features: pd.DataFrame, labels: pd.DataFrame | None, train_params: dict[str, Any],
-                  score_params: dict[str, Any], sequences: Any = None) -> tuple[dict[str, Any], np.ndarray | None]:
+                  score_params: dict[str, Any], sequences: Any = None,
+                  held: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
     """(figures, held-out scores) of one model on one day's features. A model that cannot
-    score these features (columns it was trained on are missing) gets {"error": ...}."""
+    score these features (columns it was trained on are missing) gets {"error": ...}.
+    `held`: split.heldout_users(features, train_params), when the caller has it already."""
     from pipelines.score import batched_scores, flag, rank_scores
 
-    held = heldout_users(features, train_params)
+    held = heldout_users(features, train_params) if held is None else np.asarray(held)
     try:
         scores = batched_scores(detector, features, sequences, 
                                 int(section({"score": score_params}, "score")["batch_users"]))

@@ -52,13 +52,14 @@ def training_labels(user_ids: pd.Series, labels: pd.DataFrame | None, detector: 
 
 
 def train(features: pd.DataFrame, params: dict[str, Any], labels: pd.DataFrame | None = None,
-          sequences: Any = None) -> tuple[Detector, dict[str, Any]]:
+          sequences: Any = None, held_out: np.ndarray | None = None) -> tuple[Detector, dict[str, Any]]:
     """Fit on the users not held out; `labels` are used only by a supervised detector, and
-    `sequences` (EventSequences, or a function returning them) only by a sequence detector."""
+    `sequences` (EventSequences, or a function returning them) only by a sequence detector.
+    `held_out`: split.heldout_users(features, params), when the caller has it already."""
     p = section({"train": params}, "train")  # defaults: params.yaml's, from one schema
     name = p["detector"]
     detector = make_detector(name, get_detector_class(name).params_from_train(p))
-    held_out = heldout_users(features, p)
+    held_out = heldout_users(features, p) if held_out is None else np.asarray(held_out)
     columns = select_features(feature_columns(features), list(p["exclude_features"] or []))
     rows = np.flatnonzero(~held_out)
     sample = p["fit_sample_users"]

@@ -42,3 +42,33 @@ def test_train_evaluate_and_drift_reference_share_the_held_out_users(sim, sim_fe
     assert metrics["holdout_users"] == metrics["k"] == held.sum()
     reference = reference_for_training(detector, sim_features, params["train"], section(params, "drift"))
     assert reference["score"]["users"] == (~held).sum()
+
+
+def test_the_train_step_hashes_the_held_out_users_once_and_its_figures_are_those_of_its_own_split(
+        sim_features, tmp_path, monkeypatch):
+    from pipelines import io, promote, split, stages
+    from pipelines import train as train_module
+    from pipelines.layout import Layout
+
+    params = override(override(default_params(), "train.holdout_fraction", 0.4), "train.split_seed", 9)
+    lay = Layout.under(str(tmp_path))
+    params = override(params, "storage", {"data": lay.data, "reports": lay.reports, "models": str(tmp_path / "models")})
+    path, day = tmp_path / "features.parquet", sim_features.attrs["as_of"]
+    io.write_parquet(sim_features, str(path))
+    calls = []
+    real = split.heldout_users
+
+    def counted(frame, train_params):
+        calls.append(len(frame))
+        return real(frame, train_params)
+
+    for module in (split, train_module, promote):
+        monkeypatch.setattr(module, "heldout_users", counted)
+    info = stages.train_stage(params, day, features_in=str(path), report_out=str(tmp_path / "train.json"))
+    assert calls == [len(sim_features)]
+    held = real(sim_features, params["train"])
+    assert (info["users_held_out"], info["metrics"]["heldout_users"]) == (held.sum(), held.sum())
+    detector, _ = train(sim_features, params["train"])
+    reference = reference_for_training(detector, sim_features, params["train"], section(params, "drift"))
+    given = reference_for_training(detector, sim_features, params["train"], section(params, "drift"), held=held)
+    assert reference == given
