@@ -100,14 +100,50 @@ def training_reference(features: pd.DataFrame, scores: np.ndarray, model_feature
         values = features[column].to_numpy(dtype="float64", na_value=np.nan)
         if rows is not None:
             values = values[rows]
-        edges = bin_edges(values, bins)
-        out["features"][column] = {"edges": edges, "shares": _shares(bin_counts(values, edges))}
+        edges, counts = _edges_and_counts(values, bins)
+        out["features"][column] = {"edges": edges, "shares": _shares(counts)}
     scores = np.asarray(scores, dtype="float64")
     sample = _sample(scores[np.isfinite(scores)], sample_users, seed)
     edges = bin_edges(sample, bins)
     out["score"] = {"edges": edges, "shares": _shares(bin_counts(sample, edges)), "sample": sorted(sample.tolist()),
                     "users": int(len(scores))}
     return out
+
+
+_SORT_SAMPLE = 1024  # values looked at to tell a feature of few distinct values from a continuous one
+
+
+def _edges_and_counts(values: np.ndarray, bins: int) -> tuple[list[float], np.ndarray]:
+    """bin_edges(values, bins) and bin_counts(values, those edges), the same to the bit.
+
+    Most features take few distinct values (counts, zero for most users), and on those
+    np.quantile's selection is slow (its partition handles long runs of ties badly: 28 ms
+    against 9 ms for a sort of 700k values with 5 distinct): there, one sort gives both the
+    edges (the order statistics np.quantile's "lower" method takes) and the counts (binary
+    searches of the edges in the sorted values). A continuous feature keeps np.quantile, which
+    beats a sort there (19 ms against 46 ms)."""
+    finite = np.isfinite(values)
+    present = values if finite.all() else values[finite]
+    missing = len(values) - len(present)
+    if not len(present):
+        return [], np.array([0, missing], dtype="int64")
+    sample = present[:: max(1, len(present) // _SORT_SAMPLE)]
+    if len(np.unique(sample)) > len(sample) // 8:
+        edges = bin_edges(present, bins)
+        return edges, np.append(bin_counts(present, edges)[:-1], missing)
+    ordered = np.sort(present)
+    # np.quantile(method="lower")'s positions: floor((n - 1) * q)
+    at = np.floor((len(ordered) - 1) * np.linspace(0, 1, bins + 1)[1:-1]).astype(np.intp)
+    zeros = ordered[np.searchsorted(ordered, 0.0, "left"):np.searchsorted(ordered, 0.0, "right")]
+    if np.signbit(zeros).any():
+        # -0.0 among the 0s: which of the equal values a selection or a sort puts at a position
+        # is their own business, and the edge must be the very value np.quantile gives
+        edges_array = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1], method="lower"))
+    else:
+        edges_array = np.unique(ordered[at])
+    at_or_below = np.searchsorted(ordered, edges_array, side="right")
+    counts = np.diff(np.array([0, *at_or_below, len(ordered)], dtype="int64"))
+    return [float(e) for e in edges_array], np.append(counts, missing)
 
 
 def _shares(counts: np.ndarray) -> list[float]:

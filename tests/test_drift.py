@@ -341,3 +341,28 @@ def test_bin_counts_equal_a_binary_search_per_value(edges):
     got = drift.bin_counts(values, edges)
     assert got.dtype == np.int64 and got.tolist() == want.tolist()
     assert drift.bin_counts(np.round(rng.normal(size=50)), edges).sum() == 50  # all finite: no mask copy
+
+
+def _mixed_columns():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    few = rng.integers(0, 4, n).astype("float64")
+    signed_zero = few.copy()
+    signed_zero[(few == 0) & (rng.random(n) < 0.5)] = -0.0  # 0.0 and -0.0 side by side
+    gaps = rng.lognormal(size=n)
+    gaps[rng.random(n) < 0.2] = np.nan
+    mostly_zero = np.where(rng.random(n) < 0.9, 0.0, rng.integers(1, 50, n))
+    mostly_zero[rng.random(n) < 0.05] = np.inf
+    runs = rng.permutation(np.repeat(np.arange(20.0), 50))  # quantile positions at the ends of runs of ties
+    return {"few": few, "runs": runs, "signed_zero": signed_zero, "continuous_with_nan": gaps, "mostly_zero_with_inf": mostly_zero,
+            "all_nan": np.full(50, np.nan), "one_value": np.ones(7), "three_users": np.array([2.0, 0.0, 1.0])}
+
+
+@pytest.mark.parametrize("bins", [1, 2, 10, 40])
+@pytest.mark.parametrize("name", list(_mixed_columns()))
+def test_the_reference_bins_of_one_sort_equal_bin_edges_and_bin_counts_to_the_bit(name, bins):
+    values = _mixed_columns()[name]
+    edges, counts = drift._edges_and_counts(values, bins)
+    expected = drift.bin_edges(values, bins)
+    assert np.array(edges).tobytes() == np.array(expected).tobytes()  # -0.0 is not 0.0 here
+    np.testing.assert_array_equal(counts, drift.bin_counts(values, expected))
