@@ -324,3 +324,48 @@ def test_the_report_of_pipelines_run_has_the_same_headline_numbers_and_activity_
     drift = json.loads((out / "reports" / f"as_of={day}" / "drift.json").read_text())
     assert drift["status"] == "too_few_users" and summary["score"]["drift"] == "too_few_users"
     assert "Drift too few users" in visible
+
+
+def _histogram_of_every_score(score, cutoff):
+    """score_histogram as matplotlib's hist of the scores themselves draws it: the oracle."""
+    import numpy as np
+
+    from pipelines import report
+
+    fig = report._figure(5.6, 3.0)
+    ax = fig.add_subplot()
+    finite = score[np.isfinite(score)]
+    if len(finite):
+        edges = np.histogram_bin_edges(finite, bins=60)
+        ax.hist(finite[finite < cutoff] if cutoff is not None else finite, bins=edges, color=report._BLUE,
+                label="not flagged")
+        ax.hist(finite[finite >= cutoff] if cutoff is not None else finite[:0], bins=edges, color=report._RED,
+                label="flagged")
+        ax.set_yscale("log")
+    if cutoff is not None:
+        ax.axvline(cutoff, color="#1a202c", linestyle="--", linewidth=1.2)
+        ax.annotate(f"cut-off {cutoff:.3g}", (cutoff, 1), xycoords=("data", "axes fraction"), xytext=(-4, -12),
+                    textcoords="offset points", ha="right", fontsize=8)
+    ax.set_xlabel("score", fontsize=9)
+    ax.set_ylabel("users (log scale)", fontsize=9)
+    ax.set_title("Score distribution", fontsize=10, loc="left")
+    ax.legend(fontsize=8, frameon=False)
+    report._style(ax)
+    return report._png(fig, "Histogram of the day's scores with the flagging cut-off")
+
+
+@pytest.mark.parametrize("case", ["budget", "threshold_on_an_edge", "no_cutoff", "nan", "one_value"])
+def test_the_score_histogram_from_counts_is_the_png_of_a_histogram_of_every_score(case):
+    import numpy as np
+
+    from pipelines.report import score_histogram
+
+    rng = np.random.default_rng(5)
+    score = np.round(rng.gamma(2.0, 1.5, 30_000), 3)  # ties, and scores on the bin edges
+    cutoff = {"budget": float(np.sort(score)[-40]), "threshold_on_an_edge": float(np.histogram_bin_edges(score, 60)[31]),
+              "no_cutoff": None, "nan": 3.0, "one_value": 1.0}[case]
+    if case == "nan":
+        score[::7] = np.nan
+    if case == "one_value":
+        score = np.ones(9)
+    assert score_histogram(score, cutoff) == _histogram_of_every_score(score, cutoff)
