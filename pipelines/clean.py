@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -70,39 +71,40 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     raw = events.reset_index(drop=True)
 
     bounds = time_bounds(p, events.attrs.get(INGESTED_AT))
-    coerced, reasons = _coerce_to_codes(raw, p, bounds)
-
-    # Row positions only until the end: the typed frame is copied once, in its final order.
-    # sorted by (event_time, user_id) once, stable: equal rows lie next to each other, and the
-    # clean rows' order is this one with the dropped rows left out
-    user_ids = _Encoded(_arrow_text(coerced["user_id"]))
-    valid_rows, times, users = _time_user_sorted(coerced, user_ids, np.flatnonzero(reasons.unflagged()))
-    dup_mask = _duplicated_rows(coerced, valid_rows, times, users)
-    exact_duplicates = int(dup_mask.sum())
-    kept, kept_users = valid_rows[~dup_mask], users[~dup_mask]
-
-    event_ids, dup_id_mask = _assign_event_ids(coerced, kept)
-    reasons.flag_rows(kept[dup_id_mask], "duplicate event_id with different content")
-    kept, kept_users = kept[~dup_id_mask], kept_users[~dup_id_mask]
-    event_ids = event_ids.filter(pa.array(~dup_id_mask)) if dup_id_mask.any() else event_ids
-
-    quarantined_rows = np.flatnonzero(~reasons.unflagged())
-    quarantine = _quarantine_frame(raw.iloc[quarantined_rows], reasons.series(quarantined_rows, raw.index))
-
-    # last, so duplicates and derived event ids are decided on the values as they arrived. Each
-    # distinct value is hashed once (by hash_ids, the one place that hashes), and the clean rows
-    # gather their digests through the encoding, so the column's own text is never gathered
     salt, salt_source = id_salt(p)
-    hashed_columns = {}
-    for col in HASHED_COLUMNS:
-        hashed_columns[col] = _Encoded(_arrow_text(coerced[col]))
-        hashed_columns[col].dictionary = _arrow_text(hash_ids(_str_series(hashed_columns[col].dictionary), salt))
-    ordered = list(EVENT_DTYPES) + [c for c in coerced.columns if c not in EVENT_DTYPES]
-    columns = {"event_id": _str_series(event_ids), "user_id": _str_series(user_ids.take(kept))}
-    for col in ordered:
-        if col not in columns and col not in hashed_columns:
-            columns[col] = _take(coerced[col], kept)
-    del coerced, user_ids  # the typed copy of every row is not needed past here
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        coerced, reasons = _coerce_to_codes(raw, p, bounds, pool)
+        # Hashing is Python and holds the GIL; what the other threads do beside it (sorting,
+        # encoding, gathering) is NumPy and Arrow, which release it, so it runs alongside.
+        # Each distinct value is hashed once (by hash_ids, the one place that hashes), and the
+        # clean rows gather their digests through the encoding, never the column's own text.
+        # Duplicates and derived event ids are decided on the values as they arrived.
+        hashing = pool.submit(_hashed_encodings, {col: coerced[col] for col in HASHED_COLUMNS}, salt)
+
+        # Row positions only until the end: the typed frame is copied once, in its final order.
+        # sorted by (event_time, user_id) once, stable: equal rows lie next to each other, and the
+        # clean rows' order is this one with the dropped rows left out
+        user_ids = _Encoded(_arrow_text(coerced["user_id"]))
+        valid_rows, times, users = _time_user_sorted(coerced, user_ids, np.flatnonzero(reasons.unflagged()))
+        dup_mask = _duplicated_rows(coerced, valid_rows, times, users)
+        exact_duplicates = int(dup_mask.sum())
+        kept, kept_users = valid_rows[~dup_mask], users[~dup_mask]
+
+        event_ids, dup_id_mask = _assign_event_ids(coerced, kept)
+        reasons.flag_rows(kept[dup_id_mask], "duplicate event_id with different content")
+        kept, kept_users = kept[~dup_id_mask], kept_users[~dup_id_mask]
+        event_ids = event_ids.filter(pa.array(~dup_id_mask)) if dup_id_mask.any() else event_ids
+
+        quarantined_rows = np.flatnonzero(~reasons.unflagged())
+        quarantine = _quarantine_frame(raw.iloc[quarantined_rows], reasons.series(quarantined_rows, raw.index))
+
+        ordered = list(EVENT_DTYPES) + [c for c in coerced.columns if c not in EVENT_DTYPES]
+        gathers = {col: pool.submit(_take, coerced[col], kept) for col in ordered
+                   if col not in ("event_id", "user_id", *HASHED_COLUMNS)}
+        columns = {"event_id": _str_series(event_ids), "user_id": _str_series(user_ids.take(kept))}
+        columns.update({col: gather.result() for col, gather in gathers.items()})
+        hashed_columns = hashing.result()
+    del coerced, user_ids, gathers  # the typed copy of every row is not needed past here
     # the digests (32 bytes a row) are spread only once the typed copy is gone
     for col in HASHED_COLUMNS:
         columns[col] = _str_series(hashed_columns.pop(col).take(kept))
@@ -120,6 +122,21 @@ def clean(events: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[p
     report["ids_hashed"] = {"columns": list(HASHED_COLUMNS), "values_hashed": hashed,
                             "method": "blake2b keyed, 16 bytes as hex", "salt": salt_source}
     return clean_events, quarantine, report
+
+
+def _workers() -> int:
+    """Threads for cleaning's independent column work: as many as Arrow's own pool uses
+    (OMP_NUM_THREADS or the cores), at most 4 (the columns are few)."""
+    return max(1, min(4, pa.cpu_count()))
+
+
+def _hashed_encodings(columns: dict[str, pd.Series], salt: str) -> dict[str, "_Encoded"]:
+    """Each column's dictionary encoding with the distinct values replaced by their hashes."""
+    hashed = {}
+    for col, values in columns.items():
+        hashed[col] = _Encoded(_arrow_text(values))
+        hashed[col].dictionary = _arrow_text(hash_ids(_str_series(hashed[col].dictionary), salt))
+    return hashed
 
 
 # pandas' default text dtype ("str"): Arrow large_string underneath, NaN for missing
@@ -286,7 +303,10 @@ class _Reasons:
         return pd.Series(text[self.codes[rows]], index=index[rows], dtype="object")
 
 
-def _coerce_to_codes(raw: pd.DataFrame, p: dict[str, Any], bounds: dict) -> tuple[pd.DataFrame, _Reasons]:
+def _coerce_to_codes(raw: pd.DataFrame, p: dict[str, Any], bounds: dict,
+                     pool: ThreadPoolExecutor | None = None) -> tuple[pd.DataFrame, _Reasons]:
+    """_coerce with the reasons as codes; the text columns are trimmed in `pool`'s threads
+    when given (Arrow kernels, which release the GIL)."""
     out = pd.DataFrame(index=raw.index)
     reasons = _Reasons(len(raw))
     flag = reasons.flag
@@ -303,9 +323,10 @@ def _coerce_to_codes(raw: pd.DataFrame, p: dict[str, Any], bounds: dict) -> tupl
         flag(out["event_time"] < bounds["earliest"],
              f"event_time before {bounds['earliest'].date()} (clean.min_event_time)")
 
-    for col in STRING_COLUMNS:
-        if col in raw.columns:
-            out[col] = _to_clean_string(raw[col])
+    text_columns = [col for col in STRING_COLUMNS if col in raw.columns]
+    trimmed = (pool.map if pool is not None else map)(_to_clean_string, [raw[col] for col in text_columns])
+    for col, column in zip(text_columns, trimmed):
+        out[col] = column
     flag(out["user_id"].isna(), "missing user_id")
     limit = int(p["max_id_length"])
     for col in ID_COLUMNS:
