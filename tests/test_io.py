@@ -425,3 +425,25 @@ def test_a_frame_read_from_parquet_can_be_assigned_into(tmp_path):
     frame.loc[0, "x"] = 9.0
     frame.iloc[1, 2] = float("nan")
     assert frame["x"].tolist() == [9.0, 2.0] and frame["y"].isna().tolist() == [False, True]
+
+
+def test_a_local_parquet_file_is_read_into_jemalloc_or_else_the_system_pool(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({"user_id": ["u1", "u2", None], "n": [1.5, None, 3.0], "k": [1, 2, 3]})
+    frame.attrs["as_of"] = "2026-11-30"
+    path = tmp_path / "f.parquet"
+    io.write_parquet(frame, str(path))
+    expected = pq.read_table(path).to_pandas()
+    assert io._table_pool().backend_name in ("jemalloc", "system")
+    got = io.read_parquet(str(path))
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.attrs == {"as_of": "2026-11-30"}
+
+    def not_built():
+        raise pa.ArrowNotImplementedError("jemalloc not built")
+
+    monkeypatch.setattr(pa, "jemalloc_memory_pool", not_built)
+    assert io._table_pool().backend_name == "system"
+    pd.testing.assert_frame_equal(io.read_parquet(str(path), ["n"]), expected[["n"]])
