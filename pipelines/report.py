@@ -160,19 +160,28 @@ def _style(ax) -> None:
 
 
 def score_histogram(score: np.ndarray, cutoff: float | None) -> str:
+    def bars(ax) -> None:
+        finite = score[np.isfinite(score)]
+        if len(finite):
+            # the bars counted here and handed over as one weighted point per bin: matplotlib's
+            # hist of a million scores counts them by a sort (np.histogram with explicit edges),
+            # while 60 equal bins count in one pass; the same counts, so the same bars
+            every, edges = np.histogram(finite, bins=60)
+            above = finite[finite >= cutoff] if cutoff is not None else finite[:0]
+            flagged = np.histogram(above, bins=edges)[0]
+            ax.hist(edges[:-1], bins=edges, weights=every - flagged, color=_BLUE, label="not flagged")
+            ax.hist(edges[:-1], bins=edges, weights=flagged, color=_RED, label="flagged")
+            ax.set_yscale("log")
+
+    return score_chart(bars, cutoff)
+
+
+def score_chart(draw_bars, cutoff: float | None) -> str:
+    """The score histogram's figure around its bars (draw_bars(ax) draws them): the cut-off,
+    labels and style, in one place for score_histogram and for the test that checks its bars."""
     fig = _figure(5.6, 3.0)
     ax = fig.add_subplot()
-    finite = score[np.isfinite(score)]
-    if len(finite):
-        # the bars counted here and handed over as one weighted point per bin: matplotlib's hist
-        # of a million scores counts them by a sort (np.histogram with explicit edges), while
-        # 60 equal bins count in one pass; the same counts, so the same bars
-        every, edges = np.histogram(finite, bins=60)
-        above = finite[finite >= cutoff] if cutoff is not None else finite[:0]
-        flagged = np.histogram(above, bins=edges)[0]
-        ax.hist(edges[:-1], bins=edges, weights=every - flagged, color=_BLUE, label="not flagged")
-        ax.hist(edges[:-1], bins=edges, weights=flagged, color=_RED, label="flagged")
-        ax.set_yscale("log")
+    draw_bars(ax)
     if cutoff is not None:
         ax.axvline(cutoff, color="#1a202c", linestyle="--", linewidth=1.2)
         ax.annotate(f"cut-off {cutoff:.3g}", (cutoff, 1), xycoords=("data", "axes fraction"), xytext=(-4, -12),
