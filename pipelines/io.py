@@ -547,8 +547,8 @@ def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd
         with _user_errors(text, "read"):
             if _is_local_fs(fs):
                 # pre_buffer (coalesced reads ahead, pyarrow's default, made for object stores):
-                # a local 1M-user, 186-column features file took 6.5 CPU s and 7-18 s to read
-                # with it, 1.5 CPU s and 1.4 s without (2 cores)
+                # pq.read_table of the local 1M-user, 186-column features file took 2.8-6.1 s
+                # with it (1.7-5.0 s of it kernel time), 1.1-1.3 s without (2 cores, 3 runs each)
                 import pyarrow.dataset as ds
 
                 pool = _table_pool()
