@@ -80,17 +80,18 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
     for batch in batches:
         if not len(batch):
             continue
-        X = model_input(detector, batch, sequences)
-        if explain:
-            batch_scores, explained = detector.score_and_reason_table(X, top_n=int(p["n_reasons"]))
-        else:
-            batch_scores, explained = detector.score(X), ReasonTable.from_lists([[]] * len(batch))
-        batch_scores = np.asarray(batch_scores, dtype="float64")
-        _require_finite(batch_scores, batch, detector)
-        scores.append(batch_scores)
-        user_ids.append(pa.array(batch["user_id"].astype("str").to_numpy(), type=pa.string()))
-        reasons.append(explained.texts())
-        types.append(suspected_types_table(explained))
+        for part in _chunks(batch, detector):
+            X = model_input(detector, part, sequences)
+            if explain:
+                part_scores, explained = detector.score_and_reason_table(X, top_n=int(p["n_reasons"]))
+            else:
+                part_scores, explained = detector.score(X), ReasonTable.from_lists([[]] * len(part))
+            part_scores = np.asarray(part_scores, dtype="float64")
+            _require_finite(part_scores, part, detector)
+            scores.append(part_scores)
+            user_ids.append(pa.array(part["user_id"].astype("str").to_numpy(), type=pa.string()))
+            reasons.append(explained.texts())
+            types.append(suspected_types_table(explained))
         progress.update(len(batch))
     progress.close()
     if not scores:
@@ -134,6 +135,30 @@ def batched_scores(detector: Detector, features: pd.DataFrame, sequences: Any = 
     parts = [np.asarray(detector.score(model_input(detector, features.iloc[start:start + batch_users], sequences)),
                         dtype="float64") for start in range(0, len(features), batch_users)]
     return np.concatenate(parts) if parts else np.empty(0)
+
+
+# A table model's batch is scored in parts of at most this many feature values (16 MiB of
+# float64 a matrix): glibc maps every allocation over 32 MiB afresh and unmaps it when freed,
+# so the half-dozen matrices of a 100k-user batch (features, percentiles, rarity, the sorted
+# copies for the reasons) had their pages faulted in and zeroed by the kernel again batch after
+# batch, while memory under that size is reused from the heap. Scores and reasons depend on the
+# user alone, so the parts change no figure.
+_CHUNK_VALUES = 2 ** 21
+
+
+def _chunk_rows(detector: Detector, features: pd.DataFrame) -> int:
+    """Rows per part: as many as keep a float64 matrix of the model's columns under
+    _CHUNK_VALUES values; a sequence model's batches are not cut."""
+    if detector.input_kind != "table":
+        return max(1, len(features))
+    width = len(detector.feature_names_) if detector.feature_names_ is not None else features.shape[1]
+    return max(1, _CHUNK_VALUES // max(1, width))
+
+
+def _chunks(batch: pd.DataFrame, detector: Detector) -> Iterable[pd.DataFrame]:
+    """The non-empty parts of `batch` that score_batches scores one at a time (_CHUNK_VALUES)."""
+    size = _chunk_rows(detector, batch)
+    return (batch.iloc[start:start + size] for start in range(0, len(batch), size))
 
 
 def rank_scores(scores: np.ndarray, user_ids: Any) -> np.ndarray:

@@ -200,6 +200,29 @@ def test_scoring_in_batches_gives_the_table_of_one_pass(normal_features, name):
     assert whole["reasons"].iloc[:3].str.len().gt(0).all()  # the most anomalous are explained
 
 
+@pytest.mark.parametrize("name", ["robust_zscore", "ecdf_tail"])
+def test_a_batch_scored_in_parts_gives_the_table_of_one_pass(normal_features, name, monkeypatch):
+    import pipelines.score as score
+
+    feats = users(normal_features, 90)
+    det = make_detector(name).fit(normal_features)
+    monkeypatch.setattr(score, "_CHUNK_VALUES", 10 ** 9)
+    whole = score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF)
+    sizes = []
+    scored = type(det).score_and_reason_table
+
+    def recording(self, X, top_n=3):
+        sizes.append(len(X))
+        return scored(self, X, top_n)
+
+    monkeypatch.setattr(type(det), "score_and_reason_table", recording)
+    monkeypatch.setattr(score, "_CHUNK_VALUES", 4 * len(det.feature_names_))  # parts of 4 users
+    parts = score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF)
+    assert sizes == [4] * 22 + [2]
+    pd.testing.assert_frame_equal(whole, parts)
+    assert whole["reasons"].iloc[:3].str.len().gt(0).all()
+
+
 def test_scoring_nobody_is_a_user_error(detector, normal_features):
     with pytest.raises(UserError, match="no users to score"):
         score_users(users(normal_features).iloc[:0], detector, {}, AS_OF)
