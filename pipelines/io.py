@@ -33,8 +33,9 @@ import re
 import shutil
 import socket
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -512,27 +513,46 @@ def read_json(uri: str | os.PathLike) -> Any:
         raise UserError(f"{_str(uri)}: not valid JSON ({exc})") from exc
 
 
-def write_parquet(df: pd.DataFrame, uri: str | os.PathLike) -> None:
+def write_parquet(df: pd.DataFrame, uri: str | os.PathLike, while_writing: Callable[[], Any] | None = None) -> Any:
     """`df` as Parquet (no index), atomically.
 
     On an object store the file is written to a local temporary file first and then uploaded
     (one PUT, or a multipart upload completed only at the end), so the frame's bytes are never
     held in memory twice and a failing writer publishes nothing.
+
+    `while_writing` (e.g. the dataset's validation) runs in this thread while the file is
+    encoded in another, and the file takes its place only once it has returned: a check that
+    raises leaves the previous file, and nothing new, in place. Returns what it returns. The
+    two overlap because Arrow encodes without the GIL: 1M users' features (2.7 s to write,
+    2 s to check) took the sum of both one after the other.
     """
     text = _str(uri)
     local = _local_target(text)
     if local is not None:
         with atomic_path(local, ".parquet") as tmp:
-            df.to_parquet(tmp, index=False)
-        return
+            return _write_while(df, tmp, while_writing)
     _require_key(text)
     fs, path = _fs(text)
     with tempfile.TemporaryDirectory(prefix="pipelines-io-") as tmpdir:
         tmp = Path(tmpdir) / "upload.parquet"
         with _write_errors(tmp):  # the local disk of the temporary folder is full
-            df.to_parquet(tmp, index=False)
+            outcome = _write_while(df, tmp, while_writing)
         with _user_errors(text, "upload"):
             fs.put_file(str(tmp), path)
+    return outcome
+
+
+def _write_while(df: pd.DataFrame, path: Path, while_writing: Callable[[], Any] | None) -> Any:
+    if while_writing is None:
+        df.to_parquet(path, index=False)
+        return None
+    # leaving the pool waits for the write, also when the check raises: the caller removes or
+    # moves a complete file, never one still being written
+    with ThreadPoolExecutor(1, thread_name_prefix="write-parquet") as pool:
+        written = pool.submit(df.to_parquet, path, index=False)
+        outcome = while_writing()
+    written.result()  # a failed write raises here, after a check that passed
+    return outcome
 
 
 def read_parquet(uri: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:

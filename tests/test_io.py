@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import socket
+import threading
 import time
 
 import pandas as pd
@@ -447,3 +448,51 @@ def test_a_local_parquet_file_is_read_into_jemalloc_or_else_the_system_pool(tmp_
     monkeypatch.setattr(pa, "jemalloc_memory_pool", not_built)
     assert io._table_pool().backend_name == "system"
     pd.testing.assert_frame_equal(io.read_parquet(str(path), ["n"]), expected[["n"]])
+
+
+def test_a_check_run_while_writing_overlaps_the_write_and_gates_the_file(root, monkeypatch):
+    """write_parquet(while_writing=check): the check runs while the file is encoded, and the
+    file takes its place only after the check returned; a check that raises leaves the old file."""
+    target = io.join(root, "out", "features.parquet")
+    io.write_parquet(pd.DataFrame({"a": [1, 2]}), target)
+    checking = threading.Event()
+    encode = pd.DataFrame.to_parquet
+
+    def waits_for_the_check(self, *args, **kwargs):
+        # one after the other, the write would wait here for a check that has not started
+        assert checking.wait(timeout=10), "the write did not overlap the check"
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", waits_for_the_check)
+
+    def failing_check():
+        checking.set()
+        time.sleep(0.2)  # the write finishes meanwhile: it must still not replace the old file
+        raise ValueError("expectation failed")
+
+    with pytest.raises(ValueError, match="expectation failed"):
+        io.write_parquet(pd.DataFrame({"a": [9]}), target, while_writing=failing_check)
+    assert io.read_parquet(target)["a"].tolist() == [1, 2]
+    assert io.listdir(io.join(root, "out")) == ["features.parquet"]
+
+    def passing_check():
+        checking.set()
+        return {"failed": 0}
+
+    assert io.write_parquet(pd.DataFrame({"a": [7, 8, 9]}), target, while_writing=passing_check) == {"failed": 0}
+    assert io.read_parquet(target)["a"].tolist() == [7, 8, 9]
+
+
+def test_a_failed_write_after_a_passing_check_raises_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "scores.parquet"
+    io.write_parquet(pd.DataFrame({"a": [1]}), target)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    with pytest.raises(OutputWriteError, match="scores.parquet"):
+        io.write_parquet(pd.DataFrame({"a": [2]}), target, while_writing=lambda: None)
+    monkeypatch.undo()
+    assert pd.read_parquet(target)["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
