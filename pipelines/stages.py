@@ -72,9 +72,10 @@ def ingest_stage(params: dict, as_of: str | None, source: str | None = None, out
     p = section(params, "ingest")
     source = str(source or p["source"])
     events = ingest(source, p["format"])
-    check(events, "raw", validation_dir or paths.validation())
+    validation = validation_dir or paths.validation()
     out = out or paths.ingested()
-    io.write_parquet(_parquet_safe(events), out)
+    # the file is written while the raw suite runs, and kept only if it passes
+    io.write_parquet(_parquet_safe(events), out, while_writing=lambda: check(events, "raw", validation))
     return {"as_of": paths.as_of, "source": source, "rows": len(events), "out": str(out)}
 
 
@@ -95,8 +96,9 @@ def clean_stage(params: dict, as_of: str | None, events_in: str | None = None, o
         reasons = ", ".join(f"{n} {r}" for r, n in report["quarantine_reasons"].items())
         raise UserError(f"no usable events: all {report['rows_in']} rows were quarantined ({reasons}); "
                         f"see {quarantine_out}")
-    check(clean_events, "clean", validation_dir or paths.validation())
-    io.write_parquet(clean_events, out or paths.clean())
+    validation = validation_dir or paths.validation()
+    # the file is written while the clean suite runs, and kept only if it passes
+    io.write_parquet(clean_events, out or paths.clean(), while_writing=lambda: check(clean_events, "clean", validation))
     return report
 
 

@@ -514,3 +514,45 @@ def test_user_ids_order_by_code_point_and_ties_keep_arrival_order():
     assert clean_events["session_id"].tolist() == expected["session_id"].tolist()
     assert sorted(quarantine["quarantine_reason"]) == ["missing user_id"] * 2
     assert report["users"] == 6
+
+
+# --- the steps' outputs and their validation ------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["ingest", "clean"])
+def test_a_step_whose_validation_fails_leaves_its_events_file_as_it_was(tmp_path, monkeypatch, step):
+    """ingest_stage and clean_stage write their events file while their suite runs: a failing
+    suite leaves the previous file in place (and no temporary file), a passing one replaces it."""
+    from pipelines import stages
+    from pipelines.config import load_params
+    from pipelines.errors import ValidationFailed
+
+    params = load_params("params.yaml")
+    source = tmp_path / "events.parquet"
+    frame(3, event_time=[T0] * 3).to_parquet(source, index=False)
+    out = tmp_path / "work" / "events_out.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"the previous day's file")
+    paths = {"out": str(out), "validation_dir": str(tmp_path / "validation")}
+    if step == "ingest":
+        run = lambda: stages.ingest_stage(params, None, source=str(source), **paths)  # noqa: E731
+    else:
+        paths.update(quarantine_out=str(tmp_path / "q.parquet"), report_out=str(tmp_path / "r.json"))
+        run = lambda: stages.clean_stage(params, None, events_in=str(source), **paths)  # noqa: E731
+    suites = []
+
+    def failing(df, suite, validation_dir, **options):
+        suites.append(suite)
+        raise ValidationFailed(f"validation '{suite}' failed")
+
+    monkeypatch.setattr(stages, "check", failing)
+    with pytest.raises(ValidationFailed):
+        run()
+    assert suites == ["raw" if step == "ingest" else "clean"]
+    assert out.read_bytes() == b"the previous day's file"
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+    monkeypatch.setattr(stages, "check", lambda df, suite, validation_dir, **options: {"failed": 0})
+    run()
+    assert len(pd.read_parquet(out)) == 3
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
