@@ -114,8 +114,10 @@ def features_stage(params: dict, as_of: str, events_in: str | None = None, out: 
         log.info("building features from %s events with one DuckDB query", parquet_rows(local_events) or "the")
         features = build_features(str(local_events), p)
     log.info("built %d features for %d users", features.shape[1] - 1, len(features))
-    check(features, "features", validation_dir or lay.validation(as_of), windows=window_suffixes(p))
-    io.write_parquet(features, out or lay.features(as_of))
+    validation = validation_dir or lay.validation(as_of)
+    # the file is written while the features suite runs, and kept only if it passes
+    io.write_parquet(features, out or lay.features(as_of),
+                     while_writing=lambda: check(features, "features", validation, windows=window_suffixes(p)))
     info = {"as_of": as_of, "users": len(features), "features": features.shape[1] - 1,
             **features.attrs.get("population", {}),
             # which signals the log has, and the "small" amount used (features.small_amount: auto)
@@ -134,8 +136,9 @@ def sequences_stage(params: dict, as_of: str, events_in: str | None = None, out:
     p = section(params, "sequences")
     with io.local_copy(events_in or lay.clean(as_of)) as local_events:
         frame = build_sequences(str(local_events), as_of, p["max_events"], p["threads"], p["memory_limit"])
-    check(frame, "sequences", validation_dir or lay.validation(as_of))
-    io.write_parquet(frame, out or lay.sequences(as_of))
+    validation = validation_dir or lay.validation(as_of)
+    # the file is written while the sequences suite runs, and kept only if it passes
+    io.write_parquet(frame, out or lay.sequences(as_of), while_writing=lambda: check(frame, "sequences", validation))
     info = {"as_of": as_of, **frame.attrs["population"]}
     io.write_json(info, report_out or lay.report(as_of, "sequences.json"))
     return info
@@ -261,9 +264,9 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     with _feature_batches(features_path, as_of, int(p["batch_users"]), _scoring_columns(detector, p)) as batches:
         scores = score_batches(active_batches(batches), detector, p, as_of,
                                sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of), total=total)
-    check(scores, "scores", validation_dir or lay.validation(as_of))
-    out = out or lay.scores(as_of)
-    io.write_parquet(scores, out)
+    validation, out = validation_dir or lay.validation(as_of), out or lay.scores(as_of)
+    # the file is written while the scores suite runs, and kept only if it passes
+    io.write_parquet(scores, out, while_writing=lambda: check(scores, "scores", validation))
     info = {
         "as_of": as_of,
         "model_version": version,

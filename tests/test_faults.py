@@ -19,6 +19,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -396,3 +397,46 @@ def test_the_cli_finds_a_refused_write_behind_other_errors():
         assert str(write_failure(exc)).startswith("cannot write /w/wh.duckdb.wal: disk quota exceeded: ")
     assert write_failure(ValueError("bad value")) is None
     assert write_failure(OSError(errno.EIO, "Input/output error")) is None
+
+
+@pytest.mark.parametrize("step, output", [("features", "features.parquet"), ("score", "scores.parquet")])
+def test_a_failing_suite_leaves_the_previous_file_though_it_was_written_meanwhile(run, monkeypatch, step, output):
+    """features_stage and score_stage encode their file while their suite runs: a suite that
+    fails after the encoding finished still leaves the previous day's file, and no temporary one."""
+    from pipelines import stages
+    from pipelines.config import load_params
+    from pipelines.errors import ValidationFailed
+
+    root = run
+    params = load_params(str(root / "params.yaml"))
+    target = root / "data" / step.replace("score", "scores") / f"as_of={DAY}" / output
+    # a rerun of the day writes the same bytes: the previous file is marked, to tell them apart
+    original = target.read_bytes()
+    target.write_bytes(b"the previous file")
+    before = snapshot(root)
+    encoded = pd.DataFrame.to_parquet
+    written = []
+
+    def recorded(self, path, *args, **kwargs):
+        encoded(self, path, *args, **kwargs)
+        written.append(Path(path).name)
+
+    def fails_once_written(df, suite, validation_dir, **options):
+        if suite in ("features", "scores"):
+            for _ in range(500):  # the encoding runs meanwhile; fail only after it has finished
+                if any(name.endswith(".parquet") for name in written):
+                    break
+                time.sleep(0.01)
+            raise ValidationFailed(f"validation '{suite}' failed")
+        return {"evaluated": 0, "failed": 0}
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", recorded)
+    monkeypatch.setattr(stages, "check", fails_once_written)
+    try:
+        with pytest.raises(ValidationFailed):
+            getattr(stages, f"{step}_stage")(params, DAY)
+        assert written, "the file was not encoded while the suite ran"
+        assert snapshot(root) == before
+        assert not hidden(str(p) for p in target.parent.rglob("*"))
+    finally:  # the module's other tests start from the run's own outputs
+        target.write_bytes(original)
