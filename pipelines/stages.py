@@ -242,7 +242,7 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
                 out: str | None = None, report_out: str | None = None, validation_dir: str | None = None,
                 sequences_in: str | None = None) -> dict:
     """Score, rank, explain and flag every user of the day with the champion (or `model`)."""
-    from pipelines.score import active_users, score_batches
+    from pipelines.score import active_users, batch_rows, score_batches
 
     as_of, lay = parse_as_of(as_of), Layout.from_params(params)
     p = section(params, "score")
@@ -261,7 +261,8 @@ def score_stage(params: dict, as_of: str, features_in: str | None = None, model:
     features_path = features_in or lay.features(as_of)
     # for the progress: every user of a local file is scored, unless only the active ones are
     total = parquet_rows(features_path) if p["active_within_days"] is None and io.is_local(features_path) else None
-    with _feature_batches(features_path, as_of, int(p["batch_users"]), _scoring_columns(detector, p)) as batches:
+    with _feature_batches(features_path, as_of, batch_rows(detector, int(p["batch_users"])),
+                          _scoring_columns(detector, p)) as batches:
         scores = score_batches(active_batches(batches), detector, p, as_of,
                                sequences=sequences_loader(sequences_in or lay.sequences(as_of), as_of), total=total)
     validation, out = validation_dir or lay.validation(as_of), out or lay.scores(as_of)

@@ -223,6 +223,19 @@ def test_a_batch_scored_in_parts_gives_the_table_of_one_pass(normal_features, na
     assert whole["reasons"].iloc[:3].str.len().gt(0).all()
 
 
+def test_batches_read_for_scoring_hold_at_most_one_part(normal_features, monkeypatch):
+    import types
+
+    import pipelines.score as score
+
+    det = make_detector("ecdf_tail").fit(normal_features)  # 6 features
+    assert score.batch_rows(det, 100_000) == 100_000  # under 2**21 values: score.batch_users
+    monkeypatch.setattr(score, "_CHUNK_VALUES", 60)
+    assert score.batch_rows(det, 100_000) == 10 and score.batch_rows(det, 7) == 7
+    assert score.batch_rows(make_detector("ecdf_tail"), 100_000) == 100_000  # no list of its features
+    assert score.batch_rows(types.SimpleNamespace(input_kind="sequence", feature_names_=None), 500) == 500
+
+
 def test_scoring_nobody_is_a_user_error(detector, normal_features):
     with pytest.raises(UserError, match="no users to score"):
         score_users(users(normal_features).iloc[:0], detector, {}, AS_OF)
