@@ -67,9 +67,7 @@ def main() -> None:
                 label = " ".join(part.split())[:70]
                 timed(label, lambda part=part: con.execute(part))
         result = os.path.join(scratch, "features.parquet")
-        timed("COPY features view to scratch Parquet", lambda: con.execute(
-            "COPY (SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
-            f"FROM features) TO '{result}' (FORMAT parquet, COMPRESSION snappy)"))
+        timed("COPY features view to scratch Parquet (_write_result)", lambda: F._write_result(con, result))
         con.close()
         frame = timed("read back in user order (_by_user)", lambda: F._by_user(result))
         frame.attrs["as_of"] = as_of.isoformat()
