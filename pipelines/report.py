@@ -436,7 +436,9 @@ def _flags_per_day(lay: Any, as_of: str, days: int, today: int) -> list[tuple[st
         if day == as_of:
             out.append((day, today))
             continue
-        if day not in scored:
+        if day not in scored or not io.exists(lay.scores(day)):
+            # a folder without its file yet: another run of that day is still writing it (the
+            # folder is made first, the file moved in once the scores suite passed), not scored
             out.append((day, None))
             continue
         report = _json_or_none(lay.report(day, "score.json"))

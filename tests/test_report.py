@@ -171,6 +171,23 @@ def test_flags_per_day_come_from_each_scored_day_and_gaps_stay_empty(scored):
         io.write_json({"flagged": TOP_K}, lay.report(DAYS[0], "score.json"))
 
 
+def test_a_day_whose_scores_are_still_being_written_counts_as_not_scored(scored):
+    """The score step makes the day's folder, writes the file beside its name while the suite
+    runs, and moves it in after: a report of another day meanwhile sees the folder alone."""
+    root, params, _ = scored
+    lay = Layout.from_params(params)
+    writing = Path(lay.scores("2026-11-19"))
+    writing.parent.mkdir(parents=True)
+    (writing.parent / ".scores.parquet.partial.parquet").write_bytes(b"PAR1")
+    try:
+        per_day = dict(_flags_per_day(lay, DAY, 30, TOP_K))
+        assert per_day["2026-11-19"] is None and per_day[DAYS[0]] == TOP_K
+    finally:
+        import shutil
+
+        shutil.rmtree(writing.parent)
+
+
 def test_daily_activity_counts_match_the_clean_events(scored):
     root, params, _ = scored
     lay = Layout.from_params(params)
