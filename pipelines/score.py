@@ -1,6 +1,8 @@
 """Score every user, rank them, flag under the review budget, and say why."""
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import re
 from typing import Any, Iterable
 
@@ -76,23 +78,41 @@ def score_batches(batches: Iterable[pd.DataFrame], detector: Detector, params: d
 
     p = section({"score": params}, "score")
     user_ids, scores, reasons, types = [], [], [], []
+
+    def score_part(part: pd.DataFrame) -> tuple:
+        X = model_input(detector, part, sequences)
+        if explain:
+            part_scores, explained = detector.score_and_reason_table(X, top_n=int(p["n_reasons"]))
+        else:
+            part_scores, explained = detector.score(X), ReasonTable.from_lists([[]] * len(part))
+        part_scores = np.asarray(part_scores, dtype="float64")
+        _require_finite(part_scores, part, detector)
+        return (part_scores, pa.array(part["user_id"].astype("str").to_numpy(), type=pa.string()),
+                explained.texts(), suspected_types_table(explained))
+
+    def keep(done: Any) -> None:
+        part_scores, ids, texts, hints = done.result()
+        scores.append(part_scores)
+        user_ids.append(ids)
+        reasons.append(texts)
+        types.append(hints)
+
     progress = Progress("scored", total, "users")  # a bar in a terminal, else a log line now and then
-    for batch in batches:
-        if not len(batch):
-            continue
-        for part in _chunks(batch, detector):
-            X = model_input(detector, part, sequences)
-            if explain:
-                part_scores, explained = detector.score_and_reason_table(X, top_n=int(p["n_reasons"]))
-            else:
-                part_scores, explained = detector.score(X), ReasonTable.from_lists([[]] * len(part))
-            part_scores = np.asarray(part_scores, dtype="float64")
-            _require_finite(part_scores, part, detector)
-            scores.append(part_scores)
-            user_ids.append(pa.array(part["user_id"].astype("str").to_numpy(), type=pa.string()))
-            reasons.append(explained.texts())
-            types.append(suspected_types_table(explained))
-        progress.update(len(batch))
+    # Parts are scored two at a time: NumPy and Arrow let go of the GIL for most of a part's
+    # work, so the second core works too. Results are kept in the parts' order, and at most
+    # two parts wait, so memory stays that of a few parts.
+    with concurrent.futures.ThreadPoolExecutor(_SCORING_THREADS, thread_name_prefix="score") as pool:
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            if not len(batch):
+                continue
+            for part in _chunks(batch, detector):
+                pending.append(pool.submit(score_part, part))
+                while len(pending) > _SCORING_THREADS:
+                    keep(pending.popleft())
+            progress.update(len(batch))
+        while pending:
+            keep(pending.popleft())
     progress.close()
     if not scores:
         raise UserError("no users to score: the feature table is empty")
@@ -144,6 +164,7 @@ def batched_scores(detector: Detector, features: pd.DataFrame, sequences: Any = 
 # batch, while memory under that size is reused from the heap. Scores and reasons depend on the
 # user alone, so the parts change no figure.
 _CHUNK_VALUES = 2 ** 21
+_SCORING_THREADS = 2  # parts scored at once (score_batches)
 
 
 def _chunk_rows(detector: Detector, features: pd.DataFrame) -> int:

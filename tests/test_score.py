@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import pandas as pd
@@ -218,9 +219,41 @@ def test_a_batch_scored_in_parts_gives_the_table_of_one_pass(normal_features, na
     monkeypatch.setattr(type(det), "score_and_reason_table", recording)
     monkeypatch.setattr(score, "_CHUNK_VALUES", 4 * len(det.feature_names_))  # parts of 4 users
     parts = score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF)
-    assert sizes == [4] * 22 + [2]
+    assert sorted(sizes) == [2] + [4] * 22  # two parts at a time: in either order
     pd.testing.assert_frame_equal(whole, parts)
     assert whole["reasons"].iloc[:3].str.len().gt(0).all()
+
+
+def test_two_parts_scored_at_once_give_the_frame_of_one_at_a_time(normal_features, monkeypatch):
+    """score_batches scores two parts at a time (the second core), and the frame is that of
+    parts scored one by one, whichever part finishes first."""
+    import threading
+
+    import pipelines.score as score
+
+    feats = users(normal_features, 40)
+    det = make_detector("ecdf_tail").fit(normal_features)
+    monkeypatch.setattr(score, "_SCORING_THREADS", 1)
+    one_by_one = score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF)
+    both = threading.Barrier(2, timeout=10)
+    scored = type(det).score_and_reason_table
+    calls, lock = [], threading.Lock()
+
+    def together(self, X, top_n=3):
+        with lock:
+            calls.append(len(X))
+            n = len(calls)
+        if n <= 2:
+            both.wait()  # the first two parts meet here: scored one at a time, this times out
+        if n == 1:
+            time.sleep(0.05)  # and the first part finishes after the second
+        return scored(self, X, top_n)
+
+    monkeypatch.setattr(type(det), "score_and_reason_table", together)
+    monkeypatch.setattr(score, "_SCORING_THREADS", 2)
+    monkeypatch.setattr(score, "_CHUNK_VALUES", 8 * len(det.feature_names_))  # parts of 8 users
+    pd.testing.assert_frame_equal(score_users(feats, det, {"top_k": 9, "batch_users": 1000}, AS_OF), one_by_one)
+    assert sorted(calls) == [8] * 5
 
 
 def test_batches_read_for_scoring_hold_at_most_one_part(normal_features, monkeypatch):
