@@ -1,5 +1,5 @@
 """Where the features step spends its time: each DuckDB statement of pipelines.features, timed
-on its own, then the scratch result's read-back, the GX check and the write, in the order the
+on its own, then the result streamed into the frame, the GX check and the write, in the order the
 step runs them (diagnosis for issue 8; the step's own figures are bench_scale.py's).
 
     python benchmarks/profile_features.py EVENTS.parquet [--as-of YYYY-MM-DD] [--threads N]
@@ -66,10 +66,9 @@ def main() -> None:
             for part in (s for s in re.split(r";\s*\n", statement) if s.strip()):  # not the ";" in comments
                 label = " ".join(part.split())[:70]
                 timed(label, lambda part=part: con.execute(part))
-        result = os.path.join(scratch, "features.parquet")
-        timed("COPY features view to scratch Parquet (_write_result)", lambda: F._write_result(con, result))
+        frame = timed("stream the features view into the frame (_by_user)",
+                      lambda: F._by_user(con, p.get("memory_limit")))
         con.close()
-        frame = timed("read back in user order (_by_user)", lambda: F._by_user(result))
         frame.attrs["as_of"] = as_of.isoformat()
         timed("GX check (features suite, import included)", lambda: check(
             frame, "features", os.path.join(scratch, "v"), windows=F.window_suffixes(p)))

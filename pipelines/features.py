@@ -48,6 +48,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -56,7 +57,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.config import default_params
 from pipelines.errors import UserError
@@ -69,7 +69,8 @@ _SHARE_SIGNALS = {"payment_failed": ("payments_failed",), "refund": ("refunds",)
                   "login_failed": ("logins",)}
 
 _DECIMALS = 9
-_READ_COLUMNS = 16  # feature columns per read of the scratch result
+_BATCH_ROWS = 8192  # rows per batch streamed out of DuckDB into the result
+_STREAM_MEMORY_SHARE = 0.75  # of features.memory_limit, for DuckDB while the result streams out (_by_user)
 _FEW_ROWS_SHARE = 20  # the as-of day "set by a handful of rows": it holds under 1/20 of a typical day
 HISTORY = "hist"  # column suffix of the history window
 
@@ -123,23 +124,19 @@ def build_features(events: Any, params: dict[str, Any] | None = None) -> pd.Data
     history_days = _parse_history_days(p["history_days"], windows)
     as_of = resolve_as_of(events, p["as_of"])
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    with tempfile.TemporaryDirectory(prefix="pipelines-features-") as scratch, \
-            _connect(p["threads"], p.get("memory_limit")) as con:
+    with _connect(p["threads"], p.get("memory_limit")) as con:
         _register(con, events)
         signals = _signals(con, end)
         small = _small_amount(con, p, end, history_days, signals)
-        result = os.path.join(scratch, "features.parquet")
         try:
             for statement in _feature_statements(windows, history_days, end, small["value"], signals):
                 statement(con) if callable(statement) else con.execute(statement)
             (users_with_events,), = con.execute("SELECT count(*) FROM user_counts").fetchall()
-            _write_result(con, result)
             reviews = _review_rows(con, end, history_days) if p["review_text"].get("enabled") else None
+            features = _by_user(con, p.get("memory_limit"))
         except duckdb.OutOfMemoryException as exc:
             raise UserError(f"features.memory_limit {p.get('memory_limit')} is too little for these events "
                             f"(DuckDB: {str(exc).splitlines()[0]}); raise it or set it to null") from exc
-        con.close()
-        features = _by_user(result)
     if reviews is not None:
         features = _with_review_text(features, reviews, end, p["review_text"], signals)
     features.attrs["as_of"] = as_of.isoformat()
@@ -219,41 +216,50 @@ def feature_columns(features: pd.DataFrame) -> list[str]:
     return [c for c in features.columns if c != "user_id"]
 
 
-def _write_result(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """The features view to the scratch Parquet file `path`, which _by_user reads back.
+def _by_user(con: duckdb.DuckDBPyConnection, memory_limit: str | None) -> pd.DataFrame:
+    """The features view as a DataFrame in user_id order, rounded.
 
-    The view's joins stream to the file unsorted, and DuckDB lets go of its tables before the
-    frame is filled: sorting rows this wide in DuckDB, or holding the result beside DuckDB's
-    tables and join hash tables (streaming it into the frame), cost more time or memory than
-    the whole query (streamed, the step's peak went from 2.9 to 3.7 GiB at 1M users)."""
-    quoted = path.replace("'", "''")  # a SQL string literal
-    # Integer sums come out as HUGEINT and money as DECIMAL: DOUBLE in DuckDB, not pandas. No
-    # dictionaries in a file read once: DuckDB trying one per column was a fifth of the write.
-    con.execute("COPY (SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(COLUMNS(* EXCLUDE (user_id)) AS DOUBLE) "
-                f"FROM features) TO '{quoted}' (FORMAT parquet, COMPRESSION snappy, DICTIONARY_SIZE_LIMIT 1)")
-
-
-def _by_user(path: str) -> pd.DataFrame:
-    """The Parquet result at `path` (user_id, then float columns) as a DataFrame in user_id
-    order, rounded: _READ_COLUMNS columns at a time into one float block, the frame's own, so
-    that the peak is that block, not an Arrow table beside its pandas copy."""
-    result = pq.ParquetFile(path)
-    names = result.schema_arrow.names[1:]
-    user_ids = result.read(columns=["user_id"]).column(0)
-    order = pc.sort_indices(user_ids).to_numpy()
-    values = np.empty((len(names), len(order)))
-    for start in range(0, len(names), _READ_COLUMNS):  # a few columns a read, decoded in parallel
-        part = result.read(columns=names[start:start + _READ_COLUMNS], use_threads=True)
-        for j, column in enumerate(part.columns, start):
-            np.take(column.to_numpy(), order, out=values[j])  # NULL -> NaN
-        del part
+    The rows stream out of DuckDB in batches and each value goes straight to its user's row
+    (feature_row, from _user_counts) in one float block, the frame's own: nothing is sorted,
+    written or read back. At 1M users the scratch Parquet file this replaced (write, then read
+    back in order) made the step 26-28 s where streaming takes 22-23 s. The block fills while
+    DuckDB still holds its tables and the joins' hash tables, so DuckDB gets 3/4 of
+    features.memory_limit for the stream: with the whole 2GB the step peaked at 3.71 GiB, with
+    1.5GB at 3.25 GiB (the scratch file's 2.74), for 0.7 s more."""
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{int(_bytes(memory_limit) * _STREAM_MEMORY_SHARE)}B'")
+    user_ids = con.sql("SELECT CAST(user_id AS VARCHAR) FROM user_counts WHERE feature_row >= 0 "
+                       "ORDER BY feature_row").to_arrow_table().column(0)
+    # Integer sums come out as HUGEINT and money as DECIMAL: DOUBLE in DuckDB, not pandas.
+    # The stream is the connection's last query: another one would end it.
+    stream = con.sql("SELECT feature_row, CAST(COLUMNS(* EXCLUDE (user_id, feature_row)) AS DOUBLE) "
+                     "FROM features").to_arrow_reader(_BATCH_ROWS)
+    names = stream.schema.names[1:]
+    values = np.empty((len(names), len(user_ids)))
+    filled = 0
+    for batch in stream:
+        at = batch.column(0).to_numpy()
+        for j, column in enumerate(batch.columns[1:]):
+            values[j, at] = column.to_numpy(zero_copy_only=False)  # NULL -> NaN
+        filled += len(at)
+    if filled != len(user_ids):  # each row exactly once: any other count is a bug in the query
+        raise RuntimeError(f"the features query gave {filled} rows for {len(user_ids)} users")
     # Every sum in the query is exact (DECIMAL money, integer microseconds), so a rerun writes
     # the same bytes and DVC retrains nothing; rounding is a second guard against any float
     # aggregate added later, whose parallel order would otherwise leak into the last bits.
     np.round(values, _DECIMALS, out=values)
     frame = pd.DataFrame(values.T, columns=names, copy=False)  # (rows, columns) view: no copy
-    frame.insert(0, "user_id", pd.array(user_ids.take(order).to_numpy(), dtype="str"))
+    frame.insert(0, "user_id", pd.array(user_ids.to_numpy(zero_copy_only=False), dtype="str"))
     return frame
+
+
+_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _bytes(size: str) -> float:
+    """'2GB' -> 2e9, '1.5 GiB' -> 1.5 * 2**30: DuckDB's units, as config.py's pattern allows."""
+    number, unit = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?)B", size.strip()).groups()
+    return float(number) * _UNITS[unit]
 
 
 def _connect(threads: int | None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -342,9 +348,9 @@ def _user_counts(con: duckdb.DuckDBPyConnection, suffixes: list[str]) -> None:
     rows = con.sql(f"SELECT {_BUCKET_COLUMNS} FROM user_type_bucket").to_arrow_table()
     encoded = pc.dictionary_encode(rows.column("user_id").combine_chunks())
     users, user = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    # users in user_id order: the features view's joins then stream rows out nearly in that
-    # order, and _by_user's reordering of every column is a near-sequential copy, not a random
-    # gather (1M users: its 6.3-9.8 CPU s became 4.5). Any order gives the same result.
+    # users in user_id order: feature_row (below) is then the user's row in the result, and the
+    # view's joins stream rows out nearly in that order, so _by_user's stores into the frame
+    # are near-sequential, not random (read back from a file, 6.3-9.8 CPU s became 4.5)
     by_id = pc.sort_indices(users).to_numpy()
     users, user = users.take(by_id), np.argsort(by_id)[user]
     n_users, n_windows = len(users), len(suffixes)
@@ -371,7 +377,13 @@ def _user_counts(con: duckdb.DuckDBPyConnection, suffixes: list[str]) -> None:
         windowed[name] = [pa.array(row) for row in values]
 
     n, purchase, review = column("n"), of_type["purchase"], of_type["review"]
-    put("n_events", per_window(n).astype(np.int64))
+    events_per_window = per_window(n).astype(np.int64)
+    put("n_events", events_per_window)
+    # the user's row in the result (users with an event in the history window, in user_id
+    # order; -1 for the others), where _by_user puts the user's values straight from DuckDB
+    in_history = events_per_window[-1] > 0
+    feature_row = np.where(in_history, np.cumsum(in_history) - 1, -1)
+    del events_per_window
     for t in EVENT_COUNTS:
         put(f"n_{t}", per_window(n, of_type[t]).astype(np.int64))
     put("n_night_utc", per_window(column("n_night")).astype(np.int64))
@@ -400,7 +412,7 @@ def _user_counts(con: duckdb.DuckDBPyConnection, suffixes: list[str]) -> None:
         average = per_window(np.nan_to_num(column("rating_sum").astype(np.float64)), review) / rated
     put("avg_rating", np.where(rated > 0, average, 0.0))
     put("n_five_star", per_window(column("n_five"), review).astype(np.int64))
-    out: dict[str, Any] = {"user_id": users}
+    out: dict[str, Any] = {"user_id": users, "feature_row": feature_row}
     for i, s in enumerate(suffixes):  # the SQL's column order: a window's columns together, shortest first
         for name, columns in windowed.items():
             out[f"{name}{s}"] = columns[i]
@@ -684,7 +696,7 @@ FROM refunds r ASOF JOIN purchases p
 GROUP BY r.user_id""",
         f"""
 CREATE TEMP VIEW features AS
-SELECT user_id,
+SELECT user_id, feature_row,
        {", ".join(ratios)},
        coalesce(median_gap_s_{longest}d, {longest * 86400.0}) AS median_gap_s_{longest}d,
        -- no signup event for the user: its age is unknown (NULL), not the time since the log starts

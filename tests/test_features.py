@@ -688,3 +688,10 @@ def test_review_text_columns_only_when_enabled_and_null_without_any_text(make_ev
     no_text = build(events.drop(columns=["review_text"]), as_of=as_of, review_text={"enabled": True})
     assert no_text.attrs["signals"]["review_text"] is False
     assert no_text["near_duplicate_review_share"].isna().all() and len(no_text) == len(on)
+
+
+def test_memory_sizes_read_as_duckdb_reads_them():
+    from pipelines.features import _bytes
+
+    assert _bytes("2GB") == 2e9 and _bytes("1.5 GiB") == 1.5 * 2**30 and _bytes("512MiB") == 512 * 2**20
+    assert _bytes("750KB") == 750e3
