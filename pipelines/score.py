@@ -167,13 +167,15 @@ _CHUNK_VALUES = 2 ** 21
 _SCORING_THREADS = 2  # parts scored at once (score_batches)
 
 
-def _chunk_rows(detector: Detector, features: pd.DataFrame) -> int:
-    """Rows per part: as many as keep a float64 matrix of the model's columns under
-    _CHUNK_VALUES values; a sequence model's batches are not cut."""
+def _part_rows(detector: Detector, width: int | None = None) -> int | None:
+    """Rows per part for a table model: as many as keep a float64 matrix of its columns (those it
+    lists, else `width`) under _CHUNK_VALUES values; None for a sequence model (its batches are
+    not cut) or a table model that lists no columns when no width is given."""
     if detector.input_kind != "table":
-        return max(1, len(features))
-    width = len(detector.feature_names_) if detector.feature_names_ is not None else features.shape[1]
-    return max(1, _CHUNK_VALUES // max(1, width))
+        return None
+    if detector.feature_names_ is not None:
+        width = len(detector.feature_names_)
+    return None if width is None else max(1, _CHUNK_VALUES // max(1, width))
 
 
 def batch_rows(detector: Detector, batch_users: int) -> int:
@@ -182,14 +184,14 @@ def batch_rows(detector: Detector, batch_users: int) -> int:
     the 1M-user file's 105 scored columns 100k users at a time took 1.9 CPU s (1.2 of it kernel
     time: Arrow's buffers of each batch are fresh memory) against 1.0 at 20k, and the parts
     were cut from the batch anyway."""
-    if detector.input_kind != "table" or detector.feature_names_ is None:
-        return max(1, int(batch_users))
-    return max(1, min(int(batch_users), _CHUNK_VALUES // max(1, len(detector.feature_names_))))
+    part = _part_rows(detector)
+    return max(1, int(batch_users) if part is None else min(int(batch_users), part))
 
 
 def _chunks(batch: pd.DataFrame, detector: Detector) -> Iterable[pd.DataFrame]:
-    """The non-empty parts of `batch` that score_batches scores one at a time (_CHUNK_VALUES)."""
-    size = _chunk_rows(detector, batch)
+    """The non-empty parts of `batch` that score_batches scores, _SCORING_THREADS at a time
+    (_CHUNK_VALUES); a sequence model's batch is one part."""
+    size = _part_rows(detector, batch.shape[1]) or max(1, len(batch))
     return (batch.iloc[start:start + size] for start in range(0, len(batch), size))
 
 

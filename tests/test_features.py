@@ -695,3 +695,26 @@ def test_memory_sizes_read_as_duckdb_reads_them():
 
     assert _bytes("2GB") == 2e9 and _bytes("1.5 GiB") == 1.5 * 2**30 and _bytes("512MiB") == 512 * 2**20
     assert _bytes("750KB") == 750e3
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ("(0, 1.5), (1, 2.5)", None),  # each user's row once: filled in feature_row order
+    ("(0, 1.5), (0, 1.5), (1, 2.5)", "gave 3 rows for 2 users"),  # a join that repeats a user
+    ("(1, 2.5)", "gave 1 rows for 2 users"),  # one that loses one
+])
+def test_by_user_fills_each_users_row_once_or_fails_loudly(rows, expected):
+    import duckdb
+
+    from pipelines.features import _by_user
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE user_counts AS SELECT * FROM (VALUES ('b', 1), ('a', 0), ('gone', -1)) "
+                "t(user_id, feature_row)")
+    con.execute(f"CREATE TABLE features AS SELECT CASE feature_row WHEN 0 THEN 'a' ELSE 'b' END AS user_id, "
+                f"feature_row, x FROM (VALUES {rows}) t(feature_row, x)")
+    if expected is None:
+        frame = _by_user(con, None)
+        assert frame["user_id"].tolist() == ["a", "b"] and frame["x"].tolist() == [1.5, 2.5]
+    else:
+        with pytest.raises(RuntimeError, match=expected):
+            _by_user(con, None)
