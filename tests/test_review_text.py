@@ -276,3 +276,32 @@ def test_the_features_step_reads_only_the_reviews_in_its_history_window(make_eve
     assert windowed.loc["r1", "accounts_sharing_review_text"] == 4  # r2..r5
     assert everything.loc["old", "max_review_similarity_other"] > 0.9
     assert everything.loc["r1", "accounts_sharing_review_text"] == 5  # and "old"
+
+
+def test_embed_counts_each_words_padded_character_3_to_5_grams():
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts = ["ab", "x", "abc abc", "wow amazing product must buy", "amazing product must buy",
+             "café crème brûlée 10 out of 10", "ünïcödé 𝔘𝔫𝔦", "a b c"]
+    X = rt.embed(texts)
+    # the same n-grams as scikit-learn's char_wb analyzer, counted exactly (by their strings)
+    counts = CountVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=False).fit_transform(texts)
+    for i in range(len(texts)):
+        expected = np.sort(counts[i].data.astype(np.float64))
+        expected /= np.sqrt((expected ** 2).sum())
+        np.testing.assert_allclose(np.sort(X[i].data), expected, rtol=1e-6)  # no collision among so few
+    np.testing.assert_allclose(np.asarray(X.multiply(X).sum(axis=1)).ravel(), 1.0, rtol=1e-6)
+    cosine = (X @ X.T).toarray()
+    dense = counts.toarray().astype(np.float64)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    np.testing.assert_allclose(cosine, dense @ dense.T, atol=1e-6)
+    assert rt.embed([]).shape == (0, 2 ** 20)
+
+
+def test_embed_gives_each_text_the_same_row_whatever_else_it_is_embedded_with(monkeypatch):
+    texts = [f"review number {i} of a longer text" for i in range(7)]
+    whole = rt.embed(texts)
+    monkeypatch.setattr(rt, "_EMBED_CHUNK", 3)  # three passes: 3 + 3 + 1 texts
+    parts = rt.embed(texts)
+    assert (whole != parts).nnz == 0 and parts.shape == whole.shape
+    assert (rt.embed(texts[4:5]) != whole[4]).nnz == 0
