@@ -51,6 +51,7 @@ and does not depend on the order of the input rows.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -307,15 +308,20 @@ def _minhash(X: sp.csr_matrix, runs: int, bins: int) -> np.ndarray:
     T = X.shape[0]
     shift = np.uint64(64 - int(bins).bit_length() + 1)
     base = _mix64(X.indices.astype(np.uint64) ^ np.uint64(_SEED))
-    row = np.repeat(np.arange(T, dtype=np.int64) * bins, np.diff(X.indptr))
+    row = np.repeat(np.arange(T, dtype=np.uint64) * np.uint64(bins), np.diff(X.indptr))
     empty = np.uint32(0xFFFFFFFF)
     out = np.empty((T, runs * bins), dtype=np.uint32)
+    high = 1 if sys.byteorder == "little" else 0  # the upper 32 bits of each uint64
     for r in range(runs):
         multiplier = _mix64(np.array([_SEED + r], dtype=np.uint64)) | np.uint64(1)  # odd
         with np.errstate(over="ignore"):
             h = base * multiplier
         sig = np.full(T * bins, empty, dtype=np.uint32)
-        np.minimum.at(sig, row + (h >> shift).astype(np.int64), ((h >> np.uint64(16)) & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        # the value kept is the hash's upper half, whose top bits are the bin's (the same for
+        # every value in a bin): a strided view, and unsigned index arithmetic, copy nothing
+        bin_of = h >> shift
+        bin_of += row
+        np.minimum.at(sig, bin_of, h.view(np.uint32)[high::2])
         sig = sig.reshape(T, bins)
         filled = sig != empty
         if not filled.all():
