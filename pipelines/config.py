@@ -140,7 +140,7 @@ class CleanParams(_Section):
 
 
 class ReviewTextParams(_Section):
-    enabled: bool = False
+    enabled: bool = True
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
     min_similarity: float = Field(0.8, gt=0, le=1)
     lsh_bands: PositiveInt = 32

@@ -109,9 +109,11 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
         assert old[f"typical_gap_s_{w}d"] == w * 86400.0
     assert old["median_gap_s_28d"] == 28 * 86400.0 and old["median_hours_to_refund_28d"] == 28 * 24.0
     assert old["unbought_review_share_28d"] == old["max_accounts_sharing_device"] == 0
-    # what this log does not carry is empty, for everyone: sessions, IPs, countries, signups, failed payments
+    # what this log does not carry is empty, for everyone: sessions, IPs, countries, signups, failed
+    # payments, review texts
     empty = {c for c in f.columns if f[c].isna().all()}
     assert empty == {
+        "max_review_similarity_other", "near_duplicate_review_share", "accounts_sharing_review_text",
         *{f"{x}_{w}" for w in ("1d", "7d", "28d", "hist")
           for x in ("distinct_sessions", "events_per_session", "distinct_ips", "distinct_countries", "n_new_countries",
                     "share_payment_failed", "failed_payment_ratio", "small_failed_payment_share")},
@@ -120,7 +122,7 @@ def test_exact_values_on_a_tiny_log(base_log, as_of):
     assert not f.drop(columns=sorted(empty)).isna().any().any()
     assert f.attrs["signals"] == {"sessions": False, "devices": True, "ips": False, "countries": False, "prices": True,
                                   "ratings": True, "signups": False, "payments_failed": False, "logins": True,
-                                  "reviews": True, "refunds": True}
+                                  "reviews": True, "refunds": True, "review_text": False}
     # recency: from the last event to the end of the as-of day
     assert a["days_since_last_event"] == pytest.approx(20 / 24)  # the review at 04:00
     assert (b["days_since_last_event"], old["days_since_last_event"]) == (0.5, 40.5)
@@ -193,6 +195,7 @@ def test_output_shape_and_types(base_log, as_of):
         "median_gap_s_28d", "unbought_review_share_28d", "median_hours_to_refund_28d", "account_age_days",
         "signed_up_in_window", "hours_signup_to_first_purchase", "max_accounts_sharing_device",
         "max_accounts_sharing_ip", "days_since_last_event",
+        "max_review_similarity_other", "near_duplicate_review_share", "accounts_sharing_review_text",
     }
     assert f.attrs["population"] == {
         "users_with_events": 4, "users_scored": 4, "left_out_outside_history": 0, "history_days": None,
@@ -671,21 +674,22 @@ def test_money_and_window_aggregates_add_up_over_the_buckets(make_events, at, as
     assert (a["five_star_share_1d"], a["five_star_share_7d"]) == (0, pytest.approx(1 / 3))
 
 
-def test_review_text_columns_only_when_enabled_and_null_without_any_text(make_events, at, as_of):
+def test_review_text_columns_by_default_absent_when_disabled_and_null_without_any_text(make_events, at, as_of):
     ring = "Amazing product highly recommend!!! Best seller 5 stars"
     rows = [dict(event_time=at(1, h), user_id=u, event_type="review", product_id=f"p{h}", rating=5, review_text=t)
             for h, (u, t) in enumerate([("r1", ring), ("r2", ring.upper()), ("honest", "The zip broke after a week"),
                                         ("other", "Fits well, washes fine, a bit short in the sleeves")])]
     rows.append(dict(event_time=at(0), user_id="quiet", event_type="view", product_id="p1"))
     events = make_events(rows)
-    assert "max_review_similarity_other" not in build(events, as_of=as_of).columns  # off by default
-    on = build(events, as_of=as_of, review_text={"enabled": True}).set_index("user_id")
+    off = build(events, as_of=as_of, review_text={"enabled": False})
+    assert "max_review_similarity_other" not in off.columns and "review_text" not in off.attrs["signals"]
+    on = build(events, as_of=as_of).set_index("user_id")  # on by default
     assert on.attrs["signals"]["review_text"] is True
     assert on.loc["r1", "max_review_similarity_other"] == 1.0 and on.loc["r2", "near_duplicate_review_share"] == 1.0
     assert on.loc["r1", "accounts_sharing_review_text"] == 1
     assert on.loc["honest", "max_review_similarity_other"] < 0.8
     assert on.loc["quiet", ["max_review_similarity_other", "near_duplicate_review_share"]].tolist() == [0.0, 0.0]
-    no_text = build(events.drop(columns=["review_text"]), as_of=as_of, review_text={"enabled": True})
+    no_text = build(events.drop(columns=["review_text"]), as_of=as_of)
     assert no_text.attrs["signals"]["review_text"] is False
     assert no_text["near_duplicate_review_share"].isna().all() and len(no_text) == len(on)
 
