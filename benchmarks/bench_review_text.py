@@ -2,13 +2,17 @@
 and the time when the log has no review_text column.
 
     nice -n 10 python benchmarks/bench_review_text.py [--users 100000,1000000] [--cache DIR] [--repeat 1] [--recall]
+        [--features-step [--memory-limit SIZE|null]]
 
 Each log is simulated in a child process (the project's simulator, 28 days, seed 7; 1M users
 is ~77M events, ~4 minutes and ~18 GB of memory for the simulator and its Parquet write) and
 kept in --cache when given. Every measurement runs in a fresh child process reading the Parquet
 file, so its peak RSS is the feature step's own. --recall also checks the MinHash search
 against brute force at the smallest size (pairs of distinct texts at cosine >= 0.9 and >= 0.8).
-The machine is shared: figures are noisy, compare ratios.
+--features-step also times the whole features step (build_features) on the same file without
+and with review text, alternated --repeat times, each in a fresh child process (at 1M users the
+raw 77M-event file needs `--memory-limit null`). The machine is shared: figures are noisy,
+compare ratios.
 """
 from __future__ import annotations
 
@@ -62,6 +66,18 @@ if len(sys.argv) > 3:
 print(json.dumps(out))
 """
 
+FEATURES_STEP = """
+import json, resource, sys, time
+from pipelines.features import build_features
+params = {"review_text": {"enabled": sys.argv[2] == "on"}}
+if sys.argv[3] != "default":
+    params["memory_limit"] = None if sys.argv[3] == "null" else sys.argv[3]
+start = time.perf_counter()
+features = build_features(sys.argv[1], params)
+print(json.dumps({"seconds": time.perf_counter() - start, "users": len(features), "columns": features.shape[1],
+                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
 RECALL = """
 import json, sys
 import numpy as np, pandas as pd
@@ -100,6 +116,10 @@ def main() -> None:
     parser.add_argument("--cache", help="keep (and reuse) the simulated Parquet files here")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; the best and the median are shown")
     parser.add_argument("--recall", action="store_true", help="check the search against brute force (smallest size)")
+    parser.add_argument("--features-step", action="store_true",
+                        help="also time build_features without and with review text (alternated, --repeat times)")
+    parser.add_argument("--memory-limit", default="default",
+                        help="features.memory_limit for --features-step: a size, null, or default (params.yaml's)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.users.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +144,17 @@ def main() -> None:
                 child(DROP_TEXT, str(events), str(no_text))
             empty = child(MEASURE, str(no_text), END)
             print(f"           without a review_text column: {empty['seconds'] * 1000:.1f} ms, {empty['users']} rows")
+            if args.features_step:
+                step = {"off": [], "on": []}
+                for _ in range(max(args.repeat, 1)):
+                    for mode in ("off", "on"):
+                        step[mode].append(child(FEATURES_STEP, str(events), mode, args.memory_limit))
+                for mode, label in (("off", "without"), ("on", "with")):
+                    runs = step[mode]
+                    print(f"           features step {label} review text: "
+                          + ", ".join(f"{r['seconds']:.1f} s" for r in runs)
+                          + f" ({runs[0]['users']:,} users x {runs[0]['columns']} columns); peak RSS "
+                          f"{max(r['peak_gib'] for r in runs):.2f} GiB")
         if args.recall:
             n = min(sizes)
             r = child(RECALL, str(folder / f"events_{n}.parquet"), END)

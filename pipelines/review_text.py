@@ -132,9 +132,9 @@ def _embed_chunk(texts: list[str]) -> sp.csr_matrix:
     row, column = np.concatenate(rows), np.concatenate(columns)
     X = sp.csr_matrix((np.ones(len(row), dtype=np.float32), (row, column)), shape=(len(texts), 2 ** _FEATURE_BITS))
     X.sum_duplicates()  # counts, indices sorted
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(len(texts)), np.diff(X.indptr)), weights=X.data.astype(np.float64) ** 2,
-                                minlength=len(texts)))
-    X.data /= np.repeat(norms, np.diff(X.indptr)).astype(np.float32)
+    row_of = np.repeat(np.arange(len(texts)), np.diff(X.indptr))
+    norms = np.sqrt(np.bincount(row_of, weights=X.data.astype(np.float64) ** 2, minlength=len(texts)))
+    X.data /= norms[row_of].astype(np.float32)
     return X
 
 
