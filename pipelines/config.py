@@ -117,6 +117,7 @@ class SimulateParams(_Section):
     end_date: IsoDate = "2026-11-21"
     anomaly_rate: float = Field(0.02, ge=0, le=0.5)
     n_products: int = Field(5000, ge=50, le=50_000_000)
+    ring_rewording: float = Field(0.0, ge=0, le=1)
 
 
 class IngestParams(_Section):

@@ -305,3 +305,29 @@ def test_embed_gives_each_text_the_same_row_whatever_else_it_is_embedded_with(mo
     parts = rt.embed(texts)
     assert (whole != parts).nnz == 0 and parts.shape == whole.shape
     assert (rt.embed(texts[4:5]) != whole[4]).nnz == 0
+
+
+def test_rewording_rings_only_changes_ring_members_review_texts():
+    params = {**SIM, "n_users": 3000}
+    events, labels = simulate(params)
+    reworded, labels_again = simulate({**params, "ring_rewording": 0.6})
+    pd.testing.assert_frame_equal(labels, labels_again)
+    pd.testing.assert_frame_equal(events.drop(columns=["review_text"]), reworded.drop(columns=["review_text"]))
+    kind = events["user_id"].map(labels.set_index("user_id")["anomaly_type"])
+    ring = (kind == "fake_review_ring").to_numpy()
+    in_some_ring = kind.isin(["fake_review_ring", "brushing"]).to_numpy()  # brushing rings post hype too
+    before, after = events["review_text"], reworded["review_text"]
+    pd.testing.assert_series_equal(before[~in_some_ring], after[~in_some_ring])
+    changed = (before[ring] != after[ring]) & before[ring].notna()
+    assert changed.sum() > 20
+    # a reworded text is the same template with phrases swapped: its format survives
+    assert (after[ring][changed].str.count(r"[,.!]") > 0).all()
+    # rewording leaves fewer of a ring's texts word for word the same as another account's
+
+    def shared_share(texts: pd.Series) -> float:
+        reviews = pd.DataFrame({"user_id": events["user_id"], "text": texts.str.lower().str.replace(
+            r"[^a-z0-9]+", " ", regex=True).str.strip()})[texts.notna().to_numpy()]
+        accounts = reviews.groupby("text")["user_id"].nunique()
+        return float((reviews["text"].map(accounts) >= 2)[ring[texts.notna().to_numpy()]].mean())
+
+    assert shared_share(after) < 0.6 * shared_share(before)

@@ -328,6 +328,8 @@ def test_intensity_varies_and_no_simple_feature_separates_perfectly(mid):
         {"anomaly_mix": {"brushing": 0}},
         {"anomaly_mix": {"brushing": -1}},
         {"n_user": 100},
+        {"ring_rewording": 1.5},
+        {"ring_rewording": "half"},
     ],
 )
 def test_bad_params_raise_user_error(bad):

@@ -16,6 +16,11 @@ Parameters (every key is optional; unknown keys are an error, so a typo cannot p
                                        window is [end_date - days + 1 00:00, end_date 23:59:59.999999]
     anomaly_rate  float  0.02          fraction of users who are abusers, in [0, 0.5]
     n_products    int    5000          catalogue size (>= 50)
+    ring_rewording float 0.0           chance, per hype phrase and post, that a ring member
+                                       (fake_review_ring, and brushing rings' hype reviews) swaps
+                                       a phrase of its ring's template for another of the same
+                                       kind ("Amazing" -> "Superb"), in [0, 1]: rings that
+                                       paraphrase; 0 leaves every output as it was
     anomaly_mix   dict   equal         abuse type -> relative weight (types left out get 0);
                                        types: brushing, refund_abuse, account_takeover,
                                        card_testing, scraping_bot, fake_review_ring

@@ -66,6 +66,11 @@ def parse_params(params: dict | None, abuse_types: tuple[str, ...] = ABUSE_TYPES
     if not (0.0 <= rate <= 0.5):
         raise UserError(f"simulate: anomaly_rate must be in [0, 0.5], got {rate}")
     out["anomaly_rate"] = rate
+    reword = p["ring_rewording"]
+    if isinstance(reword, bool) or not isinstance(reword, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(reword) <= 1.0:
+        raise UserError(f"simulate: ring_rewording must be a number in [0, 1], got {reword!r}")
+    out["ring_rewording"] = float(reword)
     mix = p["anomaly_mix"]
     if mix is None:
         weights = np.ones(len(abuse_types))

@@ -653,11 +653,13 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _ring_template(key: int) -> str:
+def _ring_template(key: int, shifts: tuple[int, ...] = (0, 0, 0, 0)) -> str:
+    """The template hashed from `key`; a part whose shift is not 0 is swapped for the choice that
+    many places further on in its group (1 .. len - 1: another phrase of the same kind)."""
     parts = []
     for i, choices in enumerate(_HYPE):
         key, pick = divmod(key, 1 << 12)
-        parts.append(choices[pick % len(choices)])
+        parts.append(choices[(pick + shifts[i]) % len(choices)])
     return _RING_FORMATS[(key >> 8) % len(_RING_FORMATS)].format(*parts)
 
 
@@ -749,16 +751,22 @@ def render_review_texts(w: World, code: np.ndarray, user: np.ndarray, prod: np.n
     ru = user[ringed]
     edit = np.searchsorted(_EDIT_CDF, rng.random(len(ringed)) * 0.999999, side="right")
     combo = np.stack([scen_of[ru], ring_of[ru], slot, edit], axis=1)
+    reword = float(w.p.get("ring_rewording", 0.0))
+    if reword > 0:  # drawn only then, so that 0 leaves every text as it was
+        u_part = rng.random((len(ringed), 2 * len(_HYPE)))
+        sizes = np.array([len(c) for c in _HYPE])
+        shifts = np.where(u_part[:, :len(_HYPE)] < reword, 1 + (u_part[:, len(_HYPE):] * (sizes - 1)).astype(np.int64), 0)
+        combo = np.concatenate([combo, np.where(ring_of[ru, None] >= 0, shifts, 0)], axis=1)
     uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
     seed = np.uint64(w.p["seed"])
     ring_values = []
-    for scen, ring, j, e in uniq.tolist():
+    for scen, ring, j, e, *shift in uniq.tolist():
         if ring < 0:
             template = _TEXTS[0][j]
         else:
             with np.errstate(over="ignore"):
                 key = _mix64(_mix64(_mix64(_mix64(seed) ^ np.uint64(scen)) ^ np.uint64(ring)) ^ np.uint64(j))
-            template = _ring_template(int(key))
+            template = _ring_template(int(key), tuple(shift) or (0,) * len(_HYPE))
         ring_values.append(_RING_EDITS[e][1](template))
     out[ringed] = h + np.asarray(inverse, dtype=np.int64).reshape(-1)
     assert len(honest_text) == h
