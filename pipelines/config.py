@@ -147,6 +147,9 @@ class ReviewTextParams(_Section):
     lsh_bands: PositiveInt = 32
     lsh_rows: PositiveInt = 8
     max_bucket: PositiveInt = 50
+    model: Literal["lexical", "wordllama"] = "lexical"
+    ann_cluster_size: PositiveInt = 256
+    ann_probes: PositiveInt = 3
 
     @model_validator(mode="after")
     def _floor_below_threshold(self):

@@ -3,14 +3,18 @@ the review texts of OTHER accounts, as of a point in time.
 
     features = review_text_features(events, end, params)
 
-What "similar" means here: LEXICAL near-duplicates, not meaning. A text is represented by its
-character 3-5-grams within words, hashed (computed with NumPy, nothing to download), rows
-L2-normalised, and compared by cosine. "Amazing product, must buy!" and "AMAZING product
-must buy" are the same text; "wow amazing product must buy" is a near-duplicate; "great item, I
-recommend it" is not similar at all, although it says the same thing. That is what a ring posting
-one template with small edits leaves behind. A semantic embedding can replace `embed` (same
-contract: one L2-normalised row per text, scipy sparse or a dense array) without changing the
-rest; see `embed`.
+What "similar" means here depends on `model`:
+- `lexical` (the default): near-duplicates in spelling. A text is represented by its character
+  3-5-grams within words, hashed (computed with NumPy, nothing to download), rows
+  L2-normalised, and compared by cosine. "Amazing product, must buy!" and "AMAZING product must
+  buy" are the same text; "wow amazing product must buy" is a near-duplicate; "great item, I
+  recommend it" is not similar at all, although it says the same thing. That is what a ring
+  posting one template with small edits leaves behind.
+- `wordllama`: near-duplicates in meaning, from a small semantic embedding whose weights ship
+  inside its PyPI package (`semantic_embed`), loaded offline. "Wonderful purchase, top quality"
+  and "Brilliant purchase, top quality" are 0.94 apart (lexically 0.75, below min_similarity):
+  a ring that rewords its template is still one family. The same thresholds apply.
+Any other embedding plugs in as `embed=` (one L2-normalised row per text, scipy sparse or dense).
 
 How, so that it scales (1M users, ~250k reviews) without an all-pairs matrix:
 
@@ -27,8 +31,12 @@ How, so that it scales (1M users, ~250k reviews) without an all-pairs matrix:
    of n-grams and of candidates, never with texts squared; in a bucket of texts agreeing on a
    band each text is paired with at most `max_bucket` others. This is the approximation:
    measured against brute force on the simulator at 100k users (19.6k distinct texts), 99 % of
-   the pairs at cosine >= 0.9 and 69 % of those at >= 0.8 are found (benchmarks/
+   the pairs at cosine >= 0.9 and 67 % of those at >= 0.8 are found (benchmarks/
    bench_review_text.py --recall); exact duplicates (step 1) are always found.
+   A dense embedding (wordllama) is searched by cells instead (`_similar_pairs_cells`: k-means
+   cells of about `ann_cluster_size` texts, each text filed under its `ann_probes` nearest,
+   texts sharing a cell compared exactly): at 100k users 100 % of the pairs at >= 0.9 and
+   99.9 % of those at >= 0.8 are found.
 3. Per (text, account): the best match among texts written by another account; per user: the
    aggregates below.
 
@@ -50,6 +58,7 @@ and does not depend on the order of the input rows.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, Callable
@@ -70,12 +79,17 @@ DEFAULTS: dict[str, Any] = {
     "lsh_bands": 32,  # MinHash bands ...
     "lsh_rows": 8,  # ... of this many values each: a pair is a candidate when one band agrees
     "max_bucket": 50,  # in a band bucket, each text is paired with at most this many others
-    "chunk_rows": 2048,  # dense embeddings: texts per block of the brute-force product
+    "chunk_rows": 2048,  # dense embeddings: texts per block of a product of vectors
+    "model": "lexical",  # lexical (embed) | wordllama (semantic_embed: needs the wordllama package)
+    "ann_cluster_size": 256,  # dense embeddings: texts per k-means cell of the search, on average ...
+    "ann_probes": 3,  # ... and the nearest cells each text is filed under (two texts sharing one are compared)
 }
 _SEED = 0x7E7_5EED
 _FEATURE_BITS = 20  # embed: 2**20 hashed n-gram features
 _NGRAM_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's prime: a polynomial hash of the n-gram's characters
 _EMBED_CHUNK = 20_000  # texts per embed pass: a few hundred MB of n-grams at most
+_KMEANS_SAMPLE = 50_000  # rows the cells' centroids are fitted on, at most
+_KMEANS_ITERATIONS = 8
 _BANDS_PER_RUN = 4  # bands per one-permutation pass (at least): few bins, so short texts fill most
 COLUMNS = ["user_id", "review_texts", "max_review_similarity_other", "near_duplicate_review_share",
            "accounts_sharing_review_text"]
@@ -99,10 +113,9 @@ def embed(texts: list[str]) -> sp.csr_matrix:
     this 0.7 s; the cosines of the pairs it finds differ by at most 0.005 (other hash
     collisions).
 
-    This is the one place a real embedding model plugs in: any function that returns one
-    L2-normalised row per text (scipy sparse matrix or dense numpy array, same order) works.
-    A dense one is compared by brute force (chunked, O(texts^2 x dims)), fine for tens of
-    thousands of distinct texts, not for millions."""
+    Another embedding plugs in beside it (`semantic_embed`, or review_text_features(embed=)):
+    any function that returns one L2-normalised row per text (scipy sparse matrix or dense numpy
+    array, same order) works. A sparse one is searched by MinHash, a dense one by cells."""
     parts = [_embed_chunk(texts[start:start + _EMBED_CHUNK]) for start in range(0, len(texts), _EMBED_CHUNK)]
     if not parts:
         return sp.csr_matrix((0, 2 ** _FEATURE_BITS), dtype=np.float32)
@@ -138,6 +151,36 @@ def _embed_chunk(texts: list[str]) -> sp.csr_matrix:
     return X
 
 
+@functools.lru_cache(maxsize=1)
+def _wordllama():
+    """WordLlama's bundled model (256 dimensions, 16 MB of weights inside the wheel), loaded
+    from the package's own folder with downloads disabled: its plain `load()` looks for the
+    bundled tokenizer in another folder and would fetch it from huggingface.co."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust tokenizer, in forked workers
+    try:
+        import wordllama
+    except ImportError:
+        raise UserError("features.review_text.model wordllama needs the wordllama package: "
+                        "pip install -c constraints.txt 'wordllama==0.4.0.post1', or set model: lexical") from None
+    from pathlib import Path
+
+    return wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+
+
+def semantic_embed(texts: list[str]) -> np.ndarray:
+    """One L2-normalised float32 row of 256 per text, from WordLlama (PyPI `wordllama`, MIT): the
+    mean of its tokens' embeddings (trained from a large language model's). Semantic where
+    `embed` is lexical: "great product highly recommend" and "excellent item strongly
+    recommended" come out at cosine 0.60, a text about a broken zip at 0.07 from either.
+    Loaded on first use, offline; a pass over 20k short texts takes under a second."""
+    if not texts:
+        return np.zeros((0, 256), dtype=np.float32)
+    return np.ascontiguousarray(_wordllama().embed(texts, norm=True, batch_size=1024), dtype=np.float32)
+
+
+_EMBEDDINGS: dict[str, Embedding] = {"lexical": embed, "wordllama": semantic_embed}  # by params["model"]
+
+
 def empty_frame() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS[1:]})
     frame.insert(0, "user_id", pd.array([], dtype="str"))
@@ -145,20 +188,23 @@ def empty_frame() -> pd.DataFrame:
 
 
 def review_text_features(events: Any, end: pd.Timestamp, params: dict[str, Any] | None = None, *,
-                         embed: Embedding = embed) -> pd.DataFrame:
+                         embed: Embedding | None = None) -> pd.DataFrame:
     """The columns of the module docstring, one row per user with a review text before `end`.
 
     `events`: a pyarrow Table (or pandas DataFrame) or a Parquet file path, with user_id,
     event_time, event_type and, optionally, review_text. Without a review_text column, or with
     it NULL everywhere, the result is empty (for a Parquet file, decided from its metadata).
     `end`: a timestamp (UTC; a naive one is read as UTC); only events strictly before it count.
-    attrs["review_text"] holds what the search did (distinct texts, candidate pairs, ...)."""
+    attrs["review_text"] holds what the search did (distinct texts, candidate pairs, ...).
+    `embed` replaces the one params["model"] names (module docstring)."""
     p = {**DEFAULTS, **(params or {})}
+    if p["model"] not in _EMBEDDINGS:
+        raise UserError(f"review text: model must be one of {', '.join(_EMBEDDINGS)}, not {p['model']!r}")
     threshold, floor = float(p["near_duplicate_threshold"]), float(p["min_similarity"])
     if not 0.0 < floor <= threshold <= 1.0:
         raise UserError(f"review text: need 0 < min_similarity ({floor}) <= near_duplicate_threshold "
                         f"({threshold}) <= 1")
-    for name in ("lsh_bands", "lsh_rows", "max_bucket", "chunk_rows"):
+    for name in ("lsh_bands", "lsh_rows", "max_bucket", "chunk_rows", "ann_cluster_size", "ann_probes"):
         if not isinstance(p[name], (int, np.integer)) or isinstance(p[name], bool) or p[name] < 1:
             raise UserError(f"review text: {name} must be a whole number >= 1, not {p[name]!r}")
     end = pd.Timestamp(end)
@@ -166,7 +212,7 @@ def review_text_features(events: Any, end: pd.Timestamp, params: dict[str, Any] 
     table = _reviews(events, end)
     if table is None or table.num_rows == 0:
         return empty_frame()
-    return _features(table, threshold, floor, p, embed)
+    return _features(table, threshold, floor, p, embed or _EMBEDDINGS[p["model"]])
 
 
 # ----------------------------------------------------------------------------- reading
@@ -243,7 +289,8 @@ def _features(table: pa.Table, threshold: float, floor: float, p: dict[str, Any]
         a, b, s, stats = _similar_pairs_sparse(sp.csr_matrix(X, dtype=np.float32), floor, int(p["lsh_bands"]),
                                                int(p["lsh_rows"]), int(p["max_bucket"]), 50_000)
     else:
-        a, b, s, stats = _similar_pairs_dense(np.asarray(X, dtype=np.float32), floor, int(p["chunk_rows"]))
+        a, b, s, stats = _similar_pairs_cells(np.asarray(X, dtype=np.float32), floor, int(p["ann_cluster_size"]),
+                                              int(p["ann_probes"]), int(p["chunk_rows"]))
     # both directions
     a, b, s = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([s, s])
 
@@ -409,6 +456,69 @@ def _similar_pairs_dense(X: np.ndarray, floor: float, chunk_rows: int):
         out_s.append(np.minimum(S[i[upper] - start, j[upper]].astype(np.float64), 1.0))
     a, b, s = _cat(out_a, np.int64), _cat(out_b, np.int64), _cat(out_s, np.float64)
     return a, b, s, {"candidate_pairs": T * (T - 1) // 2, "similar_pairs": int(len(a))}
+
+
+def _similar_pairs_cells(X: np.ndarray, floor: float, cell_size: int, probes: int, chunk_rows: int):
+    """Pairs (i < j) of rows of X (L2-normalised) with cosine >= floor, searched by cells (an
+    inverted file, as in FAISS's IVF): spherical k-means cuts the rows into ceil(T / cell_size)
+    cells, each row is filed under its `probes` nearest centroids, and every two rows filed
+    under one cell are compared exactly. Two similar rows are nearly always near the same
+    centroids, so cost grows with T x cell_size instead of T^2 (one cell: brute force)."""
+    T = len(X)
+    cells = -(-T // cell_size)
+    if cells <= 1:
+        a, b, s, stats = _similar_pairs_dense(X, floor, chunk_rows)
+        return a, b, s, {**stats, "cells": 1, "largest_cell": int(T)}
+    centroids = _spherical_kmeans(X, cells, chunk_rows)
+    probes = min(probes, cells)
+    member, cell = [], []
+    for start in range(0, T, chunk_rows):
+        nearest = np.argpartition(-(X[start:start + chunk_rows] @ centroids.T), probes - 1, axis=1)[:, :probes]
+        member.append(np.repeat(np.arange(start, start + len(nearest)), probes))
+        cell.append(nearest.ravel())
+    member, cell = np.concatenate(member), np.concatenate(cell)
+    order = np.lexsort((member, cell))
+    member, cell = member[order], cell[order]
+    bounds = np.searchsorted(cell, np.arange(cells + 1))
+    out_key, out_s = [], []
+    compared = 0
+    for c in range(cells):
+        rows = member[bounds[c]:bounds[c + 1]]  # ascending
+        m = len(rows)
+        if m < 2:
+            continue
+        compared += m * (m - 1) // 2
+        Xc = X[rows]
+        for start in range(0, m, chunk_rows):
+            S = Xc[start:start + chunk_rows] @ Xc.T
+            i, j = np.nonzero(S >= floor - _TOLERANCE)
+            upper = j > i + start
+            i, j = i[upper], j[upper]
+            out_key.append(rows[i + start] * T + rows[j])
+            out_s.append(S[i, j])
+    key, s = _cat(out_key, np.int64), _cat(out_s, np.float64)
+    key, first = np.unique(key, return_index=True)  # a pair filed together in two cells: once
+    s = np.minimum(s[first], 1.0)
+    sizes = np.diff(bounds)
+    return key // T, key % T, s, {"candidate_pairs": int(compared), "similar_pairs": int(len(key)),
+                                  "cells": int(cells), "largest_cell": int(sizes.max())}
+
+
+def _spherical_kmeans(X: np.ndarray, k: int, chunk_rows: int) -> np.ndarray:
+    """k unit centroids of the rows of X: seeded k-means by cosine (_KMEANS_ITERATIONS rounds)
+    on a seeded sample of at most _KMEANS_SAMPLE rows; a cell left empty keeps its centroid."""
+    rng = np.random.default_rng(_SEED)
+    sample = X[np.sort(rng.choice(len(X), min(len(X), max(_KMEANS_SAMPLE, 4 * k)), replace=False))]
+    centroids = sample[np.sort(rng.choice(len(sample), k, replace=False))].copy()
+    for _ in range(_KMEANS_ITERATIONS):
+        assign = np.concatenate([np.argmax(sample[start:start + chunk_rows] @ centroids.T, axis=1)
+                                 for start in range(0, len(sample), chunk_rows)])
+        sums = sp.csr_matrix((np.ones(len(sample), dtype=np.float32), (assign, np.arange(len(sample)))),
+                             shape=(k, len(sample))) @ sample
+        norms = np.linalg.norm(sums, axis=1)
+        filled = norms > 0
+        centroids[filled] = sums[filled] / norms[filled, None]
+    return centroids
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -694,6 +694,19 @@ def test_review_text_columns_by_default_absent_when_disabled_and_null_without_an
     assert no_text["near_duplicate_review_share"].isna().all() and len(no_text) == len(on)
 
 
+def test_review_text_model_wordllama_reaches_the_features(make_events, at, as_of):
+    reworded = ["Wonderful purchase, top quality! Will buy again", "Brilliant purchase, top quality! Will buy again"]
+    rows = [dict(event_time=at(1, h), user_id=u, event_type="review", product_id=f"p{h}", rating=5, review_text=t)
+            for h, (u, t) in enumerate([("r1", reworded[0]), ("r2", reworded[1]), ("honest", "The zip broke after a week")])]
+    events = make_events(rows)
+    lexical = build(events, as_of=as_of).set_index("user_id")
+    semantic = build(events, as_of=as_of, review_text={"enabled": True, "model": "wordllama"}).set_index("user_id")
+    assert lexical.loc[["r1", "r2"], "near_duplicate_review_share"].tolist() == [0.0, 0.0]
+    assert semantic.loc[["r1", "r2"], "near_duplicate_review_share"].tolist() == [1.0, 1.0]
+    assert semantic.loc["honest", "max_review_similarity_other"] == 0.0
+    assert list(semantic.columns) == list(lexical.columns)
+
+
 def test_memory_sizes_read_as_duckdb_reads_them():
     from pipelines.features import _bytes
 

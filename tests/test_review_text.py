@@ -307,6 +307,98 @@ def test_embed_gives_each_text_the_same_row_whatever_else_it_is_embedded_with(mo
     assert (rt.embed(texts[4:5]) != whole[4]).nnz == 0
 
 
+# ------------------------------------------------------------------ the semantic model (wordllama)
+
+REWORDED = {  # one ring template, reworded by each account: a synonym swapped in
+    "r1": "Wonderful purchase, top quality! Will buy again",
+    "r2": "Brilliant purchase, top quality! Will buy again",
+    "r3": "Amazing purchase... top quality, will buy again!!",
+}
+
+
+def reworded_ring_and_honest() -> pa.Table:
+    rows = [(u, "2026-03-01", text) for u, text in REWORDED.items()]
+    rows += [(f"h{i}", "2026-03-02", text) for i, text in enumerate(HONEST)]
+    return frame(rows)
+
+
+def test_wordllama_matches_a_reworded_ring_that_the_lexical_model_misses():
+    events = reworded_ring_and_honest()
+    lexical = by_user(review_text_features(events, END))
+    semantic = by_user(review_text_features(events, END, {"model": "wordllama"}))
+    ring, honest = list(REWORDED), [f"h{i}" for i in range(len(HONEST))]
+    assert (lexical.loc[ring, "near_duplicate_review_share"] == 0).all()  # other words, other n-grams
+    assert (semantic.loc[ring, "near_duplicate_review_share"] == 1).all()
+    assert (semantic.loc[ring, "accounts_sharing_review_text"] == 2).all()
+    assert (semantic.loc[ring, "max_review_similarity_other"] >= 0.9).all()
+    assert (semantic.loc[honest, "max_review_similarity_other"] < 0.8).all()
+    assert list(semantic.columns) == list(lexical.columns)
+
+
+def test_wordllama_loads_without_the_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    rt._wordllama.cache_clear()
+    X = rt.semantic_embed(["great product highly recommend", "excellent item strongly recommended",
+                           "the zip broke after two days"])
+    assert X.shape == (3, 256) and X.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    assert X[0] @ X[1] > 0.5 > 0.2 > max(X[0] @ X[2], X[1] @ X[2])
+
+
+def test_without_the_wordllama_package_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wordllama", None)  # import fails
+    rt._wordllama.cache_clear()
+    try:
+        with pytest.raises(UserError, match="pip install .*wordllama.*or set model: lexical"):
+            review_text_features(reworded_ring_and_honest(), END, {"model": "wordllama"})
+    finally:
+        rt._wordllama.cache_clear()
+
+
+def test_no_review_text_loads_no_model(monkeypatch):
+    def fail():
+        raise AssertionError("loaded the model for a log without review texts")
+
+    monkeypatch.setattr(rt, "_wordllama", fail)
+    views = frame([("a", "2026-03-01", None)])
+    assert review_text_features(views, END, {"model": "wordllama"}).empty
+    without = ring_and_honest().drop_columns(["review_text"])
+    assert review_text_features(without, END, {"model": "wordllama"}).empty
+
+
+def test_an_unknown_model_is_a_user_error():
+    with pytest.raises(UserError, match="model must be one of lexical, wordllama"):
+        review_text_features(ring_and_honest(), END, {"model": "bert"})
+
+
+def test_the_cell_search_finds_what_brute_force_finds():
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((40, 24))
+    X = np.repeat(centres, 60, axis=0) + 0.35 * rng.standard_normal((2400, 24))  # clusters of near neighbours
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    ta, tb, ts, _ = rt._similar_pairs_dense(X, 0.8, 512)
+    a, b, s, stats = rt._similar_pairs_cells(X, 0.8, 64, 3, 512)
+    assert stats["cells"] == 38 and stats["candidate_pairs"] < 0.4 * 2400 * 2399 / 2  # not every pair
+    truth = dict(zip(zip(ta.tolist(), tb.tolist()), ts.tolist()))
+    found = dict(zip(zip(a.tolist(), b.tolist()), s.tolist()))
+    assert len(truth) > 5000 and len(found) == len(set(found)) and (a < b).all()
+    assert len(set(found) & set(truth)) >= 0.99 * len(truth)
+    assert set(found) <= set(truth)
+    np.testing.assert_allclose([found[p] for p in found], [truth[p] for p in found], atol=1e-5)
+    again = rt._similar_pairs_cells(X, 0.8, 64, 3, 512)
+    np.testing.assert_array_equal(again[0], a) and np.testing.assert_array_equal(again[1], b)
+    one_cell = rt._similar_pairs_cells(X, 0.8, 5000, 3, 512)  # fewer rows than a cell: brute force
+    assert one_cell[3]["cells"] == 1 and len(one_cell[0]) == len(ta)
+
+
 def test_rewording_rings_only_changes_ring_members_review_texts():
     params = {**SIM, "n_users": 3000}
     events, labels = simulate(params)
