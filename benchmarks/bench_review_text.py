@@ -12,8 +12,8 @@ for lexical, cells for wordllama) against brute force at the smallest size (pair
 texts at cosine >= 0.9 and >= 0.8). --model is features.review_text.model (wordllama needs the
 wordllama package installed).
 --features-step also times the whole features step (build_features) on the same file without
-and with review text, alternated --repeat times, each in a fresh child process (at 1M users the
-raw 77M-event file needs `--memory-limit null`). The machine is shared: figures are noisy,
+and with review text, alternated --repeat times, each in a fresh child process, under
+params.yaml's features.memory_limit or --memory-limit. The machine is shared: figures are noisy,
 compare ratios.
 """
 from __future__ import annotations

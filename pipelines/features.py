@@ -47,10 +47,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import math
 import os
 import re
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import numpy as np
@@ -260,6 +261,34 @@ def _bytes(size: str) -> float:
     """'2GB' -> 2e9, '1.5 GiB' -> 1.5 * 2**30: DuckDB's units, as config.py's pattern allows."""
     number, unit = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?)B", size.strip()).groups()
     return float(number) * _UNITS[unit]
+
+
+# DuckDB memory per event of the history window in user_gaps' one pass (the window over each
+# user's events and the median's values): 1M simulated users' 77M events did not fit in 2GB in one
+# pass and did in two; 64 cuts them in three
+_GAP_BYTES_PER_EVENT = 64
+
+
+def _gap_parts(events: float, memory_limit: str) -> int:
+    """How many parts of the users _user_gaps cuts `events` into under DuckDB's `memory_limit`
+    (as current_setting prints it, e.g. '1.8 GiB')."""
+    return max(1, math.ceil(events * _GAP_BYTES_PER_EVENT / _bytes(memory_limit)))
+
+
+def _user_gaps(con: duckdb.DuckDBPyConnection, select: Callable[[str], str]) -> None:
+    """Table user_gaps, `select(events)` over the events view ev: in one pass when the history
+    window's events fit in DuckDB's memory limit at _GAP_BYTES_PER_EVENT, else over as many
+    parts of the users (by a hash of user_id) as it takes, because this pass would not spill
+    within the limit. A user's events all fall in one part, so the rows are the same."""
+    (events,), = con.execute(f"SELECT coalesce(sum(n_events_{HISTORY}), 0) FROM user_counts").fetchall()
+    (limit,), = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    parts = _gap_parts(float(events), limit)
+    if parts == 1:
+        con.execute(f"CREATE TEMP TABLE user_gaps AS {select('ev')}")
+        return
+    for part in range(parts):
+        rows = select(f"(SELECT * FROM ev WHERE hash(user_id) % {parts} = {part})")
+        con.execute(f"CREATE TEMP TABLE user_gaps AS {rows}" if part == 0 else f"INSERT INTO user_gaps {rows}")
 
 
 def _connect(threads: int | None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -592,6 +621,22 @@ GROUP BY k.user_id"""
     same_product = ", ".join(f"max(n_in{s}) AS max_same_product_purchases{s}" for s in starts)
     bucket_starts = [start for start in starts.values() if start is not None]
 
+    def user_gaps(events: str) -> str:
+        """the gap features per user, from `events` (ev, or a part of its users)"""
+        return f"""
+SELECT * EXCLUDE ({", ".join(f"sum_gap_us{s}, sumsq_gap_us{s}" for s in starts)}), {", ".join(gap_moments)}
+FROM (
+    SELECT user_id, {", ".join(gaps)},
+           median(gap_us) FILTER (WHERE gap_bucket < {len(windows)}) / 1e6 AS median_gap_s_{longest}d
+    FROM (SELECT *, CAST(round(ln(gap_us / 1e6 + 1) * 1e9) AS BIGINT) AS log_gap_nano
+          FROM (SELECT *, epoch_us(event_time) - epoch_us(prev_time) AS gap_us,
+                       -- the bucket of a gap within the longest short window (both ends in it), else past them
+                       CASE WHEN prev_time >= {start_longest} THEN bucket ELSE {len(windows)} END AS gap_bucket
+                FROM (SELECT user_id, event_time, product_id, bucket,
+                             lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time) AS prev_time
+                      FROM {events} {where(since(start_hist))})))
+    GROUP BY user_id)"""
+
     return [
         f"""
 CREATE TEMP VIEW ev AS
@@ -626,20 +671,7 @@ FROM ev GROUP BY ALL""",
         f"""
 CREATE TEMP TABLE history_span AS
 SELECT date_diff('microsecond', min(first_seen), {_ts(end)}) / 1e6 AS span_s FROM user_counts""",
-        f"""
-CREATE TEMP TABLE user_gaps AS
-SELECT * EXCLUDE ({", ".join(f"sum_gap_us{s}, sumsq_gap_us{s}" for s in starts)}), {", ".join(gap_moments)}
-FROM (
-    SELECT user_id, {", ".join(gaps)},
-           median(gap_us) FILTER (WHERE gap_bucket < {len(windows)}) / 1e6 AS median_gap_s_{longest}d
-    FROM (SELECT *, CAST(round(ln(gap_us / 1e6 + 1) * 1e9) AS BIGINT) AS log_gap_nano
-          FROM (SELECT *, epoch_us(event_time) - epoch_us(prev_time) AS gap_us,
-                       -- the bucket of a gap within the longest short window (both ends in it), else past them
-                       CASE WHEN prev_time >= {start_longest} THEN bucket ELSE {len(windows)} END AS gap_bucket
-                FROM (SELECT user_id, event_time, product_id, bucket,
-                             lag(event_time) OVER (PARTITION BY user_id ORDER BY event_time) AS prev_time
-                      FROM ev {where(since(start_hist))})))
-    GROUP BY user_id)""",
+        functools.partial(_user_gaps, select=user_gaps),
         # one scan builds every (user, key) pair table; GROUPING() tells the sets apart
         f"""
 CREATE TEMP TABLE pairs AS

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.errors import UserError
 from pipelines.features import build_features, feature_columns, resolve_as_of, window_suffixes
+from pipelines.simulate import simulate
 
 P = {"threads": 1, "small_amount": 5.0}  # fixed: the tiny logs below are written against it
 
@@ -705,6 +706,30 @@ def test_review_text_model_wordllama_reaches_the_features(make_events, at, as_of
     assert semantic.loc[["r1", "r2"], "near_duplicate_review_share"].tolist() == [1.0, 1.0]
     assert semantic.loc["honest", "max_review_similarity_other"] == 0.0
     assert list(semantic.columns) == list(lexical.columns)
+
+
+def test_gap_features_over_parts_of_the_users_are_the_same_rows(monkeypatch):
+    import pipelines.features as features
+
+    events, _ = simulate({"seed": 5, "n_users": 400, "days": 14, "end_date": "2024-03-10"})
+    whole = build(events, memory_limit="1GB")
+    # as if the log took five times the limit (DuckDB prints 1GB as 953.6 MiB): about five parts
+    monkeypatch.setattr(features, "_GAP_BYTES_PER_EVENT", 5 * 10**9 // len(events))
+    parts = []
+    real = features._gap_parts
+    monkeypatch.setattr(features, "_gap_parts", lambda *a: parts.append(real(*a)) or parts[-1])
+    cut = build(events, memory_limit="1GB")
+    assert len(parts) == 1 and 4 <= parts[0] <= 6
+    pd.testing.assert_frame_equal(cut, whole)
+
+
+def test_gap_parts_follow_the_events_and_the_memory_limit():
+    from pipelines.features import _gap_parts
+
+    assert _gap_parts(5_008_512, "1.8 GiB") == 1  # bench_scale's 1M users
+    assert _gap_parts(23e6, "1.8 GiB") == 1  # 300k simulated users
+    assert _gap_parts(77e6, "1.8 GiB") == 3  # 1M: two passes fit in 2GB, one did not
+    assert _gap_parts(77e6, "18.8 GiB") == 1 and _gap_parts(0, "476.8 MiB") == 1
 
 
 def test_memory_sizes_read_as_duckdb_reads_them():
