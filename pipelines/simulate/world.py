@@ -142,7 +142,8 @@ WEEKLY = np.array([0.95, 0.92, 0.95, 1.0, 1.05, 1.14, 1.2])
 # end (`render_review_texts`), with its own random generator, so honest texts are diverse
 # (gist + a remark on an aspect of the product's category + a usage detail + a closer: millions
 # of combinations) while a ring's members reuse their ring's few templates with small
-# perturbations; the world's generator `rng` is not touched, so no other column changes.
+# perturbations (and, with simulate.ring_rewording, swap their phrases for others of the same
+# kind); the world's generator `rng` is not touched, so no other column changes.
 _TEXTS: dict[int, tuple[str, ...]] = {
     1: ("Broke after two days", "Terrible quality", "Not as described", "Waste of money",
         "Arrived damaged", "Do not buy"),
