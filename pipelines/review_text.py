@@ -11,9 +11,10 @@ What "similar" means here depends on `model`:
   recommend it" is not similar at all, although it says the same thing. That is what a ring
   posting one template with small edits leaves behind.
 - `wordllama`: near-duplicates in meaning, from a small semantic embedding whose weights ship
-  inside its PyPI package (`semantic_embed`), loaded offline. "Wonderful purchase, top quality"
-  and "Brilliant purchase, top quality" are 0.94 apart (lexically 0.75, below min_similarity):
-  a ring that rewords its template is still one family. The same thresholds apply.
+  inside its PyPI package (`semantic_embed`), loaded offline. "Wonderful purchase, top quality,
+  will buy again" and "Brilliant purchase, top quality, will buy again" are at cosine 0.94
+  (lexically 0.75, below min_similarity): a ring that rewords its template is still one family.
+  The same thresholds apply.
 Any other embedding plugs in as `embed=` (one L2-normalised row per text, scipy sparse or dense).
 
 How, so that it scales (1M users, ~250k reviews) without an all-pairs matrix:
@@ -171,7 +172,7 @@ def semantic_embed(texts: list[str]) -> np.ndarray:
     """One L2-normalised float32 row of 256 per text, from WordLlama (PyPI `wordllama`, MIT): the
     mean of its tokens' embeddings (trained from a large language model's). Semantic where
     `embed` is lexical: "great product highly recommend" and "excellent item strongly
-    recommended" come out at cosine 0.60, a text about a broken zip at 0.07 from either.
+    recommended" come out at cosine 0.60, "the zip broke after two days" at 0.02-0.07 from either.
     Loaded on first use, offline; a pass over 20k short texts takes under a second."""
     if not texts:
         return np.zeros((0, 256), dtype=np.float32)
