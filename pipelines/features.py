@@ -283,11 +283,8 @@ def _user_gaps(con: duckdb.DuckDBPyConnection, select: Callable[[str], str]) -> 
     (events,), = con.execute(f"SELECT coalesce(sum(n_events_{HISTORY}), 0) FROM user_counts").fetchall()
     (limit,), = con.execute("SELECT current_setting('memory_limit')").fetchall()
     parts = _gap_parts(float(events), limit)
-    if parts == 1:
-        con.execute(f"CREATE TEMP TABLE user_gaps AS {select('ev')}")
-        return
     for part in range(parts):
-        rows = select(f"(SELECT * FROM ev WHERE hash(user_id) % {parts} = {part})")
+        rows = select("ev" if parts == 1 else f"(SELECT * FROM ev WHERE hash(user_id) % {parts} = {part})")
         con.execute(f"CREATE TEMP TABLE user_gaps AS {rows}" if part == 0 else f"INSERT INTO user_gaps {rows}")
 
 

@@ -394,7 +394,8 @@ def test_the_cell_search_finds_what_brute_force_finds():
     assert set(found) <= set(truth)
     np.testing.assert_allclose([found[p] for p in found], [truth[p] for p in found], atol=1e-5)
     again = rt._similar_pairs_cells(X, 0.8, 64, 3, 512)
-    np.testing.assert_array_equal(again[0], a) and np.testing.assert_array_equal(again[1], b)
+    np.testing.assert_array_equal(again[0], a)
+    np.testing.assert_array_equal(again[1], b)
     one_cell = rt._similar_pairs_cells(X, 0.8, 5000, 3, 512)  # fewer rows than a cell: brute force
     assert one_cell[3]["cells"] == 1 and len(one_cell[0]) == len(ta)
 

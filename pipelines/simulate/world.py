@@ -654,7 +654,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _ring_template(key: int, shifts: tuple[int, ...] = (0, 0, 0, 0)) -> str:
+def _ring_template(key: int, shifts: tuple[int, ...]) -> str:
     """The template hashed from `key`; a part whose shift is not 0 is swapped for the choice that
     many places further on in its group (1 .. len - 1: another phrase of the same kind)."""
     parts = []
@@ -752,12 +752,13 @@ def render_review_texts(w: World, code: np.ndarray, user: np.ndarray, prod: np.n
     ru = user[ringed]
     edit = np.searchsorted(_EDIT_CDF, rng.random(len(ringed)) * 0.999999, side="right")
     combo = np.stack([scen_of[ru], ring_of[ru], slot, edit], axis=1)
-    reword = float(w.p.get("ring_rewording", 0.0))
+    shifts = np.zeros((len(ringed), len(_HYPE)), dtype=np.int64)  # per hype part: 0 keeps the ring's phrase
+    reword = w.p["ring_rewording"]
     if reword > 0:  # drawn only then, so that 0 leaves every text as it was
         u_part = rng.random((len(ringed), 2 * len(_HYPE)))
         sizes = np.array([len(c) for c in _HYPE])
         shifts = np.where(u_part[:, :len(_HYPE)] < reword, 1 + (u_part[:, len(_HYPE):] * (sizes - 1)).astype(np.int64), 0)
-        combo = np.concatenate([combo, np.where(ring_of[ru, None] >= 0, shifts, 0)], axis=1)
+    combo = np.concatenate([combo, np.where(ring_of[ru, None] >= 0, shifts, 0)], axis=1)
     uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
     seed = np.uint64(w.p["seed"])
     ring_values = []
@@ -767,7 +768,7 @@ def render_review_texts(w: World, code: np.ndarray, user: np.ndarray, prod: np.n
         else:
             with np.errstate(over="ignore"):
                 key = _mix64(_mix64(_mix64(_mix64(seed) ^ np.uint64(scen)) ^ np.uint64(ring)) ^ np.uint64(j))
-            template = _ring_template(int(key), tuple(shift) or (0,) * len(_HYPE))
+            template = _ring_template(int(key), tuple(shift))
         ring_values.append(_RING_EDITS[e][1](template))
     out[ringed] = h + np.asarray(inverse, dtype=np.int64).reshape(-1)
     assert len(honest_text) == h
